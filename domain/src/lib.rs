@@ -1,0 +1,26 @@
+//! Gatehouse's domain: the aggregates of API management and the fold of their events.
+//!
+//! Nothing here does I/O. The shape is cqrs-es's:
+//!
+//! - [`handle`] takes the current [`State`] and a [`Command`], checks the rules of the
+//!   aggregate it targets (an API, a throttling policy, an application, a subscription)
+//!   and returns the events to append ([`PendingEvent`]), or a [`DomainError`] that says
+//!   what is wrong.
+//! - [`State::apply`] folds one stored event into the state. It is the only way state
+//!   changes, so every reader of the log — control's read model, token-service's client
+//!   registry, each gateway's routing table — agrees with every other by construction.
+//!
+//! The events and the state records are the protobuf messages of `gatehouse.events.v1`
+//! (see the `gatehouse-proto` crate), so a snapshot is the state itself.
+
+pub mod api;
+pub mod command;
+mod error;
+pub mod lifecycle;
+pub mod policy;
+mod state;
+pub mod validate;
+
+pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};
+pub use error::{ApplyError, DomainError};
+pub use state::State;
