@@ -1,0 +1,131 @@
+//! HTTP handlers and the OpenAPI document describing them.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use service_kit::openapi::{
+    self, error_response, id_parameter, json_array_response, json_response,
+};
+use service_kit::{ApiError, Id, JsonBody};
+
+use crate::SERVICE;
+use crate::model::{MAX_EMAIL_CHARS, MAX_NAME_CHARS, NewUser, User};
+use crate::store::AppState;
+
+/// This service's own routes, state applied (shared routes are added by
+/// [`service_kit::service_router`]).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{id}", get(get_user))
+        .with_state(state)
+}
+
+async fn list_users(State(state): State<AppState>) -> Json<Vec<User>> {
+    Json(state.read().list())
+}
+
+async fn get_user(State(state): State<AppState>, Id(id): Id) -> Result<Json<User>, ApiError> {
+    state
+        .read()
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<NewUser>,
+) -> Result<impl IntoResponse, ApiError> {
+    let valid = body.validate()?;
+    let user = state.write().insert(valid).map_err(|taken| {
+        ApiError::conflict(format!(
+            "email is already used by user {}",
+            taken.existing_id
+        ))
+    })?;
+    tracing::info!(user.id, "user created");
+    let location = format!("/users/{}", user.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(user),
+    ))
+}
+
+/// The OpenAPI 3.0 document served at `/openapi.json`.
+pub fn openapi() -> Value {
+    let paths = json!({
+        "/users": {
+            "get": {
+                "summary": "List users",
+                "operationId": "listUsers",
+                "responses": { "200": json_array_response("All users, by id", "User") }
+            },
+            "post": {
+                "summary": "Create a user",
+                "operationId": "createUser",
+                "requestBody": {
+                    "required": true,
+                    "content": { "application/json": { "schema": openapi::schema_ref("NewUser") } }
+                },
+                "responses": {
+                    "201": {
+                        "description": "Created; `Location` is the new user's URL",
+                        "headers": { "Location": { "schema": { "type": "string" } } },
+                        "content": { "application/json": { "schema": openapi::schema_ref("User") } }
+                    },
+                    "400": error_response("Malformed JSON"),
+                    "409": error_response("Email already in use"),
+                    "415": error_response("Body is not application/json"),
+                    "422": error_response("Invalid fields (see `fields`) or wrongly typed body")
+                }
+            }
+        },
+        "/users/{id}": {
+            "get": {
+                "summary": "Get a user",
+                "operationId": "getUser",
+                "parameters": [id_parameter("User id")],
+                "responses": {
+                    "200": json_response("The user", "User"),
+                    "400": error_response("Id is not a non-negative integer"),
+                    "404": error_response("No such user")
+                }
+            }
+        }
+    });
+    let schemas = json!({
+        "User": {
+            "type": "object",
+            "required": ["id", "name", "email"],
+            "properties": {
+                "id": { "type": "integer", "format": "int64", "example": 1 },
+                "name": { "type": "string", "example": "Ada Lovelace" },
+                "email": { "type": "string", "format": "email", "example": "ada@example.com" }
+            }
+        },
+        "NewUser": {
+            "type": "object",
+            "required": ["name", "email"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_NAME_CHARS,
+                    "description": "Trimmed; no control characters"
+                },
+                "email": {
+                    "type": "string",
+                    "format": "email",
+                    "maxLength": MAX_EMAIL_CHARS,
+                    "description": "Exactly one '@', text on both sides, dotted domain; unique (case-insensitive)"
+                }
+            }
+        }
+    });
+    openapi::document(SERVICE, paths, schemas)
+}
