@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "gatehouse/events/v1/model.proto",
     "gatehouse/events/v1/events.proto",
     "gatehouse/admin/v1/admin.proto",
+    "gatehouse/keymanager/v1/keymanager.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,12 +7,12 @@
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ApiDefinition, ApplicationCreated, ApplicationDeleted, EventEnvelope, PolicyCreated,
-    SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged, ThrottlePolicy,
-    event_envelope::Event, lifecycle, subscription_status, throttle_policy::Level,
+    ApiDefinition, ApplicationCreated, ApplicationDeleted, EventEnvelope, OAuthClient,
+    PolicyCreated, SigningKey, SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged,
+    ThrottlePolicy, event_envelope::Event, lifecycle, subscription_status, throttle_policy::Level,
 };
 
-use crate::{DomainError, State, api, lifecycle as lc, policy, validate};
+use crate::{DomainError, State, api, keys, lifecycle as lc, policy, validate};
 
 /// The kinds of aggregate; each has its own log subject `gatehouse.events.<kind>.<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +21,12 @@ pub enum AggregateKind {
     Policy,
     Application,
     Subscription,
+    /// OAuth2 client credentials (token-service).
+    Client,
+    /// A token signing key (token-service).
+    SigningKey,
+    /// A revoked access token (token-service).
+    Token,
 }
 
 impl AggregateKind {
@@ -31,6 +37,9 @@ impl AggregateKind {
             AggregateKind::Policy => "policy",
             AggregateKind::Application => "application",
             AggregateKind::Subscription => "subscription",
+            AggregateKind::Client => "client",
+            AggregateKind::SigningKey => "signingkey",
+            AggregateKind::Token => "token",
         }
     }
 
@@ -48,6 +57,13 @@ impl AggregateKind {
             Event::SubscriptionCreated(_)
             | Event::SubscriptionStateChanged(_)
             | Event::SubscriptionDeleted(_) => AggregateKind::Subscription,
+            Event::ClientRegistered(_)
+            | Event::ClientSecretRegenerated(_)
+            | Event::ClientRevoked(_) => AggregateKind::Client,
+            Event::SigningKeyPublished(_) | Event::SigningKeyDeactivated(_) => {
+                AggregateKind::SigningKey
+            }
+            Event::TokenRevoked(_) => AggregateKind::Token,
         }
     }
 }
@@ -161,6 +177,28 @@ pub enum Command {
     Unsubscribe {
         subscription_id: String,
     },
+    /// New client credentials: an application's keys, or an admin client.
+    RegisterClient {
+        client: OAuthClient,
+    },
+    RegenerateSecret {
+        client_id: String,
+        secret_hash: String,
+    },
+    RevokeClient {
+        client_id: String,
+    },
+    /// A new active signing key; the active one, if any, signs no more and stays in the
+    /// JWKS until `retire_previous_after`.
+    PublishSigningKey {
+        key: SigningKey,
+        retire_previous_after: Option<Timestamp>,
+    },
+    RevokeToken {
+        jti: String,
+        expires_at: Option<Timestamp>,
+        client_id: String,
+    },
 }
 
 /// Decides `command` against `state`.
@@ -267,6 +305,21 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
                 event: Event::SubscriptionDeleted(SubscriptionDeleted {}),
             }])
         }
+        Command::RegisterClient { client } => keys::register_client(state, client),
+        Command::RegenerateSecret {
+            client_id,
+            secret_hash,
+        } => keys::regenerate_secret(state, &client_id, secret_hash),
+        Command::RevokeClient { client_id } => keys::revoke_client(state, &client_id),
+        Command::PublishSigningKey {
+            key,
+            retire_previous_after,
+        } => keys::publish_signing_key(state, key, retire_previous_after),
+        Command::RevokeToken {
+            jti,
+            expires_at,
+            client_id,
+        } => keys::revoke_token(state, jti, expires_at, client_id),
     }
 }
 

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod command;
 mod error;
+pub mod keys;
 pub mod lifecycle;
 pub mod policy;
 mod state;

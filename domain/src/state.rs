@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    Api, Application, EventEnvelope, Snapshot, Subscription, ThrottlePolicy, event_envelope::Event,
-    lifecycle, subscription_status, throttle_policy,
+    Api, Application, EventEnvelope, OAuthClient, RevokedToken, SigningKey, Snapshot, Subscription,
+    ThrottlePolicy, event_envelope::Event, lifecycle, o_auth_client, subscription_status,
+    throttle_policy,
 };
 
 use crate::ApplyError;
@@ -27,6 +28,12 @@ pub struct State {
     policies: BTreeMap<String, ThrottlePolicy>,
     applications: BTreeMap<String, Application>,
     subscriptions: BTreeMap<String, Subscription>,
+    /// OAuth2 clients by client id (consumer key).
+    clients: BTreeMap<String, OAuthClient>,
+    /// Public signing keys by kid.
+    signing_keys: BTreeMap<String, SigningKey>,
+    /// Revoked access tokens by jti.
+    revoked_tokens: BTreeMap<String, RevokedToken>,
 }
 
 impl Default for State {
@@ -48,6 +55,9 @@ impl State {
             policies,
             applications: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            signing_keys: BTreeMap::new(),
+            revoked_tokens: BTreeMap::new(),
         }
     }
 
@@ -76,6 +86,21 @@ impl State {
             .into_iter()
             .map(|s| (s.id.clone(), s))
             .collect();
+        state.clients = snapshot
+            .clients
+            .into_iter()
+            .map(|c| (c.client_id.clone(), c))
+            .collect();
+        state.signing_keys = snapshot
+            .signing_keys
+            .into_iter()
+            .map(|k| (k.kid.clone(), k))
+            .collect();
+        state.revoked_tokens = snapshot
+            .revoked_tokens
+            .into_iter()
+            .map(|t| (t.jti.clone(), t))
+            .collect();
         state
     }
 
@@ -87,6 +112,9 @@ impl State {
             policies: self.policies.values().cloned().collect(),
             applications: self.applications.values().cloned().collect(),
             subscriptions: self.subscriptions.values().cloned().collect(),
+            clients: self.clients.values().cloned().collect(),
+            signing_keys: self.signing_keys.values().cloned().collect(),
+            revoked_tokens: self.revoked_tokens.values().cloned().collect(),
         }
     }
 
@@ -140,6 +168,60 @@ impl State {
         self.subscriptions
             .values()
             .find(|s| s.application_id == application_id && s.api_id == api_id)
+    }
+
+    pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
+        self.clients.get(client_id)
+    }
+
+    pub fn clients(&self) -> impl Iterator<Item = &OAuthClient> {
+        self.clients.values()
+    }
+
+    /// The live (not revoked) keys of an application for a key type.
+    pub fn client_of(
+        &self,
+        application_id: &str,
+        key_type: o_auth_client::KeyType,
+    ) -> Option<&OAuthClient> {
+        self.clients
+            .values()
+            .find(|c| c.application_id == application_id && c.key_type() == key_type && !c.revoked)
+    }
+
+    pub fn signing_key(&self, kid: &str) -> Option<&SigningKey> {
+        self.signing_keys.get(kid)
+    }
+
+    pub fn signing_keys(&self) -> impl Iterator<Item = &SigningKey> {
+        self.signing_keys.values()
+    }
+
+    /// The key new tokens are signed with.
+    pub fn active_signing_key(&self) -> Option<&SigningKey> {
+        self.signing_keys.values().find(|k| k.active)
+    }
+
+    pub fn revoked_token(&self, jti: &str) -> Option<&RevokedToken> {
+        self.revoked_tokens.get(jti)
+    }
+
+    pub fn revoked_tokens(&self) -> impl Iterator<Item = &RevokedToken> {
+        self.revoked_tokens.values()
+    }
+
+    /// A short fingerprint of the whole state (hex FNV-1a 64 of the encoded snapshot).
+    /// Two readers at the same sequence have the same hash; a gateway reports it so
+    /// control can tell whether the replica serves exactly control's configuration.
+    pub fn config_hash(&self) -> String {
+        use prost::Message;
+        let bytes = self.to_snapshot().encode_to_vec();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
     }
 
     /// Folds the event stored at `sequence` into the state.
@@ -251,6 +333,13 @@ impl State {
                     .remove(&id)
                     .ok_or_else(|| unknown("application"))?;
                 self.subscriptions.retain(|_, s| s.application_id != id);
+                // An application's keys die with it.
+                for client in self.clients.values_mut() {
+                    if client.application_id == id && !client.revoked {
+                        client.revoked = true;
+                        client.revoked_at = time;
+                    }
+                }
             }
             Event::SubscriptionCreated(e) => {
                 self.subscriptions.insert(
@@ -280,6 +369,57 @@ impl State {
                 self.subscriptions
                     .remove(&id)
                     .ok_or_else(|| unknown("subscription"))?;
+            }
+            Event::ClientRegistered(e) => {
+                let mut client = e.client.clone().unwrap_or_default();
+                client.client_id.clone_from(&id);
+                client.revoked = false;
+                client.aggregate_version = version;
+                client.last_sequence = sequence;
+                client.created_at = time;
+                client.secret_updated_at = time;
+                self.clients.insert(id, client);
+            }
+            Event::ClientSecretRegenerated(e) => {
+                let client = self.clients.get_mut(&id).ok_or_else(|| unknown("client"))?;
+                client.secret_hash.clone_from(&e.secret_hash);
+                client.secret_updated_at = time;
+                client.aggregate_version = version;
+                client.last_sequence = sequence;
+            }
+            Event::ClientRevoked(_) => {
+                let client = self.clients.get_mut(&id).ok_or_else(|| unknown("client"))?;
+                client.revoked = true;
+                client.revoked_at = time;
+                client.aggregate_version = version;
+                client.last_sequence = sequence;
+            }
+            Event::SigningKeyPublished(e) => {
+                let mut key = e.key.clone().unwrap_or_default();
+                key.kid.clone_from(&id);
+                key.active = true;
+                key.created_at = time;
+                key.last_sequence = sequence;
+                self.signing_keys.insert(id, key);
+            }
+            Event::SigningKeyDeactivated(e) => {
+                let key = self
+                    .signing_keys
+                    .get_mut(&id)
+                    .ok_or_else(|| unknown("signing key"))?;
+                key.active = false;
+                key.retire_after = e.retire_after;
+                key.last_sequence = sequence;
+            }
+            Event::TokenRevoked(e) => {
+                self.revoked_tokens.insert(
+                    id.clone(),
+                    RevokedToken {
+                        jti: id,
+                        expires_at: e.expires_at,
+                        client_id: e.client_id.clone(),
+                    },
+                );
             }
         }
         Ok(())

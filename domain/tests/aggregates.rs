@@ -709,3 +709,17 @@ fn snapshots_round_trip_and_apply_refuses_out_of_order_events() {
     copy.apply(s.sequence() + 1, &envelope).unwrap();
     assert_eq!(copy.subscription("s1").unwrap().state(), SubState::Blocked);
 }
+
+#[test]
+fn config_hash_follows_the_state() {
+    let mut a = State::new();
+    let b = State::new();
+    assert_eq!(a.config_hash(), b.config_hash());
+    assert_eq!(a.config_hash().len(), 16);
+    create_api(&mut a, "api", "/client", "1.0.0");
+    assert_ne!(a.config_hash(), b.config_hash());
+    assert_eq!(
+        State::from_snapshot(a.to_snapshot()).config_hash(),
+        a.config_hash()
+    );
+}

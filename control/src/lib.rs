@@ -1,0 +1,127 @@
+//! Gatehouse's control plane: the admin API over the event log.
+//!
+//! This is WSO2's publisher and devportal as one gRPC service
+//! (`gatehouse.admin.v1.ControlPlane`, see `proto/`). Its parts:
+//!
+//! - the read model (`gatehouse_node::read_model`): the domain state folded from the log
+//!   by a follower task. Every read RPC answers from it.
+//! - the write path (`gatehouse_node::commands`): a command is decided against a state
+//!   that covers the whole log, appended with an optimistic-concurrency guard, and
+//!   acknowledged once the follower has folded it back.
+//! - [`service`]: the gRPC handlers, thin translations between requests and commands.
+//!
+//! [`serve`] wires them with gRPC server reflection (v1 and v1alpha, for grpcurl) and
+//! `grpc.health.v1`.
+
+pub mod gateways;
+pub mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use gatehouse_node::LogArgs;
+use gatehouse_node::read_model::ReadModel;
+use std::sync::Arc;
+
+use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
+use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
+
+use crate::gateways::{GatewayRegistry, GatewaySyncService};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::service::ControlService;
+
+/// control's configuration: flags, or the environment variables named beside them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControlConfig {
+    /// Address of the gRPC admin API.
+    #[arg(
+        long,
+        env = "GATEHOUSE_CONTROL_LISTEN",
+        default_value = "0.0.0.0:50051"
+    )]
+    pub listen: SocketAddr,
+    /// Directory for control's own files (the embedded event log).
+    #[arg(
+        long = "data-dir",
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "./data/control"
+    )]
+    pub data_dir: PathBuf,
+    /// token-service's gRPC address, for application keys.
+    #[arg(
+        long = "token-service-url",
+        env = "GATEHOUSE_TOKEN_SERVICE_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub token_service_url: String,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How long start-up waits for the state to be rebuilt from the log.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs control until `shutdown` completes: rebuilds the state from the log, then
+/// serves the admin API.
+pub async fn serve(
+    config: ControlConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let log = config.log.open(&config.data_dir).await?;
+    let model = ReadModel::new();
+    let follower = tokio::spawn(model.clone().follow(log.clone()));
+
+    let end = log.last_sequence().await?;
+    if !model.wait_for(end, REBUILD_TIMEOUT).await {
+        anyhow::bail!("state not rebuilt from the event log within {REBUILD_TIMEOUT:?}");
+    }
+    tracing::info!(events = end, "state rebuilt from the event log");
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ControlPlaneServer<ControlService>>()
+        .await;
+    // grpcurl 1.8 speaks reflection v1alpha only; newer clients use v1: serve both.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let key_manager = tonic::transport::Endpoint::from_shared(config.token_service_url.clone())
+        .with_context(|| format!("invalid token-service URL {:?}", config.token_service_url))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let registry = Arc::new(GatewayRegistry::default());
+    let sync = GatewaySyncService {
+        log: log.clone(),
+        model: model.clone(),
+        registry: registry.clone(),
+    };
+    let service = ControlService::new(log, model, key_manager, registry);
+    println!(
+        "control ready on {local} (gRPC admin API; {})",
+        config.log.describe(&config.data_dir)
+    );
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ControlPlaneServer::new(service))
+        .add_service(GatewaySyncServer::new(sync))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    follower.abort();
+    result.context("gRPC server failed")
+}

@@ -1,0 +1,227 @@
+//! The key manager's aggregates: OAuth2 clients (application keys and admin clients),
+//! token signing keys and revoked tokens. token-service decides these commands; control
+//! and the gateways only fold their events.
+
+use gatehouse_proto::Timestamp;
+use gatehouse_proto::events::{
+    ClientRegistered, ClientRevoked, ClientSecretRegenerated, OAuthClient, SigningKey,
+    SigningKeyDeactivated, SigningKeyPublished, TokenRevoked, event_envelope::Event,
+    o_auth_client::KeyType,
+};
+
+use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::{DomainError, State, validate};
+
+/// The only grant type Gatehouse issues tokens for (RFC 6749 §4.4).
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+
+/// Token lifetime when a client does not set one (WSO2's default, one hour).
+pub const DEFAULT_TOKEN_LIFETIME_SECONDS: u32 = 3600;
+
+/// Longest token lifetime accepted (one year).
+pub const MAX_TOKEN_LIFETIME_SECONDS: u32 = 365 * 24 * 3600;
+
+/// Signing algorithms token-service may use.
+pub const SIGNING_ALGORITHMS: &[&str] = &["RS256", "ES256"];
+
+pub(crate) fn register_client(
+    state: &State,
+    mut client: OAuthClient,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    check_new_id("client_id", &client.client_id)?;
+    if state.client(&client.client_id).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "client {} already exists",
+            client.client_id
+        )));
+    }
+    if client.secret_hash.is_empty() {
+        return Err(DomainError::invalid("secret_hash", "must not be empty"));
+    }
+    if client.grant_types.is_empty() {
+        client.grant_types.push(CLIENT_CREDENTIALS.to_string());
+    }
+    for grant in &client.grant_types {
+        if grant != CLIENT_CREDENTIALS {
+            return Err(DomainError::invalid(
+                "grant_types",
+                format!("unsupported grant type {grant:?}; only {CLIENT_CREDENTIALS} is offered"),
+            ));
+        }
+    }
+    if client.token_lifetime_seconds == 0 {
+        client.token_lifetime_seconds = DEFAULT_TOKEN_LIFETIME_SECONDS;
+    }
+    if client.token_lifetime_seconds > MAX_TOKEN_LIFETIME_SECONDS {
+        return Err(DomainError::invalid(
+            "token_lifetime_seconds",
+            format!("must be at most {MAX_TOKEN_LIFETIME_SECONDS}"),
+        ));
+    }
+    if client.application_id.is_empty() {
+        // An admin client.
+        if client.admin_scopes.is_empty() {
+            return Err(DomainError::invalid(
+                "admin_scopes",
+                "an admin client needs at least one scope",
+            ));
+        }
+        for scope in &client.admin_scopes {
+            validate::scope("admin_scopes", scope)?;
+        }
+    } else {
+        if !client.admin_scopes.is_empty() {
+            return Err(DomainError::invalid(
+                "admin_scopes",
+                "only admin clients (without an application) have admin scopes",
+            ));
+        }
+        let app = state
+            .application(&client.application_id)
+            .ok_or_else(|| not_found("application", &client.application_id))?;
+        if client.key_type() == KeyType::Unspecified {
+            return Err(DomainError::invalid(
+                "key_type",
+                "must be PRODUCTION or SANDBOX",
+            ));
+        }
+        if let Some(existing) = state.client_of(&client.application_id, client.key_type()) {
+            return Err(DomainError::AlreadyExists(format!(
+                "application {} already has {} keys (consumer key {}); regenerate the secret or revoke them first",
+                app.name,
+                client.key_type().as_str_name(),
+                existing.client_id
+            )));
+        }
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Client,
+        aggregate_id: client.client_id.clone(),
+        aggregate_version: 1,
+        consistency: Consistency::Log {
+            last_sequence: state.sequence(),
+        },
+        event: Event::ClientRegistered(ClientRegistered {
+            client: Some(client),
+        }),
+    }])
+}
+
+fn live_client<'s>(state: &'s State, client_id: &str) -> Result<&'s OAuthClient, DomainError> {
+    if client_id.is_empty() {
+        return Err(DomainError::invalid("client_id", "must not be empty"));
+    }
+    state
+        .client(client_id)
+        .ok_or_else(|| not_found("client", client_id))
+}
+
+pub(crate) fn regenerate_secret(
+    state: &State,
+    client_id: &str,
+    secret_hash: String,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let client = live_client(state, client_id)?;
+    if client.revoked {
+        return Err(DomainError::FailedPrecondition(format!(
+            "client {client_id} is revoked; generate new keys instead"
+        )));
+    }
+    if secret_hash.is_empty() {
+        return Err(DomainError::invalid("secret_hash", "must not be empty"));
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Client,
+        aggregate_id: client_id.to_string(),
+        aggregate_version: client.aggregate_version + 1,
+        consistency: Consistency::Aggregate {
+            last_sequence: client.last_sequence,
+        },
+        event: Event::ClientSecretRegenerated(ClientSecretRegenerated { secret_hash }),
+    }])
+}
+
+pub(crate) fn revoke_client(
+    state: &State,
+    client_id: &str,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let client = live_client(state, client_id)?;
+    if client.revoked {
+        return Ok(Vec::new());
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Client,
+        aggregate_id: client_id.to_string(),
+        aggregate_version: client.aggregate_version + 1,
+        consistency: Consistency::Aggregate {
+            last_sequence: client.last_sequence,
+        },
+        event: Event::ClientRevoked(ClientRevoked {}),
+    }])
+}
+
+pub(crate) fn publish_signing_key(
+    state: &State,
+    key: SigningKey,
+    retire_previous_after: Option<Timestamp>,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    check_new_id("kid", &key.kid)?;
+    if state.signing_key(&key.kid).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "signing key {} already exists",
+            key.kid
+        )));
+    }
+    if !SIGNING_ALGORITHMS.contains(&key.alg.as_str()) {
+        return Err(DomainError::invalid(
+            "alg",
+            format!("must be one of {}", SIGNING_ALGORITHMS.join(", ")),
+        ));
+    }
+    if key.public_jwk.is_empty() {
+        return Err(DomainError::invalid("public_jwk", "must not be empty"));
+    }
+    let mut events = vec![PendingEvent {
+        kind: AggregateKind::SigningKey,
+        aggregate_id: key.kid.clone(),
+        aggregate_version: 1,
+        consistency: Consistency::Aggregate { last_sequence: 0 },
+        event: Event::SigningKeyPublished(SigningKeyPublished { key: Some(key) }),
+    }];
+    for previous in state.signing_keys().filter(|k| k.active) {
+        events.push(PendingEvent {
+            kind: AggregateKind::SigningKey,
+            aggregate_id: previous.kid.clone(),
+            aggregate_version: 0,
+            consistency: Consistency::Aggregate {
+                last_sequence: previous.last_sequence,
+            },
+            event: Event::SigningKeyDeactivated(SigningKeyDeactivated {
+                retire_after: retire_previous_after,
+            }),
+        });
+    }
+    Ok(events)
+}
+
+pub(crate) fn revoke_token(
+    state: &State,
+    jti: String,
+    expires_at: Option<Timestamp>,
+    client_id: String,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    check_new_id("jti", &jti)?;
+    if state.revoked_token(&jti).is_some() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Token,
+        aggregate_id: jti,
+        aggregate_version: 1,
+        consistency: Consistency::Aggregate { last_sequence: 0 },
+        event: Event::TokenRevoked(TokenRevoked {
+            expires_at,
+            client_id,
+        }),
+    }])
+}

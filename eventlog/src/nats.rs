@@ -1,0 +1,501 @@
+//! The distributed backend: a NATS JetStream stream with file storage.
+//!
+//! Every node of a distributed deployment connects a [`NatsLog`] to the same stream
+//! (`GATEHOUSE` by default, subjects `gatehouse.events.>`). The broker does the hard
+//! parts, atomically per stream:
+//!
+//! - the sequence: JetStream's stream sequence is the log's sequence;
+//! - optimistic concurrency: [`Expectation`]s travel as the
+//!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` headers;
+//! - idempotence: `msg_id` travels as `Nats-Msg-Id`. JetStream remembers ids for the
+//!   stream's *duplicate window* (two minutes here), which covers client retries; the
+//!   file backend remembers them forever.
+//!
+//! # Headers
+//!
+//! A record's headers are sent as NATS headers, so they are visible to NATS tools.
+//! NATS keeps headers in a map, which loses the order between different names, so an
+//! append also sends `Gatehouse-Header-Order`, the names in order separated by spaces
+//! (names cannot contain spaces), and a reader rebuilds the list from it. Headers named
+//! `Nats-*` (the broker's) and `Gatehouse-Header-Order` are not part of a [`Record`].
+//!
+//! # Following
+//!
+//! [`follow`](EventLog::follow) runs a task per follower that reads an ordered pull
+//! consumer (an ephemeral, unacknowledged consumer the client recreates when it sees a
+//! hole in its delivery) and sends [`Record`]s down a channel. The task survives broker
+//! restarts: when the client reconnects (a restarted broker has lost its ephemeral
+//! consumers), or the consumer fails in any other way, the task creates a new one
+//! starting at the next expected sequence, with a backoff, for as long as the follower
+//! is alive. It checks every
+//! sequence itself: an older one (re-delivered after a recreate) is skipped, a newer one
+//! than expected ends the stream with [`LogError::Gap`].
+//!
+//! # Shared state
+//!
+//! None of our own: a [`NatsLog`] is a cheap-to-clone handle on an `async_nats::Client`
+//! (which multiplexes one connection and reconnects forever), its JetStream context and
+//! the stream's name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::header::{self, HeaderName, HeaderValue};
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    AppendRequest, Appended, EventLog, Expectation, LogError, Record, RecordStream, SUBJECT_PREFIX,
+};
+
+/// The header that carries the order of a record's header names.
+pub(crate) const HEADER_ORDER: &str = "Gatehouse-Header-Order";
+
+/// How long JetStream remembers a `Nats-Msg-Id`.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Records buffered between a follower's task and its reader.
+const FOLLOW_BUFFER: usize = 256;
+
+/// Shortest pause between two attempts to recreate a follower's consumer.
+const MIN_FOLLOW_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Longest pause between two attempts to recreate a follower's consumer.
+const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Where the NATS-backed log lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsLogConfig {
+    /// Server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+    pub url: String,
+    /// Name of the JetStream stream (default `GATEHOUSE`).
+    pub stream: String,
+    /// Number of replicas of the stream when it is created (default 1; 3 in a cluster
+    /// of three). An existing stream is used as it is.
+    pub replicas: usize,
+}
+
+impl NatsLogConfig {
+    /// The default stream (`GATEHOUSE`, one replica) on the server(s) at `url`.
+    pub fn new(url: impl Into<String>) -> NatsLogConfig {
+        NatsLogConfig {
+            url: url.into(),
+            ..NatsLogConfig::default()
+        }
+    }
+}
+
+impl Default for NatsLogConfig {
+    fn default() -> NatsLogConfig {
+        NatsLogConfig {
+            url: "nats://127.0.0.1:4222".to_string(),
+            stream: "GATEHOUSE".to_string(),
+            replicas: 1,
+        }
+    }
+}
+
+/// An event log in a NATS JetStream stream (file storage, subjects
+/// `gatehouse.events.>`), shared by every node of a deployment.
+///
+/// Sequences, expectations and de-duplication are the broker's: [`Expectation`]s travel as
+/// `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence`, `msg_id` as
+/// `Nats-Msg-Id`, remembered for the stream's two-minute duplicate window (enough for
+/// retries; the file backend remembers ids forever). Followers survive broker restarts.
+/// Details in `eventlog/src/nats.rs`.
+///
+/// Cheap to clone (every clone shares one connection); usable as `Arc<dyn EventLog>`.
+#[derive(Clone)]
+pub struct NatsLog {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: String,
+    /// Counts the connection's (re)connections: followers recreate their consumer when
+    /// it moves, since a broker restart loses ephemeral consumers.
+    connections: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for NatsLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLog")
+            .field("stream", &self.stream)
+            .field("connection", &self.client.connection_state())
+            .finish()
+    }
+}
+
+impl NatsLog {
+    /// Connects to NATS and creates the stream if it does not exist yet.
+    ///
+    /// Fails fast with [`LogError::Unavailable`] if the server cannot be reached now (no
+    /// retry loop here: the caller decides); once connected, the client reconnects on
+    /// its own, forever.
+    pub async fn connect(config: NatsLogConfig) -> Result<NatsLog, LogError> {
+        let (connections_tx, connections) = watch::channel(0u64);
+        let client = async_nats::ConnectOptions::new()
+            .name("gatehouse-eventlog")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                if matches!(event, async_nats::Event::Connected) {
+                    connections_tx.send_modify(|count| *count += 1);
+                }
+                async move {
+                    match event {
+                        async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        other => tracing::debug!(event = %other, "NATS connection event"),
+                    }
+                }
+            })
+            .connect(config.url.as_str())
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))
+            })?;
+        let jetstream = jetstream::new(client.clone());
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: config.stream.clone(),
+                description: Some("Gatehouse event log".to_string()),
+                subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                retention: stream::RetentionPolicy::Limits,
+                max_messages: -1,
+                max_messages_per_subject: -1,
+                max_bytes: -1,
+                max_message_size: -1,
+                max_age: Duration::ZERO,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!(
+                    "cannot create or find JetStream stream {}: {err}",
+                    config.stream
+                ))
+            })?;
+        tracing::debug!(url = %config.url, stream = %config.stream, "NATS event log ready");
+        Ok(NatsLog {
+            client,
+            jetstream,
+            stream: config.stream,
+            connections,
+        })
+    }
+
+    /// The underlying client (to share the connection, e.g. for health checks).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream stream's name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// An ordered consumer's messages, from stream sequence `from`.
+    async fn consume(&self, from: u64) -> Result<consumer::pull::Ordered, LogError> {
+        consume(&self.jetstream, &self.stream, from).await
+    }
+}
+
+async fn consume(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    from: u64,
+) -> Result<consumer::pull::Ordered, LogError> {
+    let consumer = jetstream
+        .create_consumer_on_stream(
+            consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            },
+            stream,
+        )
+        .await
+        .map_err(|err| {
+            LogError::Unavailable(format!("cannot create a consumer on {stream}: {err}"))
+        })?;
+    consumer
+        .messages()
+        .await
+        .map_err(|err| LogError::Unavailable(format!("cannot read stream {stream}: {err}")))
+}
+
+#[async_trait]
+impl EventLog for NatsLog {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+        crate::check_request(&request)?;
+        let headers = encode_headers(&request)?;
+        let ack = self
+            .jetstream
+            .publish_with_headers(request.subject.clone(), headers, request.payload)
+            .await
+            .map_err(|err| LogError::Unavailable(format!("cannot publish to NATS: {err}")))?
+            .await
+            .map_err(|err| match err.kind() {
+                PublishErrorKind::WrongLastSequence => LogError::Conflict {
+                    subject: request.subject.clone(),
+                    expected: match request.expect {
+                        Expectation::Any => 0,
+                        Expectation::LastSubjectSequence(expected)
+                        | Expectation::LastSequence(expected) => expected,
+                    },
+                },
+                PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
+                    "no JetStream stream takes {} (is stream {} gone?)",
+                    request.subject, self.stream
+                )),
+                _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
+            })?;
+        if ack.stream != self.stream {
+            return Err(LogError::Corrupt(format!(
+                "{} was stored in stream {}, not {}: another stream overlaps the event subjects",
+                request.subject, ack.stream, self.stream
+            )));
+        }
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn last_sequence(&self) -> Result<u64, LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!("cannot read stream {}: {err}", self.stream))
+            })?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    async fn follow(&self, from: u64) -> Result<RecordStream, LogError> {
+        let from = from.max(1);
+        // The first consumer is created here, so that a broker that is down now is
+        // reported to the caller rather than retried in the background.
+        let messages = self.consume(from).await?;
+        let (sender, receiver) = mpsc::channel(FOLLOW_BUFFER);
+        let mut connections = self.connections.clone();
+        connections.mark_unchanged();
+        tokio::spawn(follow_task(
+            self.jetstream.clone(),
+            self.stream.clone(),
+            from,
+            messages,
+            connections,
+            sender,
+        ));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
+    }
+}
+
+/// Feeds one follower: reads ordered consumers, recreating them as needed, until the
+/// follower is dropped or a gap is found.
+async fn follow_task(
+    jetstream: jetstream::Context,
+    stream: String,
+    from: u64,
+    messages: consumer::pull::Ordered,
+    mut connections: watch::Receiver<u64>,
+    sender: mpsc::Sender<Result<Record, LogError>>,
+) {
+    // Resolves when the client has reconnected; never once the client is gone.
+    async fn reconnected(connections: &mut watch::Receiver<u64>) {
+        if connections.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    let mut next = from;
+    let mut messages = Some(messages);
+    let mut backoff = MIN_FOLLOW_BACKOFF;
+    loop {
+        let mut current = match messages.take() {
+            Some(messages) => messages,
+            None => {
+                let created = tokio::select! {
+                    () = sender.closed() => return,
+                    created = consume(&jetstream, &stream, next) => created,
+                };
+                match created {
+                    Ok(messages) => messages,
+                    Err(err) => {
+                        tracing::warn!(error = %err, next, "event log follower cannot resume yet");
+                        tokio::select! {
+                            () = sender.closed() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).clamp(MIN_FOLLOW_BACKOFF, MAX_FOLLOW_BACKOFF);
+                        continue;
+                    }
+                }
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                () = sender.closed() => return,
+                () = reconnected(&mut connections) => {
+                    // Do not wait for the consumer to notice (it takes up to 30 s of
+                    // missed heartbeats or ~10 s of retries): the broker may have lost it.
+                    tracing::info!(next, "NATS reconnected; event log follower recreates its consumer");
+                    backoff = Duration::ZERO;
+                    break;
+                }
+                message = current.next() => message,
+            };
+            let message = match message {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, next, "event log follower lost its consumer; recreating it");
+                    break;
+                }
+                None => {
+                    tracing::warn!(next, "event log follower's consumer ended; recreating it");
+                    break;
+                }
+            };
+            let record = match decode_message(&message) {
+                Ok(record) => record,
+                Err(err) => {
+                    let _ = sender.send(Err(err)).await;
+                    return;
+                }
+            };
+            backoff = MIN_FOLLOW_BACKOFF;
+            if record.sequence < next {
+                // Re-delivered after a consumer was recreated.
+                continue;
+            }
+            if record.sequence > next {
+                let _ = sender
+                    .send(Err(LogError::Gap {
+                        expected: next,
+                        got: record.sequence,
+                    }))
+                    .await;
+                return;
+            }
+            next += 1;
+            if sender.send(Ok(record)).await.is_err() {
+                return;
+            }
+        }
+        // The broken consumer is dropped here (it expires on the server on its own).
+        drop(current);
+        tokio::select! {
+            () = sender.closed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).clamp(MIN_FOLLOW_BACKOFF, MAX_FOLLOW_BACKOFF);
+    }
+}
+
+/// The NATS headers of an append: control headers, then the record's own.
+fn encode_headers(request: &AppendRequest) -> Result<HeaderMap, LogError> {
+    fn invalid(what: &str) -> LogError {
+        LogError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} cannot be sent as a NATS header"),
+        ))
+    }
+    let mut headers = HeaderMap::new();
+    let msg_id: HeaderValue = request.msg_id.parse().map_err(|_| invalid("msg_id"))?;
+    headers.insert(header::NATS_MESSAGE_ID, msg_id);
+    match request.expect {
+        Expectation::Any => {}
+        Expectation::LastSubjectSequence(sequence) => headers.insert(
+            header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            sequence.to_string(),
+        ),
+        Expectation::LastSequence(sequence) => {
+            headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, sequence.to_string())
+        }
+    }
+    if !request.headers.is_empty() {
+        let mut order = String::new();
+        for (name, value) in &request.headers {
+            let header_name =
+                HeaderName::try_from(name.as_str()).map_err(|_| invalid("header name"))?;
+            let header_value: HeaderValue = value.parse().map_err(|_| invalid("header value"))?;
+            headers.append(header_name, header_value);
+            if !order.is_empty() {
+                order.push(' ');
+            }
+            order.push_str(name);
+        }
+        headers.insert(HEADER_ORDER, order);
+    }
+    Ok(headers)
+}
+
+/// A delivered message as a [`Record`].
+fn decode_message(message: &jetstream::Message) -> Result<Record, LogError> {
+    let info = message
+        .info()
+        .map_err(|err| LogError::Corrupt(format!("message without JetStream metadata: {err}")))?;
+    let sequence = info.stream_sequence;
+    let mut msg_id = String::new();
+    let mut headers = Vec::new();
+    if let Some(map) = &message.headers {
+        if let Some(id) = map.get_last(header::NATS_MESSAGE_ID) {
+            msg_id = id.as_str().to_string();
+        }
+        headers = decode_headers(map);
+    }
+    Ok(Record {
+        sequence,
+        subject: message.subject.to_string(),
+        msg_id,
+        headers,
+        payload: message.payload.clone(),
+    })
+}
+
+/// A record's headers from a message's, in their original order when the message has
+/// `Gatehouse-Header-Order` (else sorted by name: a message written by another tool).
+fn decode_headers(map: &HeaderMap) -> Vec<(String, String)> {
+    let is_own = |name: &str| {
+        !(name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("nats-"))
+            || name.eq_ignore_ascii_case(HEADER_ORDER))
+    };
+    let mut values: HashMap<String, std::collections::VecDeque<String>> = map
+        .iter()
+        .filter(|(name, _)| is_own(name.as_ref()))
+        .map(|(name, values)| {
+            let name: &str = name.as_ref();
+            (
+                name.to_string(),
+                values.iter().map(|v| v.as_str().to_string()).collect(),
+            )
+        })
+        .collect();
+    let mut headers = Vec::new();
+    if let Some(order) = map.get_last(HEADER_ORDER) {
+        for name in order.as_str().split(' ').filter(|name| !name.is_empty()) {
+            if let Some(value) = values.get_mut(name).and_then(|values| values.pop_front()) {
+                headers.push((name.to_string(), value));
+            }
+        }
+    }
+    // Whatever the order header did not account for, sorted for a stable result.
+    let mut rest: Vec<_> = values.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, values) in rest {
+        headers.extend(values.into_iter().map(|value| (name.clone(), value)));
+    }
+    headers
+}

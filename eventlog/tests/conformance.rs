@@ -1,0 +1,848 @@
+//! The conformance suite of the event log: every case is written once, in `cases`,
+//! against a [`Harness`] that opens (and reopens) a log, and runs against both backends:
+//! `file::*` on a [`FileLog`] in a temporary directory, `nats::*` on a [`NatsLog`]
+//! backed by a real `nats-server` (which must be on `PATH`).
+//!
+//! Each backend also has tests of its own at the end of its module (crash recovery for
+//! the file, broker restarts and gaps for NATS).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use gatehouse_eventlog::{
+    AppendRequest, Appended, EventLog, Expectation, LogError, Record, RecordStream, subject,
+};
+
+/// How long a follower may take to deliver a record before the test fails.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Opens the log under test, and restarts its storage.
+#[async_trait]
+trait Harness: Send {
+    /// A handle on the log under test: for NATS a new connection each time, for the file
+    /// backend a clone of the one open log (opening it first if needed).
+    async fn log(&mut self) -> Arc<dyn EventLog>;
+
+    /// Restarts the storage under the log. Every handle from [`log`](Self::log) must have
+    /// been dropped; the next `log` opens or connects anew.
+    async fn restart(&mut self);
+}
+
+fn request(subject: &str, msg_id: &str, expect: Expectation) -> AppendRequest {
+    AppendRequest {
+        subject: subject.to_string(),
+        msg_id: msg_id.to_string(),
+        headers: Vec::new(),
+        payload: Bytes::from(format!("payload of {msg_id}")),
+        expect,
+    }
+}
+
+async fn append(log: &dyn EventLog, request: AppendRequest) -> Appended {
+    let msg_id = request.msg_id.clone();
+    log.append(request)
+        .await
+        .unwrap_or_else(|err| panic!("append of {msg_id} failed: {err}"))
+}
+
+/// Appends, retrying while the log is unavailable (just after a broker restart, a first
+/// publish can be lost and time out); the same `msg_id` makes retries safe.
+async fn append_retrying(log: &dyn EventLog, request: AppendRequest) -> Appended {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match log.append(request.clone()).await {
+            Ok(appended) => return appended,
+            Err(LogError::Unavailable(reason)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("append unavailable, retrying: {reason}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("append of {} failed: {err}", request.msg_id),
+        }
+    }
+}
+
+async fn next_record(stream: &mut RecordStream) -> Record {
+    match tokio::time::timeout(DELIVERY_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(record))) => record,
+        Ok(Some(Err(err))) => panic!("follow stream failed: {err}"),
+        Ok(None) => panic!("follow stream ended"),
+        Err(_) => panic!("no record within {DELIVERY_TIMEOUT:?}"),
+    }
+}
+
+/// Asserts that nothing more is delivered for a little while.
+async fn assert_quiet(stream: &mut RecordStream) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
+        panic!("expected no more records, got {item:?}");
+    }
+}
+
+fn sequences(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|record| record.sequence).collect()
+}
+
+fn is_invalid_input(err: &LogError) -> bool {
+    matches!(err, LogError::Io(io) if io.kind() == std::io::ErrorKind::InvalidInput)
+}
+
+/// The cases, each generic over the backend.
+mod cases {
+    use super::*;
+
+    /// Five records on two subjects, read back whole and from the middle.
+    pub async fn append_and_read(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        assert_eq!(log.last_sequence().await.unwrap(), 0);
+        assert!(log.read_to_end(1).await.unwrap().is_empty());
+
+        let a = subject("api", "a");
+        let b = subject("application", "b");
+        let mut expected = Vec::new();
+        for (i, subject) in [&a, &b, &a, &a, &b].into_iter().enumerate() {
+            let msg_id = format!("m{i}");
+            let request = request(subject, &msg_id, Expectation::Any);
+            let appended = append(&*log, request.clone()).await;
+            assert_eq!(
+                appended,
+                Appended {
+                    sequence: i as u64 + 1,
+                    duplicate: false
+                }
+            );
+            expected.push(Record {
+                sequence: appended.sequence,
+                subject: request.subject,
+                msg_id: request.msg_id,
+                headers: request.headers,
+                payload: request.payload,
+            });
+        }
+        assert_eq!(log.last_sequence().await.unwrap(), 5);
+        assert_eq!(log.read_to_end(1).await.unwrap(), expected);
+        assert_eq!(
+            log.read_to_end(0).await.unwrap(),
+            expected,
+            "0 means the start"
+        );
+        assert_eq!(log.read_to_end(3).await.unwrap(), expected[2..]);
+        assert_eq!(log.read_to_end(5).await.unwrap(), expected[4..]);
+        assert!(log.read_to_end(6).await.unwrap().is_empty());
+
+        let mut follow = log.follow(3).await.unwrap();
+        for record in &expected[2..] {
+            assert_eq!(&next_record(&mut follow).await, record);
+        }
+        assert_quiet(&mut follow).await;
+    }
+
+    /// A follower gets records appended after it started, whether it started on the
+    /// last stored record or ahead of the log.
+    pub async fn follow_is_live(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let s = subject("api", "live");
+        append(&*log, request(&s, "m1", Expectation::Any)).await;
+        append(&*log, request(&s, "m2", Expectation::Any)).await;
+
+        let mut from_start = log.follow(1).await.unwrap();
+        let mut ahead = log.follow(3).await.unwrap();
+        assert_eq!(next_record(&mut from_start).await.sequence, 1);
+        assert_eq!(next_record(&mut from_start).await.sequence, 2);
+        assert_quiet(&mut ahead).await;
+
+        // Appended by another task (another connection for NATS) while both wait.
+        let writer = harness.log().await;
+        let appending = tokio::spawn({
+            let s = s.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for id in ["m3", "m4", "m5"] {
+                    append(&*writer, request(&s, id, Expectation::Any)).await;
+                }
+            }
+        });
+        for (sequence, msg_id) in [(3, "m3"), (4, "m4"), (5, "m5")] {
+            let record = next_record(&mut from_start).await;
+            assert_eq!(
+                (record.sequence, record.msg_id.as_str()),
+                (sequence, msg_id)
+            );
+            assert_eq!(record.payload, Bytes::from(format!("payload of {msg_id}")));
+            assert_eq!(next_record(&mut ahead).await, record);
+        }
+        appending.await.unwrap();
+        assert_quiet(&mut from_start).await;
+    }
+
+    /// Optimistic concurrency on one subject.
+    pub async fn subject_sequence_conflict(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let s = subject("api", "contended");
+        let other = subject("api", "other");
+
+        let first = append(
+            &*log,
+            request(&s, "m1", Expectation::LastSubjectSequence(0)),
+        )
+        .await;
+        assert_eq!(first.sequence, 1);
+        // Another subject has its own sequence: 0 still holds there.
+        let unrelated = append(
+            &*log,
+            request(&other, "o1", Expectation::LastSubjectSequence(0)),
+        )
+        .await;
+        assert_eq!(unrelated.sequence, 2);
+
+        // A writer that read the aggregate before m1 is stale.
+        match log
+            .append(request(&s, "stale", Expectation::LastSubjectSequence(0)))
+            .await
+        {
+            Err(LogError::Conflict { subject, expected }) => {
+                assert_eq!((subject.as_str(), expected), (s.as_str(), 0));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // One that read it after m1 wins, even though the log has moved on elsewhere.
+        let fresh = append(
+            &*log,
+            request(&s, "m2", Expectation::LastSubjectSequence(1)),
+        )
+        .await;
+        assert_eq!(fresh.sequence, 3);
+
+        // Two writers racing with the same expectation: exactly one wins.
+        let (one, two) = (harness.log().await, harness.log().await);
+        let (r1, r2) = tokio::join!(
+            one.append(request(&s, "race-1", Expectation::LastSubjectSequence(3))),
+            two.append(request(&s, "race-2", Expectation::LastSubjectSequence(3))),
+        );
+        let (winner, loser) = match (r1, r2) {
+            (Ok(winner), Err(loser)) => (winner, loser),
+            (Err(loser), Ok(winner)) => (winner, loser),
+            other => panic!("expected exactly one winner, got {other:?}"),
+        };
+        assert_eq!(winner.sequence, 4);
+        assert!(
+            matches!(loser, LogError::Conflict { expected: 3, .. }),
+            "{loser:?}"
+        );
+
+        let records = log.read_to_end(1).await.unwrap();
+        assert_eq!(sequences(&records), [1, 2, 3, 4]);
+        assert!(records[3].msg_id.starts_with("race-"));
+        assert!(!records.iter().any(|r| r.msg_id == "stale"));
+    }
+
+    /// Optimistic concurrency on the whole log.
+    pub async fn log_sequence_conflict(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let a = subject("api", "a");
+        let b = subject("api", "b");
+
+        // 0: the log is empty.
+        assert_eq!(
+            append(&*log, request(&a, "m1", Expectation::LastSequence(0)))
+                .await
+                .sequence,
+            1
+        );
+        assert!(matches!(
+            log.append(request(&b, "stale-0", Expectation::LastSequence(0)))
+                .await,
+            Err(LogError::Conflict { expected: 0, .. })
+        ));
+        // The check spans subjects: a write to `b` moves the log for a writer on `a`.
+        assert_eq!(
+            append(&*log, request(&b, "m2", Expectation::LastSequence(1)))
+                .await
+                .sequence,
+            2
+        );
+        match log
+            .append(request(&a, "stale-1", Expectation::LastSequence(1)))
+            .await
+        {
+            Err(LogError::Conflict { subject, expected }) => {
+                assert_eq!((subject.as_str(), expected), (a.as_str(), 1));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+
+        let (one, two) = (harness.log().await, harness.log().await);
+        let (r1, r2) = tokio::join!(
+            one.append(request(&a, "race-1", Expectation::LastSequence(2))),
+            two.append(request(&b, "race-2", Expectation::LastSequence(2))),
+        );
+        assert!(
+            matches!(
+                (&r1, &r2),
+                (
+                    Ok(Appended { sequence: 3, .. }),
+                    Err(LogError::Conflict { .. })
+                ) | (
+                    Err(LogError::Conflict { .. }),
+                    Ok(Appended { sequence: 3, .. })
+                )
+            ),
+            "expected exactly one winner, got {r1:?} and {r2:?}"
+        );
+        assert_eq!(log.last_sequence().await.unwrap(), 3);
+    }
+
+    /// A retried append is stored once and answered with the original's sequence, even
+    /// if its expectation no longer holds (de-duplication comes first).
+    pub async fn duplicate_msg_id_is_stored_once(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let s = subject("subscription", "dup");
+        let original = request(&s, "once", Expectation::LastSubjectSequence(0));
+        assert_eq!(
+            append(&*log, original.clone()).await,
+            Appended {
+                sequence: 1,
+                duplicate: false
+            }
+        );
+        append(&*log, request(&s, "next", Expectation::Any)).await;
+
+        assert_eq!(
+            append(&*log, original.clone()).await,
+            Appended {
+                sequence: 1,
+                duplicate: true
+            }
+        );
+        // Through another handle (connection), with another expectation: still a duplicate.
+        let other = harness.log().await;
+        let retry = AppendRequest {
+            expect: Expectation::LastSequence(0),
+            ..original
+        };
+        assert_eq!(
+            append(&*other, retry).await,
+            Appended {
+                sequence: 1,
+                duplicate: true
+            }
+        );
+
+        assert_eq!(log.last_sequence().await.unwrap(), 2);
+        let records = log.read_to_end(1).await.unwrap();
+        assert_eq!(sequences(&records), [1, 2]);
+        assert_eq!(records.iter().filter(|r| r.msg_id == "once").count(), 1);
+    }
+
+    /// Headers come back as given: names, values, repeats and order.
+    pub async fn headers_round_trip(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let headers: Vec<(String, String)> = [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"),
+            ("X-Actor", "admin@example.com"),
+            ("Zeta", "first"),
+            ("alpha", ""),
+            ("Zeta", "second"),
+            ("x-actor", "lower case is another name"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+        let with_headers = AppendRequest {
+            headers: headers.clone(),
+            payload: Bytes::from_static(b"\x00\x01binary\xff"),
+            ..request(&subject("api", "h"), "h1", Expectation::Any)
+        };
+        append(&*log, with_headers).await;
+        append(&*log, request(&subject("api", "h"), "h2", Expectation::Any)).await;
+
+        let records = log.read_to_end(1).await.unwrap();
+        assert_eq!(records[0].headers, headers);
+        assert_eq!(
+            records[0].payload,
+            Bytes::from_static(b"\x00\x01binary\xff")
+        );
+        assert_eq!(records[1].headers, Vec::<(String, String)>::new());
+        let mut follow = log.follow(1).await.unwrap();
+        assert_eq!(next_record(&mut follow).await.headers, headers);
+    }
+
+    /// Requests that break the rules are refused and leave the log unchanged.
+    pub async fn invalid_requests_are_refused(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        for bad in [
+            "gatehouse.events.api",
+            "gatehouse.events.api.",
+            "gatehouse.events.api.a.b",
+            "gatehouse.events.api.*",
+            "gatehouse.events.>",
+            "gatehouse.events.api.a b",
+            "other.events.api.a",
+            "gatehouse.eventsx.api.a",
+        ] {
+            match log.append(request(bad, "bad", Expectation::Any)).await {
+                Err(LogError::InvalidSubject(subject)) => assert_eq!(subject, bad),
+                other => panic!("{bad:?} should be an invalid subject, got {other:?}"),
+            }
+        }
+        let good = subject("api", "ok");
+        let bad_requests = [
+            request(&good, "", Expectation::Any),
+            request(&good, " padded ", Expectation::Any),
+            AppendRequest {
+                headers: vec![("Nats-Expected-Stream".into(), "X".into())],
+                ..request(&good, "reserved", Expectation::Any)
+            },
+            AppendRequest {
+                headers: vec![("bad name".into(), "x".into())],
+                ..request(&good, "space", Expectation::Any)
+            },
+            AppendRequest {
+                headers: vec![("name".into(), "two\r\nlines".into())],
+                ..request(&good, "crlf", Expectation::Any)
+            },
+        ];
+        for bad in bad_requests {
+            let err = log.append(bad.clone()).await.unwrap_err();
+            assert!(
+                is_invalid_input(&err),
+                "{bad:?} should be refused, got {err:?}"
+            );
+        }
+        assert_eq!(log.last_sequence().await.unwrap(), 0);
+    }
+
+    /// What was acknowledged is still there after a restart, and the indexes (per
+    /// subject, de-duplication) are rebuilt.
+    pub async fn durable_across_restart(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let s = subject("api", "durable");
+        let t = subject("policy", "gold");
+        for (subject, id) in [(&s, "d1"), (&t, "d2"), (&s, "d3")] {
+            append(
+                &*log,
+                AppendRequest {
+                    headers: vec![("traceparent".into(), format!("trace-{id}"))],
+                    ..request(subject, id, Expectation::Any)
+                },
+            )
+            .await;
+        }
+        let before = log.read_to_end(1).await.unwrap();
+        assert_eq!(before.len(), 3);
+        drop(log);
+
+        harness.restart().await;
+
+        let log = harness.log().await;
+        assert_eq!(log.last_sequence().await.unwrap(), 3);
+        assert_eq!(log.read_to_end(1).await.unwrap(), before);
+        // The retry of an acknowledged append is still recognised.
+        assert_eq!(
+            append_retrying(&*log, request(&t, "d2", Expectation::Any)).await,
+            Appended {
+                sequence: 2,
+                duplicate: true
+            }
+        );
+        // The last sequence of each subject survived.
+        assert!(matches!(
+            log.append(request(&s, "stale", Expectation::LastSubjectSequence(1)))
+                .await,
+            Err(LogError::Conflict { .. })
+        ));
+        assert_eq!(
+            append_retrying(
+                &*log,
+                request(&s, "d4", Expectation::LastSubjectSequence(3))
+            )
+            .await,
+            Appended {
+                sequence: 4,
+                duplicate: false
+            }
+        );
+        assert_eq!(sequences(&log.read_to_end(1).await.unwrap()), [1, 2, 3, 4]);
+    }
+}
+
+/// One `#[tokio::test]` per case, on the harness built by `$harness`.
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        conformance_tests!(@case $harness;
+            append_and_read,
+            follow_is_live,
+            subject_sequence_conflict,
+            log_sequence_conflict,
+            duplicate_msg_id_is_stored_once,
+            headers_round_trip,
+            invalid_requests_are_refused,
+            durable_across_restart,
+        );
+    };
+    (@case $harness:expr; $($case:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let mut harness = $harness;
+                crate::cases::$case(&mut harness).await;
+            }
+        )*
+    };
+}
+
+mod file {
+    use std::fs::OpenOptions;
+    use std::io::{Seek, SeekFrom, Write};
+
+    use gatehouse_eventlog::FileLog;
+    use tempfile::TempDir;
+
+    use super::*;
+
+    struct FileHarness {
+        dir: TempDir,
+        log: Option<FileLog>,
+    }
+
+    impl FileHarness {
+        fn new() -> FileHarness {
+            FileHarness {
+                dir: tempfile::tempdir().unwrap(),
+                log: None,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Harness for FileHarness {
+        async fn log(&mut self) -> Arc<dyn EventLog> {
+            if self.log.is_none() {
+                self.log = Some(FileLog::open(self.dir.path()).unwrap());
+            }
+            Arc::new(self.log.clone().unwrap())
+        }
+
+        async fn restart(&mut self) {
+            self.log = None;
+        }
+    }
+
+    conformance_tests!(FileHarness::new());
+
+    /// Appends `count` records to a new log in `dir` and closes it; returns them.
+    async fn fill(dir: &std::path::Path, count: u64) -> Vec<Record> {
+        let log = FileLog::open(dir).unwrap();
+        for i in 1..=count {
+            let appended = append(
+                &log,
+                AppendRequest {
+                    headers: vec![("traceparent".into(), format!("t{i}"))],
+                    ..request(&subject("api", "x"), &format!("m{i}"), Expectation::Any)
+                },
+            )
+            .await;
+            assert_eq!(appended.sequence, i);
+        }
+        log.read_to_end(1).await.unwrap()
+    }
+
+    fn append_bytes(dir: &std::path::Path, bytes: &[u8]) {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.join("events.log"))
+            .unwrap();
+        file.write_all(bytes).unwrap();
+        file.sync_all().unwrap();
+    }
+
+    fn log_len(dir: &std::path::Path) -> u64 {
+        std::fs::metadata(dir.join("events.log")).unwrap().len()
+    }
+
+    /// Checks that a reopened log holds `records` and takes new appends after them.
+    async fn assert_recovered(dir: &std::path::Path, records: &[Record], clean_len: u64) {
+        let log = FileLog::open(dir).unwrap();
+        assert_eq!(log_len(dir), clean_len, "the torn tail is truncated away");
+        assert_eq!(log.read_to_end(1).await.unwrap(), records);
+        let next = records.len() as u64 + 1;
+        let appended = append(
+            &log,
+            request(&subject("api", "x"), "after-recovery", Expectation::Any),
+        )
+        .await;
+        assert_eq!(appended.sequence, next);
+        assert_eq!(
+            log.read_to_end(next).await.unwrap()[0].msg_id,
+            "after-recovery"
+        );
+        drop(log);
+        // And the repaired file opens cleanly again.
+        let log = FileLog::open(dir).unwrap();
+        assert_eq!(log.last_sequence().await.unwrap(), next);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_of_garbage_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 3).await;
+        let clean_len = log_len(dir.path());
+        append_bytes(dir.path(), b"\x2a\x00\x00\x00garbage");
+        assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_shorter_than_a_frame_header_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 2).await;
+        let clean_len = log_len(dir.path());
+        append_bytes(dir.path(), b"\x10\x00");
+        assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_of_a_partial_frame_is_truncated() {
+        // The last frame was being written when the process died: cut a real frame
+        // short by copying the start of an earlier one to the end of the file.
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 2).await;
+        let clean_len = log_len(dir.path());
+        let bytes = std::fs::read(dir.path().join("events.log")).unwrap();
+        let first_frame = &bytes[8..];
+        append_bytes(dir.path(), &first_frame[..first_frame.len() / 2 - 3]);
+        assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    #[tokio::test]
+    async fn torn_tail_with_a_bad_checksum_is_truncated() {
+        // A whole last frame whose bytes did not all reach the disk.
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 3).await;
+        let clean_len = log_len(dir.path());
+        {
+            let log = FileLog::open(dir.path()).unwrap();
+            append(
+                &log,
+                request(&subject("api", "x"), "unacked", Expectation::Any),
+            )
+            .await;
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("events.log"))
+            .unwrap();
+        file.seek(SeekFrom::End(-2)).unwrap();
+        file.write_all(b"\xde\xad").unwrap();
+        drop(file);
+        assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    #[tokio::test]
+    async fn corruption_before_valid_records_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 3).await;
+        let clean_len = log_len(dir.path());
+        // Flip one byte of the second record's payload.
+        let bytes = std::fs::read(dir.path().join("events.log")).unwrap();
+        let payload = b"payload of m2";
+        let at = bytes
+            .windows(payload.len())
+            .position(|window| window == payload)
+            .unwrap();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("events.log"))
+            .unwrap();
+        file.seek(SeekFrom::Start(at as u64)).unwrap();
+        file.write_all(b"P").unwrap();
+        drop(file);
+
+        match FileLog::open(dir.path()) {
+            Err(LogError::Corrupt(reason)) => assert!(reason.contains("refusing"), "{reason}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        // Nothing was truncated: the records after the damage are still on disk.
+        assert_eq!(log_len(dir.path()), clean_len);
+        assert_eq!(records.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.log"), b"{\"not\": \"a log\"}").unwrap();
+        assert!(matches!(
+            FileLog::open(dir.path()),
+            Err(LogError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn second_open_of_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileLog::open(dir.path()).unwrap();
+        let clone = first.clone();
+        match FileLog::open(dir.path()) {
+            Err(LogError::Io(err)) => {
+                assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+                assert!(
+                    err.to_string().contains("in use by another process"),
+                    "{err}"
+                );
+            }
+            other => panic!("expected the directory to be locked, got {other:?}"),
+        }
+        drop(first);
+        // A clone keeps the directory locked...
+        assert!(FileLog::open(dir.path()).is_err());
+        drop(clone);
+        // ...and the last one releases it.
+        FileLog::open(dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a").join("b");
+        let log = FileLog::open(&nested).unwrap();
+        append(&log, request(&subject("api", "x"), "m1", Expectation::Any)).await;
+        assert!(nested.join("events.log").exists());
+    }
+
+    #[tokio::test]
+    async fn follower_ends_when_the_log_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileLog::open(dir.path()).unwrap();
+        let mut follow = log.follow(1).await.unwrap();
+        drop(log);
+        match tokio::time::timeout(DELIVERY_TIMEOUT, follow.next()).await {
+            Ok(Some(Err(LogError::Unavailable(_)))) => {}
+            other => panic!("expected the follower to fail, got {other:?}"),
+        }
+        assert!(follow.next().await.is_none());
+    }
+}
+
+mod nats {
+    use gatehouse_eventlog::testing::NatsServer;
+    use gatehouse_eventlog::{NatsLog, NatsLogConfig};
+
+    use super::*;
+
+    struct NatsHarness {
+        server: NatsServer,
+    }
+
+    impl NatsHarness {
+        fn new() -> NatsHarness {
+            NatsHarness {
+                server: NatsServer::start(),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Harness for NatsHarness {
+        async fn log(&mut self) -> Arc<dyn EventLog> {
+            Arc::new(connect(&self.server).await)
+        }
+
+        async fn restart(&mut self) {
+            self.server.restart();
+        }
+    }
+
+    async fn connect(server: &NatsServer) -> NatsLog {
+        NatsLog::connect(NatsLogConfig::new(server.url()))
+            .await
+            .unwrap()
+    }
+
+    conformance_tests!(NatsHarness::new());
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follow_survives_a_server_restart() {
+        let mut server = NatsServer::start();
+        let log = connect(&server).await;
+        let s = subject("api", "restart");
+        append(&log, request(&s, "before-1", Expectation::Any)).await;
+        append(&log, request(&s, "before-2", Expectation::Any)).await;
+        let mut follow = log.follow(1).await.unwrap();
+        // A second follower that has not received anything yet when the server goes.
+        let mut ahead = log.follow(3).await.unwrap();
+        assert_eq!(next_record(&mut follow).await.msg_id, "before-1");
+        assert_eq!(next_record(&mut follow).await.msg_id, "before-2");
+
+        server.restart();
+
+        for id in ["after-1", "after-2"] {
+            append_retrying(&log, request(&s, id, Expectation::Any)).await;
+        }
+        for (sequence, id) in [(3, "after-1"), (4, "after-2")] {
+            let record = next_record(&mut follow).await;
+            assert_eq!((record.sequence, record.msg_id.as_str()), (sequence, id));
+            assert_eq!(next_record(&mut ahead).await, record);
+        }
+        assert_quiet(&mut follow).await;
+        assert_quiet(&mut ahead).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follow_reports_a_gap() {
+        let server = NatsServer::start();
+        let log = connect(&server).await;
+        let s = subject("api", "gap");
+        for id in ["g1", "g2", "g3"] {
+            append(&log, request(&s, id, Expectation::Any)).await;
+        }
+        // Someone removed record 2 behind the log's back.
+        let jetstream = async_nats::jetstream::new(log.client().clone());
+        let stream = jetstream.get_stream(log.stream_name()).await.unwrap();
+        assert!(stream.delete_message(2).await.unwrap());
+
+        let mut follow = log.follow(1).await.unwrap();
+        assert_eq!(next_record(&mut follow).await.sequence, 1);
+        match tokio::time::timeout(DELIVERY_TIMEOUT, follow.next()).await {
+            Ok(Some(Err(LogError::Gap { expected, got }))) => assert_eq!((expected, got), (2, 3)),
+            other => panic!("expected a gap, got {other:?}"),
+        }
+        assert!(follow.next().await.is_none(), "the stream ends after a gap");
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_when_the_server_is_down() {
+        let mut server = NatsServer::start();
+        let url = server.url();
+        server.stop();
+        let started = std::time::Instant::now();
+        match NatsLog::connect(NatsLogConfig::new(url)).await {
+            Err(LogError::Unavailable(_)) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn stream_is_created_with_the_configured_name() {
+        let server = NatsServer::start();
+        let config = NatsLogConfig {
+            stream: "EVENTS_TEST".to_string(),
+            ..NatsLogConfig::new(server.url())
+        };
+        let log = NatsLog::connect(config.clone()).await.unwrap();
+        append(&log, request(&subject("api", "x"), "m1", Expectation::Any)).await;
+        let jetstream = async_nats::jetstream::new(log.client().clone());
+        let mut stream = jetstream.get_stream("EVENTS_TEST").await.unwrap();
+        let info = stream.info().await.unwrap();
+        assert_eq!(info.config.subjects, ["gatehouse.events.>"]);
+        assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
+        assert_eq!(info.state.messages, 1);
+        // Connecting again finds the existing stream.
+        let again = NatsLog::connect(config).await.unwrap();
+        assert_eq!(again.last_sequence().await.unwrap(), 1);
+    }
+}

@@ -1,0 +1,110 @@
+//! The run-time pieces every Gatehouse node shares.
+//!
+//! - [`LogArgs`]: which event log to use (NATS JetStream or the embedded file log) and
+//!   how to open it.
+//! - [`read_model::ReadModel`]: the domain state folded from the log by a follower task.
+//! - [`commands::CommandExecutor`]: the write path — decide a command against a state
+//!   that covers the whole log, append its events with an optimistic-concurrency guard,
+//!   wait until the fold has them.
+//! - [`status`]: domain and log errors as gRPC statuses.
+//! - [`init_logging`] and [`shutdown_signal`]: process plumbing.
+
+pub mod commands;
+pub mod read_model;
+pub mod status;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
+
+/// Where the event log lives: NATS JetStream when a URL is given, else an embedded file
+/// log in the node's data directory.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// NATS server URL (e.g. nats://localhost:4222). Without it, the embedded log in the
+    /// data directory is used.
+    #[arg(long = "nats-url", env = "GATEHOUSE_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// JetStream stream holding the events.
+    #[arg(
+        long = "nats-stream",
+        env = "GATEHOUSE_NATS_STREAM",
+        default_value = "GATEHOUSE"
+    )]
+    pub nats_stream: String,
+    /// Replicas of the stream when it is created (3 on a NATS cluster).
+    #[arg(
+        long = "nats-replicas",
+        env = "GATEHOUSE_NATS_REPLICAS",
+        default_value_t = 1
+    )]
+    pub nats_replicas: usize,
+}
+
+impl LogArgs {
+    /// Opens the configured log; `data_dir` holds the embedded one.
+    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
+        match &self.nats_url {
+            Some(url) => {
+                let log = NatsLog::connect(NatsLogConfig {
+                    url: url.clone(),
+                    stream: self.nats_stream.clone(),
+                    replicas: self.nats_replicas,
+                })
+                .await
+                .with_context(|| format!("cannot use the event log on NATS at {url}"))?;
+                Ok(Arc::new(log))
+            }
+            None => {
+                let dir = data_dir.join("eventlog");
+                let log = FileLog::open(&dir).with_context(|| {
+                    format!("cannot open the embedded event log in {}", dir.display())
+                })?;
+                Ok(Arc::new(log))
+            }
+        }
+    }
+
+    /// A short description for start-up messages.
+    pub fn describe(&self, data_dir: &Path) -> String {
+        match &self.nats_url {
+            Some(url) => format!("NATS JetStream stream {} at {url}", self.nats_stream),
+            None => format!("embedded log in {}", data_dir.join("eventlog").display()),
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

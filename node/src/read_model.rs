@@ -1,0 +1,140 @@
+//! Control's read model: the domain [`State`] folded from the log, kept current by a
+//! follower task.
+//!
+//! Control never writes its state directly, not even for its own commands: a command's
+//! events are appended to the log, and the follower folds them back like everyone
+//! else's. That is what lets two control instances on one NATS stream serve the same
+//! reads — each follows the log — and what makes "reading state is folding events"
+//! literally true.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use gatehouse_domain::State;
+use gatehouse_eventlog::{EventLog, LogError, Record};
+use gatehouse_proto::events::EventEnvelope;
+use prost::Message;
+use tokio::sync::watch;
+
+/// Why the follower could not fold a record.
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error("record {sequence} on {subject} is not an event envelope: {source}")]
+    Decode {
+        sequence: u64,
+        subject: String,
+        source: prost::DecodeError,
+    },
+    #[error("record {sequence}: {source}")]
+    Apply {
+        sequence: u64,
+        source: gatehouse_domain::ApplyError,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The folded state, shared by the gRPC handlers (readers) and the follower (the one
+/// writer).
+///
+/// A `std::sync::RwLock` rather than tokio's: every critical section is a short,
+/// synchronous read or apply, never held across an `.await`. The applied sequence is
+/// published on a `watch` channel so a command can wait, without polling, until the log
+/// has been folded up to its own append ("read your writes").
+pub struct ReadModel {
+    state: RwLock<State>,
+    applied: watch::Sender<u64>,
+}
+
+impl ReadModel {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ReadModel {
+            state: RwLock::new(State::new()),
+            applied: watch::channel(0).0,
+        })
+    }
+
+    /// The current state. Hold the guard briefly.
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last sequence folded.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the state covers `sequence`, or `timeout` passes (false).
+    pub async fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= sequence))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Decodes and folds one record.
+    pub fn apply_record(&self, record: &Record) -> Result<(), FoldError> {
+        let envelope =
+            EventEnvelope::decode(record.payload.as_ref()).map_err(|source| FoldError::Decode {
+                sequence: record.sequence,
+                subject: record.subject.clone(),
+                source,
+            })?;
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            state
+                .apply(record.sequence, &envelope)
+                .map_err(|source| FoldError::Apply {
+                    sequence: record.sequence,
+                    source,
+                })?;
+        }
+        self.applied.send_replace(record.sequence);
+        Ok(())
+    }
+
+    /// Replaces the state wholesale (a rebuild from the start of the log).
+    fn reset(&self) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::new();
+        self.applied.send_replace(0);
+    }
+
+    /// Follows the log forever from the state's sequence + 1, folding every record.
+    ///
+    /// On a broken stream (broker restart) it follows again from where it stopped. On a
+    /// record it cannot fold (a gap, a decode failure) it never skips: it logs the cause
+    /// and rebuilds the state from the start of the log, after a pause.
+    pub async fn follow(self: Arc<Self>, log: Arc<dyn EventLog>) {
+        loop {
+            let from = self.applied() + 1;
+            match self.follow_from(&log, from).await {
+                Err(FoldError::Log(LogError::Unavailable(e))) => {
+                    tracing::warn!(error = %e, "event log unavailable; following again shortly");
+                }
+                Err(FoldError::Log(LogError::Gap { expected, got })) => {
+                    tracing::error!(
+                        expected,
+                        got,
+                        "gap in the event log; rebuilding state from the start"
+                    );
+                    self.reset();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot fold the event log; rebuilding state from the start");
+                    self.reset();
+                }
+                Ok(()) => tracing::warn!("event log stream ended; following again"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn follow_from(&self, log: &Arc<dyn EventLog>, from: u64) -> Result<(), FoldError> {
+        let mut records = log.follow(from).await?;
+        while let Some(record) = records.next().await {
+            self.apply_record(&record?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! The one place where errors become gRPC statuses.
+
+use gatehouse_domain::DomainError;
+use gatehouse_eventlog::LogError;
+use tonic::Status;
+
+use crate::commands::CommandError;
+
+impl From<CommandError> for Status {
+    fn from(error: CommandError) -> Status {
+        match error {
+            CommandError::Domain(e) => domain_status(e),
+            CommandError::Log(e) => log_status(e),
+            e @ CommandError::NotCaughtUp(_) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION or ABORTED.
+pub fn domain_status(error: DomainError) -> Status {
+    let message = error.to_string();
+    match error {
+        DomainError::InvalidArgument { .. } => Status::invalid_argument(message),
+        DomainError::NotFound { .. } => Status::not_found(message),
+        DomainError::AlreadyExists(_) => Status::already_exists(message),
+        DomainError::FailedPrecondition(_) => Status::failed_precondition(message),
+        DomainError::VersionMismatch { .. } => Status::aborted(message),
+    }
+}
+
+/// A lost optimistic-concurrency race is ABORTED (retry on fresh state); an unreachable
+/// log is UNAVAILABLE; anything else is INTERNAL.
+pub fn log_status(error: LogError) -> Status {
+    match error {
+        LogError::Conflict { .. } => Status::aborted(format!(
+            "{error}; another writer changed it first: re-read and retry"
+        )),
+        LogError::Unavailable(_) => Status::unavailable(error.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// INVALID_ARGUMENT for a request field.
+pub fn invalid(field: &str, rule: &str) -> Status {
+    Status::invalid_argument(format!("{field}: {rule}"))
+}

