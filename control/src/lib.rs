@@ -13,6 +13,7 @@
 //! [`serve`] wires them with gRPC server reflection (v1 and v1alpha, for grpcurl) and
 //! `grpc.health.v1`.
 
+pub mod auth;
 pub mod gateways;
 pub mod service;
 
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
 use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
 
+use crate::auth::AdminAuth;
 use crate::gateways::{GatewayRegistry, GatewaySyncService};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -58,6 +60,9 @@ pub struct ControlConfig {
         default_value = "http://127.0.0.1:50052"
     )]
     pub token_service_url: String,
+    /// The `iss` admin tokens must carry (token-service's token endpoint URL).
+    #[arg(long = "token-issuer", env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
+    pub token_issuer: String,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -72,6 +77,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let log = config.log.open(&config.data_dir).await?;
+    serve_with_log(config, log, shutdown).await
+}
+
+/// [`serve`] on a log opened by the caller: the all-in-one shares one embedded log
+/// between the nodes of its process.
+pub async fn serve_with_log(
+    config: ControlConfig,
+    log: Arc<dyn gatehouse_eventlog::EventLog>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let model = ReadModel::new();
     let follower = tokio::spawn(model.clone().follow(log.clone()));
 
@@ -109,7 +124,8 @@ pub async fn serve(
         model: model.clone(),
         registry: registry.clone(),
     };
-    let service = ControlService::new(log, model, key_manager, registry);
+    let auth = AdminAuth::new(config.token_issuer.clone(), model.clone());
+    let service = ControlService::new(log, model, key_manager, registry, auth);
     println!(
         "control ready on {local} (gRPC admin API; {})",
         config.log.describe(&config.data_dir)

@@ -25,6 +25,9 @@ use crate::gateways::GatewayRegistry;
 use gatehouse_proto::keymanager::{self, key_manager_client::KeyManagerClient};
 
 use gatehouse_node::commands::{CallContext, CommandExecutor};
+use gatehouse_tokens::scopes;
+
+use crate::auth::AdminAuth;
 use gatehouse_node::read_model::ReadModel;
 use gatehouse_node::status::{invalid, log_status};
 
@@ -38,6 +41,7 @@ pub struct ControlService {
     /// control starts without token-service and connects on first use.
     key_manager: KeyManagerClient<Channel>,
     gateways: Arc<GatewayRegistry>,
+    auth: AdminAuth,
 }
 
 impl ControlService {
@@ -46,9 +50,11 @@ impl ControlService {
         model: Arc<ReadModel>,
         key_manager: Channel,
         gateways: Arc<GatewayRegistry>,
+        auth: AdminAuth,
     ) -> Self {
         let commands = CommandExecutor::new(log.clone(), model.clone());
         ControlService {
+            auth,
             log,
             model,
             commands,
@@ -98,25 +104,6 @@ impl ControlService {
     }
 }
 
-/// The caller and trace context of a request.
-///
-/// Until admin authentication lands, every caller is `anonymous`.
-fn call_context<T>(request: &Request<T>) -> CallContext {
-    let header = |name: &str| {
-        request
-            .metadata()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    CallContext {
-        actor: "anonymous".to_string(),
-        traceparent: header("traceparent"),
-        tracestate: header("tracestate"),
-    }
-}
-
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -163,7 +150,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::CreateApiRequest>,
     ) -> Result<Response<Api>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
         let definition = request
             .into_inner()
             .definition
@@ -184,7 +171,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::CreateApiVersionRequest>,
     ) -> Result<Response<Api>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
         let r = request.into_inner();
         required("source_api_id", &r.source_api_id)?;
         let api_id = new_id();
@@ -205,7 +192,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::UpdateApiRequest>,
     ) -> Result<Response<Api>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
         let r = request.into_inner();
         required("api_id", &r.api_id)?;
         let definition = r
@@ -227,7 +214,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ChangeLifecycleRequest>,
     ) -> Result<Response<Api>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::API_PUBLISH)?;
         let r = request.into_inner();
         required("api_id", &r.api_id)?;
         let target = lifecycle::State::try_from(r.target)
@@ -248,7 +235,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::DeleteApiRequest>,
     ) -> Result<Response<admin::DeleteApiResponse>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::API_DELETE)?;
         let r = request.into_inner();
         required("api_id", &r.api_id)?;
         self.run(Command::DeleteApi { api_id: r.api_id }, &ctx)
@@ -260,6 +247,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::GetApiRequest>,
     ) -> Result<Response<Api>, Status> {
+        self.auth.authorize(&request, scopes::API_VIEW)?;
         let r = request.into_inner();
         required("api_id", &r.api_id)?;
         Ok(Response::new(self.api(&r.api_id)?))
@@ -269,6 +257,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListApisRequest>,
     ) -> Result<Response<admin::ListApisResponse>, Status> {
+        self.auth.authorize(&request, scopes::API_VIEW)?;
         let r = request.into_inner();
         let lifecycle = lifecycle::State::try_from(r.lifecycle).map_err(|_| {
             invalid(
@@ -295,7 +284,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::CreatePolicyRequest>,
     ) -> Result<Response<ThrottlePolicy>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::TIER_MANAGE)?;
         let r = request.into_inner();
         let level = throttle_policy::Level::try_from(r.level)
             .map_err(|_| invalid("level", &format!("unknown policy level {}", r.level)))?;
@@ -321,6 +310,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListPoliciesRequest>,
     ) -> Result<Response<admin::ListPoliciesResponse>, Status> {
+        self.auth.authorize(&request, scopes::API_VIEW)?;
         let r = request.into_inner();
         let level = throttle_policy::Level::try_from(r.level)
             .map_err(|_| invalid("level", &format!("unknown policy level {}", r.level)))?;
@@ -338,7 +328,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::CreateApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         let application_id = new_id();
         let owner = if r.owner.is_empty() {
@@ -364,6 +354,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::GetApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
+        self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         Ok(Response::new(self.application(&r.application_id)?))
@@ -373,6 +364,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListApplicationsRequest>,
     ) -> Result<Response<admin::ListApplicationsResponse>, Status> {
+        self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         let applications = self
             .model
@@ -390,7 +382,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::DeleteApplicationRequest>,
     ) -> Result<Response<admin::DeleteApplicationResponse>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         self.run(
@@ -407,7 +399,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::SubscribeRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
         let subscription_id = new_id();
         self.run(
@@ -427,7 +419,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::BlockSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::SUBSCRIPTION_BLOCK)?;
         let r = request.into_inner();
         required("subscription_id", &r.subscription_id)?;
         self.run(
@@ -445,7 +437,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::UnblockSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::SUBSCRIPTION_BLOCK)?;
         let r = request.into_inner();
         required("subscription_id", &r.subscription_id)?;
         self.run(
@@ -462,7 +454,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::UnsubscribeRequest>,
     ) -> Result<Response<admin::UnsubscribeResponse>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
         required("subscription_id", &r.subscription_id)?;
         self.run(
@@ -479,6 +471,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListSubscriptionsRequest>,
     ) -> Result<Response<admin::ListSubscriptionsResponse>, Status> {
+        self.auth.authorize(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
         let subscriptions = self
             .model
@@ -497,7 +490,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::GenerateKeysRequest>,
     ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         let keys = self
@@ -520,7 +513,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::RegenerateSecretRequest>,
     ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         self.key_manager
@@ -539,7 +532,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::RevokeKeysRequest>,
     ) -> Result<Response<admin::RevokeKeysResponse>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         self.key_manager
@@ -559,6 +552,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListKeysRequest>,
     ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
+        self.auth.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         required("application_id", &r.application_id)?;
         // Answered from control's own fold: the keys are on the log.
@@ -580,7 +574,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::RotateSigningKeyRequest>,
     ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
-        let ctx = call_context(&request);
+        let ctx = self.auth.authorize(&request, scopes::ADMIN)?;
         let r = request.into_inner();
         self.key_manager
             .clone()
@@ -594,8 +588,9 @@ impl ControlPlane for ControlService {
 
     async fn list_gateways(
         &self,
-        _request: Request<admin::ListGatewaysRequest>,
+        request: Request<admin::ListGatewaysRequest>,
     ) -> Result<Response<admin::ListGatewaysResponse>, Status> {
+        self.auth.authorize(&request, scopes::ADMIN)?;
         let (sequence, hash) = {
             let state = self.model.read();
             (state.sequence(), state.config_hash())
@@ -609,8 +604,9 @@ impl ControlPlane for ControlService {
 
     async fn get_snapshot(
         &self,
-        _request: Request<admin::GetSnapshotRequest>,
+        request: Request<admin::GetSnapshotRequest>,
     ) -> Result<Response<Snapshot>, Status> {
+        self.auth.authorize(&request, scopes::ADMIN)?;
         Ok(Response::new(crate::gateways::public_snapshot(&self.model)))
     }
 
@@ -620,6 +616,7 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.auth.authorize(&request, scopes::ADMIN)?;
         let from = request.into_inner().from_sequence;
         Ok(Response::new(watch_stream(&self.log, from).await?))
     }

@@ -15,7 +15,7 @@ use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, event_envelope::Event, lifecycle,
 };
 use serde_json::{Value, json};
-use support::{ControlProcess, grpcurl, grpcurl_list};
+use support::{ControlProcess, grpcurl_list};
 use tonic::Code;
 
 const CLIENT_API: &str = r#"{"definition": {"name": "ClientServiceAPI", "context": "/client", "version": "1.0.0",
@@ -29,7 +29,9 @@ const ORDER_API: &str = r#"{"definition": {"name": "OrderServiceAPI", "context":
   "subscriptionTiers": ["Gold", "Unlimited"]}}"#;
 
 fn call(control: &ControlProcess, method: &str, body: &str) -> Value {
-    grpcurl(control.addr, method, body).unwrap_or_else(|e| panic!("{method}: {e}"))
+    control
+        .grpcurl(method, body)
+        .unwrap_or_else(|e| panic!("{method}: {e}"))
 }
 
 fn id(v: &Value) -> String {
@@ -131,12 +133,12 @@ async fn bad_requests_get_the_right_status() {
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), None).await;
 
-    let empty_name = grpcurl(
-        control.addr,
-        "CreateApi",
-        r#"{"definition": {"name": "", "context": "/x", "version": "1.0.0"}}"#,
-    )
-    .unwrap_err();
+    let empty_name = control
+        .grpcurl(
+            "CreateApi",
+            r#"{"definition": {"name": "", "context": "/x", "version": "1.0.0"}}"#,
+        )
+        .unwrap_err();
     assert!(empty_name.contains("InvalidArgument"), "{empty_name}");
     assert!(
         empty_name.contains("definition.name: must not be empty"),
@@ -144,15 +146,15 @@ async fn bad_requests_get_the_right_status() {
     );
 
     let api = call(&control, "CreateApi", CLIENT_API);
-    let duplicate = grpcurl(control.addr, "CreateApi", CLIENT_API).unwrap_err();
+    let duplicate = control.grpcurl("CreateApi", CLIENT_API).unwrap_err();
     assert!(duplicate.contains("AlreadyExists"), "{duplicate}");
 
-    let illegal = grpcurl(
-        control.addr,
-        "ChangeLifecycle",
-        &json!({"apiId": id(&api), "target": "DEPRECATED"}).to_string(),
-    )
-    .unwrap_err();
+    let illegal = control
+        .grpcurl(
+            "ChangeLifecycle",
+            &json!({"apiId": id(&api), "target": "DEPRECATED"}).to_string(),
+        )
+        .unwrap_err();
     assert!(illegal.contains("FailedPrecondition"), "{illegal}");
     assert!(
         illegal.contains("allowed from CREATED: PUBLISHED, PROTOTYPED"),
@@ -280,8 +282,12 @@ async fn watch_events_streams_history_in_order_then_live() {
         .await
         .unwrap()
         .into_inner();
+    // Sequence 1 is the admin signing key the test published before control started.
+    let key = next(&mut events).await;
+    assert_eq!(key.sequence, 1);
+    assert!(key.subject.starts_with("gatehouse.events.signingkey."), "{}", key.subject);
     let first = next(&mut events).await;
-    assert_eq!(first.sequence, 1);
+    assert_eq!(first.sequence, 2);
     assert!(
         first.subject.starts_with("gatehouse.events.api."),
         "{}",
@@ -290,23 +296,26 @@ async fn watch_events_streams_history_in_order_then_live() {
     let e = first.event.unwrap();
     assert!(matches!(e.event, Some(Event::ApiCreated(_))));
     assert_eq!(e.aggregate_version, 1);
-    assert_eq!(e.actor, "anonymous");
+    assert_eq!(
+        e.actor, "test-admin",
+        "events record the admin client that caused them"
+    );
     assert!(!e.event_id.is_empty());
     assert!(e.time.is_some());
     let second = next(&mut events).await;
-    assert_eq!(second.sequence, 2);
+    assert_eq!(second.sequence, 3);
     assert!(matches!(
         second.event.unwrap().event,
         Some(Event::ApiLifecycleChanged(_))
     ));
     let third = next(&mut events).await;
-    assert_eq!(third.sequence, 3);
+    assert_eq!(third.sequence, 4);
     assert!(third.subject.starts_with("gatehouse.events.application."));
 
     // Live: a change made after the watch started arrives next.
     call(&control, "CreateApi", ORDER_API);
     let live = next(&mut events).await;
-    assert_eq!(live.sequence, 4);
+    assert_eq!(live.sequence, 5);
     match live.event.unwrap().event {
         Some(Event::ApiCreated(c)) => assert_eq!(c.definition.unwrap().name, "OrderServiceAPI"),
         other => panic!("expected ApiCreated, got {other:?}"),
@@ -426,4 +435,90 @@ fn api_definition(api: &Value) -> ApiDefinition {
         version: d["version"].as_str().unwrap().into(),
         ..Default::default()
     }
+}
+
+/// No token, a malformed one, an expired one, one signed by a key not on the log, one
+/// for the APIs' audience, and one lacking the scope: each is refused with the right
+/// status; reflection and health need no token.
+#[tokio::test]
+async fn admin_calls_need_a_valid_token_with_the_scope() {
+    use gatehouse_tokens::{API_AUDIENCE, SigningKeyPair, scopes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), None).await;
+    assert!(grpcurl_list(control.addr).contains("gatehouse.admin.v1.ControlPlane"));
+
+    let list = |token: String| {
+        let control = &control;
+        async move {
+            control
+                .client_with(&token)
+                .await
+                .list_apis(ListApisRequest::default())
+                .await
+        }
+    };
+    refused(
+        list(String::new()).await,
+        Code::Unauthenticated,
+        "missing credentials",
+    );
+    let expired = control.keys.token_at(
+        "test-admin",
+        &[scopes::ADMIN],
+        gatehouse_tokens::ADMIN_AUDIENCE,
+        support::now() - 7200,
+    );
+    refused(list(expired).await, Code::Unauthenticated, "expired");
+    let stranger = SigningKeyPair::generate("ES256").unwrap();
+    let foreign =
+        support::AdminKeys { key: stranger }.token("intruder", gatehouse_tokens::ADMIN_SCOPES);
+    refused(
+        list(foreign).await,
+        Code::Unauthenticated,
+        "invalid admin token",
+    );
+    let app_token = control
+        .keys
+        .token_at("app", &[scopes::ADMIN], API_AUDIENCE, support::now());
+    refused(list(app_token).await, Code::Unauthenticated, "audience");
+    refused(
+        list("not.a.jwt".into()).await,
+        Code::Unauthenticated,
+        "invalid admin token",
+    );
+
+    // A viewer may list but not create.
+    let viewer = control.keys.token("viewer", &[scopes::API_VIEW]);
+    assert!(list(viewer.clone()).await.is_ok());
+    let mut as_viewer = control.client_with(&viewer).await;
+    let denied = as_viewer
+        .create_api(CreateApiRequest {
+            definition: Some(definition("X", "/x", "1.0.0")),
+        })
+        .await;
+    refused(denied, Code::PermissionDenied, "apim:api_create");
+
+    // A publisher may create, and the event records who did.
+    let publisher = control.keys.token("publisher-1", &[scopes::API_CREATE]);
+    let api = control
+        .client_with(&publisher)
+        .await
+        .create_api(CreateApiRequest {
+            definition: Some(definition("X", "/x", "1.0.0")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(api.created_by, "publisher-1");
+}
+
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, text: &str) {
+    let status = r.expect_err("the call must be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(text),
+        "{:?} should mention {text:?}",
+        status.message()
+    );
 }
