@@ -74,10 +74,12 @@ impl AdminAuth {
                 claims.client_id
             )));
         }
+        // The events this call causes continue its trace from control's own span.
+        let (traceparent, tracestate) = gatehouse_node::telemetry::current_traceparent();
         Ok(CallContext {
             actor: claims.client_id,
-            traceparent: header("traceparent"),
-            tracestate: header("tracestate"),
+            traceparent,
+            tracestate,
         })
     }
 }

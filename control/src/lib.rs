@@ -131,6 +131,22 @@ pub async fn serve_with_log(
         config.log.describe(&config.data_dir)
     );
     let result = tonic::transport::Server::builder()
+        .trace_fn(|request| {
+            let span = tracing::info_span!(
+                "grpc",
+                otel.name = %request.uri().path(),
+                otel.kind = "server",
+                rpc.system = "grpc",
+            );
+            gatehouse_node::telemetry::set_parent_from(
+                &span,
+                request
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+            );
+            span
+        })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -16,7 +16,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    gatehouse_node::init_logging();
+    let _telemetry = gatehouse_node::telemetry::init("control");
     let cli = Cli::parse();
     match serve(cli.config, gatehouse_node::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

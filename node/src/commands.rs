@@ -29,7 +29,7 @@ pub enum CommandError {
     Domain(#[from] DomainError),
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("control's state did not catch up with the event log within {0:?}")]
+    #[error("the state did not catch up with the event log within {0:?}")]
     NotCaughtUp(Duration),
 }
 

@@ -7,11 +7,13 @@
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
 //! - [`status`]: domain and log errors as gRPC statuses.
-//! - [`init_logging`] and [`shutdown_signal`]: process plumbing.
+//! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
+//! - [`shutdown_signal`]: process plumbing.
 
 pub mod commands;
 pub mod read_model;
 pub mod status;
+pub mod telemetry;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,18 +76,6 @@ impl LogArgs {
             None => format!("embedded log in {}", data_dir.join("eventlog").display()),
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -73,8 +73,20 @@ impl ReadModel {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Decodes and folds one record.
+    /// Decodes and folds one record, in an "apply event" span that continues the trace
+    /// of the call that caused the event (its `traceparent` header).
     pub fn apply_record(&self, record: &Record) -> Result<(), FoldError> {
+        let span = tracing::info_span!(
+            "apply event",
+            otel.name = "apply event",
+            log.sequence = record.sequence,
+            log.subject = %record.subject,
+        );
+        crate::telemetry::set_parent_from(
+            &span,
+            record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let _entered = span.enter();
         let envelope =
             EventEnvelope::decode(record.payload.as_ref()).map_err(|source| FoldError::Decode {
                 sequence: record.sequence,

@@ -166,8 +166,18 @@ impl Verifier {
     /// The same verifier with another clock-skew allowance.
     pub fn with_leeway(self, leeway_seconds: u64) -> Self {
         Verifier {
-            rs256: validation(Algorithm::RS256, &self.issuer, &self.audience, leeway_seconds),
-            es256: validation(Algorithm::ES256, &self.issuer, &self.audience, leeway_seconds),
+            rs256: validation(
+                Algorithm::RS256,
+                &self.issuer,
+                &self.audience,
+                leeway_seconds,
+            ),
+            es256: validation(
+                Algorithm::ES256,
+                &self.issuer,
+                &self.audience,
+                leeway_seconds,
+            ),
             leeway_seconds,
             ..self
         }

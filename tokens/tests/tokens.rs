@@ -230,7 +230,10 @@ fn wrong_audience() {
     // An application token presented to the admin API.
     let token = rsa_key().sign(&claims()).unwrap();
     let admin = Verifier::new(DEFAULT_ISSUER, ADMIN_AUDIENCE);
-    assert_eq!(admin.verify(&token, &keys()), Err(TokenError::WrongAudience));
+    assert_eq!(
+        admin.verify(&token, &keys()),
+        Err(TokenError::WrongAudience)
+    );
 }
 
 #[test]
@@ -359,7 +362,10 @@ fn garbage_is_malformed() {
         "a.b.c.d",
         "!!!.e30.sig",
         "e30.e30.sig",
-        &format!("{}.e30.sig", b64json(&serde_json::json!(["not", "an", "object"]))),
+        &format!(
+            "{}.e30.sig",
+            b64json(&serde_json::json!(["not", "an", "object"]))
+        ),
     ] {
         let result = verifier().verify(garbage, &keys());
         assert!(

@@ -1,0 +1,115 @@
+//! `gatehouse`: every Gatehouse node in one binary, and the all-in-one.
+//!
+//! ```text
+//! gatehouse up                 control + token-service + gateway + both backends, one process
+//! gatehouse control            the control plane (same as the `control` binary)
+//! gatehouse token-service      the key manager (same as `token-service`)
+//! gatehouse gateway            a gateway replica (same as `gateway`)
+//! gatehouse client-service     the demo backends
+//! gatehouse order-service
+//! gatehouse bootstrap          seed the demo through the admin API (idempotent)
+//! gatehouse healthcheck ...    probes for Docker health checks
+//! ```
+
+mod bootstrap;
+mod healthcheck;
+mod insecure_https;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "gatehouse", version, about = "Gatehouse: API management in Rust, event-sourced")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (admin gRPC API).
+    Control(gatehouse_control::ControlConfig),
+    /// Run the demo client-service backend.
+    ClientService {
+        #[arg(long, env = "PORT", default_value_t = 8000)]
+        port: u16,
+    },
+    /// Run the demo order-service backend.
+    OrderService {
+        #[arg(long, env = "PORT", default_value_t = 8000)]
+        port: u16,
+    },
+    /// Seed the demo (APIs, MyPythonApp, subscriptions, keys) through the admin API.
+    Bootstrap(bootstrap::BootstrapConfig),
+    /// Exit 0 if a node answers its health check, 1 otherwise.
+    Healthcheck {
+        #[command(subcommand)]
+        probe: healthcheck::Probe,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Healthcheck { probe } => {
+            return match healthcheck::run(&probe).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Control(config) => {
+            let _telemetry = gatehouse_node::telemetry::init("control");
+            gatehouse_control::serve(config, gatehouse_node::shutdown_signal()).await
+        }
+        Command::ClientService { port } => {
+            serve_backend(client_service::SERVICE, client_service::router(), port).await
+        }
+        Command::OrderService { port } => {
+            serve_backend(order_service::SERVICE, order_service::router(), port).await
+        }
+        Command::Bootstrap(config) => {
+            let _telemetry = gatehouse_node::telemetry::init("gatehouse-bootstrap");
+            match bootstrap::run(&config).await {
+                Ok(seeded) => {
+                    println!(
+                        "{}",
+                        if seeded.changed {
+                            "demo seeded"
+                        } else {
+                            "demo already seeded: nothing changed"
+                        }
+                    );
+                    println!("{}", bootstrap::instructions(&config, &seeded));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_backend(
+    info: service_kit::ServiceInfo,
+    router: axum::Router,
+    port: u16,
+) -> anyhow::Result<()> {
+    let _telemetry = gatehouse_node::telemetry::init(info.name);
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: cannot listen on {addr}: {e}", info.name))?;
+    service_kit::server::serve(info, listener, router, gatehouse_node::shutdown_signal()).await?;
+    Ok(())
+}

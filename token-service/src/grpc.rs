@@ -1,0 +1,260 @@
+//! The `gatehouse.keymanager.v1.KeyManager` gRPC service (port 50052): application keys
+//! and signing-key rotation, asked by control on behalf of an admin.
+//!
+//! **This port is internal and unauthenticated for now**: control authenticates and
+//! authorises the admin (bearer token, admin scopes) before calling it, and passes the
+//! admin's client id as `actor`. Do not expose it beyond the cluster network; adding
+//! authentication here (mTLS or a service token) is a later step.
+//!
+//! Each RPC turns into domain commands run through the [`Authority`]; domain errors
+//! come back as gRPC statuses through `gatehouse_node::status` (INVALID_ARGUMENT,
+//! NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, ABORTED, UNAVAILABLE).
+//!
+//! # Shared state
+//!
+//! The service holds only an `Arc<Authority>` (see there).
+
+use std::sync::Arc;
+
+use gatehouse_domain::Command;
+use gatehouse_node::commands::CallContext;
+use gatehouse_node::status::invalid;
+use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
+use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
+use tonic::{Request, Response, Status};
+
+use crate::authority::{Authority, AuthorityError, SELF_ACTOR};
+use crate::secrets;
+
+pub struct KeyManagerService {
+    authority: Arc<Authority>,
+}
+
+impl KeyManagerService {
+    pub fn new(authority: Arc<Authority>) -> Self {
+        KeyManagerService { authority }
+    }
+
+    /// The live keys of an application for a key type, or NOT_FOUND.
+    fn live_client(&self, application_id: &str, key_type: i32) -> Result<OAuthClient, Status> {
+        required("application_id", application_id)?;
+        let key_type = key_type_of(key_type)?;
+        self.authority
+            .state()
+            .client_of(application_id, key_type)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "application {application_id} has no live {} keys",
+                    key_type.as_str_name()
+                ))
+            })
+    }
+}
+
+fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn key_type_of(value: i32) -> Result<KeyType, Status> {
+    match KeyType::try_from(value) {
+        Ok(k @ (KeyType::Production | KeyType::Sandbox)) => Ok(k),
+        _ => Err(invalid("key_type", "must be PRODUCTION or SANDBOX")),
+    }
+}
+
+fn context(
+    actor: &str,
+    traceparent: &str,
+    request_meta: &tonic::metadata::MetadataMap,
+) -> CallContext {
+    let header = |name: &str| {
+        request_meta
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    CallContext {
+        actor: if actor.is_empty() {
+            SELF_ACTOR.to_string()
+        } else {
+            actor.to_string()
+        },
+        traceparent: if traceparent.is_empty() {
+            header("traceparent")
+        } else {
+            traceparent.to_string()
+        },
+        tracestate: header("tracestate"),
+    }
+}
+
+fn authority_status(error: AuthorityError) -> Status {
+    match error {
+        AuthorityError::Command(e) => e.into(),
+        AuthorityError::Key(e @ gatehouse_tokens::KeyError::UnsupportedAlgorithm(_)) => {
+            invalid("alg", &e.to_string())
+        }
+        other => {
+            tracing::error!(error = %other, "key manager failure");
+            Status::internal(other.to_string())
+        }
+    }
+}
+
+async fn hash(secret: &str) -> Result<String, Status> {
+    let secret = secret.to_string();
+    tokio::task::spawn_blocking(move || secrets::hash_secret(&secret))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn keys_answer(client: &OAuthClient, secret: String) -> ApplicationKeys {
+    ApplicationKeys {
+        application_id: client.application_id.clone(),
+        key_type: client.key_type,
+        consumer_key: client.client_id.clone(),
+        consumer_secret: secret,
+        grant_types: client.grant_types.clone(),
+        token_lifetime_seconds: client.token_lifetime_seconds,
+    }
+}
+
+#[tonic::async_trait]
+impl KeyManager for KeyManagerService {
+    async fn generate_keys(
+        &self,
+        request: Request<keymanager::GenerateKeysRequest>,
+    ) -> Result<Response<ApplicationKeys>, Status> {
+        let ctx = {
+            let r = request.get_ref();
+            context(&r.actor, &r.traceparent, request.metadata())
+        };
+        let r = request.into_inner();
+        required("application_id", &r.application_id)?;
+        key_type_of(r.key_type)?;
+        let client_id = secrets::generate_client_id();
+        let secret = secrets::generate_secret();
+        let secret_hash = hash(&secret).await?;
+        self.authority
+            .run(
+                Command::RegisterClient {
+                    client: OAuthClient {
+                        client_id: client_id.clone(),
+                        application_id: r.application_id,
+                        key_type: r.key_type,
+                        secret_hash,
+                        grant_types: r.grant_types,
+                        token_lifetime_seconds: r.token_lifetime_seconds,
+                        ..Default::default()
+                    },
+                },
+                &ctx,
+            )
+            .await?;
+        let client = self
+            .authority
+            .state()
+            .client(&client_id)
+            .cloned()
+            .ok_or_else(|| Status::internal("registered client not in state"))?;
+        tracing::info!(client_id, application_id = %client.application_id, actor = %ctx.actor, "application keys generated");
+        Ok(Response::new(keys_answer(&client, secret)))
+    }
+
+    async fn regenerate_secret(
+        &self,
+        request: Request<keymanager::RegenerateSecretRequest>,
+    ) -> Result<Response<ApplicationKeys>, Status> {
+        let ctx = {
+            let r = request.get_ref();
+            context(&r.actor, &r.traceparent, request.metadata())
+        };
+        let r = request.into_inner();
+        let client = self.live_client(&r.application_id, r.key_type)?;
+        let secret = secrets::generate_secret();
+        let secret_hash = hash(&secret).await?;
+        self.authority
+            .run(
+                Command::RegenerateSecret {
+                    client_id: client.client_id.clone(),
+                    secret_hash,
+                },
+                &ctx,
+            )
+            .await?;
+        tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client secret regenerated");
+        Ok(Response::new(keys_answer(&client, secret)))
+    }
+
+    async fn revoke_keys(
+        &self,
+        request: Request<keymanager::RevokeKeysRequest>,
+    ) -> Result<Response<keymanager::RevokeKeysResponse>, Status> {
+        let ctx = {
+            let r = request.get_ref();
+            context(&r.actor, &r.traceparent, request.metadata())
+        };
+        let r = request.into_inner();
+        let client = self.live_client(&r.application_id, r.key_type)?;
+        self.authority
+            .run(
+                Command::RevokeClient {
+                    client_id: client.client_id.clone(),
+                },
+                &ctx,
+            )
+            .await?;
+        tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client revoked");
+        Ok(Response::new(keymanager::RevokeKeysResponse {}))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<keymanager::ListKeysRequest>,
+    ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
+        let application_id = request.into_inner().application_id;
+        required("application_id", &application_id)?;
+        let state = self.authority.state();
+        let keys: Vec<OAuthClient> = state
+            .clients()
+            .filter(|c| c.application_id == application_id)
+            .map(|c| OAuthClient {
+                secret_hash: String::new(),
+                ..c.clone()
+            })
+            .collect();
+        if keys.is_empty() && state.application(&application_id).is_none() {
+            return Err(Status::not_found(format!(
+                "application {application_id} not found"
+            )));
+        }
+        Ok(Response::new(keymanager::ListKeysResponse { keys }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<keymanager::RotateSigningKeyRequest>,
+    ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
+        let ctx = {
+            let r = request.get_ref();
+            context(&r.actor, "", request.metadata())
+        };
+        let r = request.into_inner();
+        let key = self
+            .authority
+            .rotate(Some(&r.alg), &ctx)
+            .await
+            .map_err(authority_status)?;
+        Ok(Response::new(keymanager::RotateSigningKeyResponse {
+            kid: key.kid().to_string(),
+            alg: key.alg().to_string(),
+        }))
+    }
+}

@@ -1,0 +1,260 @@
+//! Gatehouse token-service: the key manager.
+//!
+//! It issues OAuth2 access tokens (client credentials, RFC 6749 §4.4) as JWTs signed
+//! with its own keys, revokes (RFC 7009) and introspects (RFC 7662) them, serves the
+//! public keys (`/oauth2/jwks`), and provisions application keys for control over
+//! gRPC. Its parts:
+//!
+//! - the read model (`gatehouse_node::read_model`): the domain state folded from the
+//!   log — clients, applications, subscriptions, APIs, signing keys, revoked tokens.
+//!   token-service never asks control for any of it.
+//! - the write path (`gatehouse_node::commands`): registering clients, regenerating
+//!   secrets, revoking clients and tokens, publishing signing keys, all as domain
+//!   commands appended to the log.
+//! - [`keystore`]: the private signing keys, in files of mode 0600 in the data
+//!   directory — never on the log.
+//! - [`secrets`]: consumer secrets, shown once and stored as argon2id hashes.
+//! - [`authority`]: what the HTTPS and gRPC sides share: authenticating clients,
+//!   granting scopes, signing, verifying, rotating keys, the first admin client.
+//! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls).
+//! - [`grpc`]: the `KeyManager` service, with reflection and `grpc.health.v1`.
+//!
+//! [`serve`] wires them.
+
+pub mod authority;
+pub mod grpc;
+pub mod http;
+pub mod keystore;
+pub mod secrets;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gatehouse_node::LogArgs;
+use gatehouse_node::commands::CommandExecutor;
+use gatehouse_node::read_model::ReadModel;
+use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::authority::{Authority, AuthorityConfig};
+use crate::grpc::KeyManagerService;
+use crate::keystore::KeyStore;
+
+/// token-service's configuration: flags, or the environment variables named beside them.
+#[derive(clap::Args, Clone)]
+pub struct TokenServiceConfig {
+    /// Address of the HTTPS token endpoint.
+    #[arg(
+        long = "listen-https",
+        env = "GATEHOUSE_TOKEN_HTTPS_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub listen_https: SocketAddr,
+    /// Address of the gRPC KeyManager API (internal: for control).
+    #[arg(
+        long = "listen-grpc",
+        env = "GATEHOUSE_TOKEN_GRPC_LISTEN",
+        default_value = "0.0.0.0:50052"
+    )]
+    pub listen_grpc: SocketAddr,
+    /// Directory for token-service's own files: the key store (`keys/`), the
+    /// self-signed certificate (`tls/`), the embedded event log (`eventlog/`).
+    #[arg(
+        long = "data-dir",
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "./data/token-service"
+    )]
+    pub data_dir: PathBuf,
+    /// `iss` of the tokens (the token endpoint's public URL).
+    #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// Algorithm of new signing keys.
+    #[arg(long = "signing-alg", env = "GATEHOUSE_SIGNING_ALG", default_value = "RS256", value_parser = ["RS256", "ES256"])]
+    pub signing_alg: String,
+    /// PEM certificate chain of the HTTPS endpoint (default: a self-signed one,
+    /// generated into `<data-dir>/tls/`).
+    #[arg(long = "tls-cert", env = "GATEHOUSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long = "tls-key", env = "GATEHOUSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Client id of the first admin client (with `--admin-client-secret`). Without
+    /// both, one is generated on first start and printed once.
+    #[arg(
+        long = "admin-client-id",
+        env = "GATEHOUSE_ADMIN_CLIENT_ID",
+        requires = "admin_client_secret"
+    )]
+    pub admin_client_id: Option<String>,
+    /// Secret of the first admin client; only its hash is stored.
+    #[arg(
+        long = "admin-client-secret",
+        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "admin_client_id"
+    )]
+    pub admin_client_secret: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl std::fmt::Debug for TokenServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServiceConfig")
+            .field("listen_https", &self.listen_https)
+            .field("listen_grpc", &self.listen_grpc)
+            .field("data_dir", &self.data_dir)
+            .field("issuer", &self.issuer)
+            .field("signing_alg", &self.signing_alg)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("admin_client_id", &self.admin_client_id)
+            .field(
+                "admin_client_secret",
+                &self.admin_client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// How long start-up waits for the state to be rebuilt from the log.
+const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs token-service until `shutdown` completes: rebuilds the state from the log,
+/// makes sure it has an active signing key and a first admin client, then serves the
+/// HTTPS endpoints and the gRPC API.
+pub async fn serve(
+    config: TokenServiceConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let log = config.log.open(&config.data_dir).await?;
+    serve_on_log(config, log, shutdown).await
+}
+
+/// [`serve`] on a log the caller has opened (`config.log` is then only used in the
+/// start-up message): lets one process (the all-in-one) share its embedded log, which
+/// only one opener may hold, between control and token-service.
+pub async fn serve_on_log(
+    config: TokenServiceConfig,
+    log: Arc<dyn gatehouse_eventlog::EventLog>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let model = ReadModel::new();
+    let follower = tokio::spawn(model.clone().follow(log.clone()));
+    let result = run(config, log, model, shutdown).await;
+    follower.abort();
+    result
+}
+
+async fn run(
+    config: TokenServiceConfig,
+    log: Arc<dyn gatehouse_eventlog::EventLog>,
+    model: Arc<ReadModel>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let end = log.last_sequence().await?;
+    if !model.wait_for(end, REBUILD_TIMEOUT).await {
+        anyhow::bail!("state not rebuilt from the event log within {REBUILD_TIMEOUT:?}");
+    }
+    tracing::info!(events = end, "state rebuilt from the event log");
+
+    let keys = KeyStore::open(config.data_dir.join("keys"))?;
+    let authority = Arc::new(Authority::new(
+        AuthorityConfig {
+            issuer: config.issuer.clone(),
+            signing_alg: config.signing_alg.clone(),
+        },
+        model.clone(),
+        CommandExecutor::new(log, model),
+        keys,
+    ));
+    let kid = authority
+        .ensure_signing_key()
+        .await
+        .context("cannot set up a signing key")?;
+    tracing::info!(kid, "signing with the active key");
+    let created = authority
+        .bootstrap_admin(
+            config.admin_client_id.as_deref(),
+            config.admin_client_secret.as_deref(),
+        )
+        .await
+        .context("cannot set up the first admin client")?;
+    if let Some(admin) = created {
+        println!(
+            "admin client created: client_id={} client_secret={} (shown once)",
+            admin.client_id, admin.client_secret
+        );
+    }
+    authority.secrets().warm_up().await;
+
+    let certificate = tls::certificate(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &config.data_dir,
+    )?;
+    if certificate.generated {
+        tracing::info!(cert = %certificate.cert.display(), "generated a self-signed certificate");
+    }
+    let acceptor = tls::acceptor(&certificate)?;
+    let https = tokio::net::TcpListener::bind(config.listen_https)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_https))?;
+    let https_addr = https.local_addr()?;
+    let grpc = tokio::net::TcpListener::bind(config.listen_grpc)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_grpc))?;
+    let grpc_addr = grpc.local_addr()?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<KeyManagerServer<KeyManagerService>>()
+        .await;
+    // grpcurl 1.8 speaks reflection v1alpha only; newer clients use v1: serve both.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    // One shutdown signal for both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    println!(
+        "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {})",
+        config.log.describe(&config.data_dir)
+    );
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(KeyManagerServer::new(KeyManagerService::new(
+            authority.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
+    let https_server = tls::serve(https, acceptor, http::router(authority), stopped(stop_rx));
+    let grpc_task = tokio::spawn(grpc_server);
+    let https_task = tokio::spawn(https_server);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let (grpc_result, https_result) = tokio::join!(grpc_task, https_task);
+    https_result.context("HTTPS server task failed")?;
+    grpc_result
+        .context("gRPC server task failed")?
+        .context("gRPC server failed")
+}
