@@ -30,27 +30,55 @@ pub const APP_NAME: &str = "MyPythonApp";
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapConfig {
     /// control's gRPC admin API.
-    #[arg(long = "control-url", env = "GATEHOUSE_CONTROL_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long = "control-url",
+        env = "GATEHOUSE_CONTROL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub control_url: String,
     /// token-service's HTTPS base URL.
-    #[arg(long = "token-url", env = "GATEHOUSE_TOKEN_URL", default_value = "https://127.0.0.1:9443")]
+    #[arg(
+        long = "token-url",
+        env = "GATEHOUSE_TOKEN_URL",
+        default_value = "https://127.0.0.1:9443"
+    )]
     pub token_url: String,
     /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
     #[arg(long = "admin-client-id", env = "GATEHOUSE_ADMIN_CLIENT_ID")]
     pub admin_client_id: String,
-    #[arg(long = "admin-client-secret", env = "GATEHOUSE_ADMIN_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "admin-client-secret",
+        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     pub admin_client_secret: String,
     /// The backend of ClientServiceAPI, as the gateways reach it.
-    #[arg(long = "client-service-url", env = "GATEHOUSE_CLIENT_SERVICE_URL", default_value = "http://client-service:8000")]
+    #[arg(
+        long = "client-service-url",
+        env = "GATEHOUSE_CLIENT_SERVICE_URL",
+        default_value = "http://client-service:8000"
+    )]
     pub client_service_url: String,
     /// The backend of OrderServiceAPI, as the gateways reach it.
-    #[arg(long = "order-service-url", env = "GATEHOUSE_ORDER_SERVICE_URL", default_value = "http://order-service:8000")]
+    #[arg(
+        long = "order-service-url",
+        env = "GATEHOUSE_ORDER_SERVICE_URL",
+        default_value = "http://order-service:8000"
+    )]
     pub order_service_url: String,
     /// The token endpoint as users reach it, for the printed curl lines.
-    #[arg(long = "public-token-url", env = "GATEHOUSE_PUBLIC_TOKEN_URL", default_value = "https://localhost:9443")]
+    #[arg(
+        long = "public-token-url",
+        env = "GATEHOUSE_PUBLIC_TOKEN_URL",
+        default_value = "https://localhost:9443"
+    )]
     pub public_token_url: String,
     /// A gateway as users reach it, for the printed curl lines.
-    #[arg(long = "public-gateway-url", env = "GATEHOUSE_PUBLIC_GATEWAY_URL", default_value = "https://localhost:8243")]
+    #[arg(
+        long = "public-gateway-url",
+        env = "GATEHOUSE_PUBLIC_GATEWAY_URL",
+        default_value = "https://localhost:8243"
+    )]
     pub public_gateway_url: String,
 }
 
@@ -71,7 +99,10 @@ pub struct Seeded {
 struct Bearer(String);
 
 impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let value = format!("Bearer {}", self.0)
             .parse()
             .map_err(|_| tonic::Status::internal("token is not a valid header value"))?;
@@ -106,7 +137,9 @@ fn endpoints(url: &str) -> Option<Endpoints> {
 
 /// The seed's two APIs.
 pub fn demo_apis(client_service_url: &str, order_service_url: &str) -> [ApiDefinition; 2] {
-    let tiers = ["Gold", "Silver", "Bronze", "Unlimited"].map(String::from).to_vec();
+    let tiers = ["Gold", "Silver", "Bronze", "Unlimited"]
+        .map(String::from)
+        .to_vec();
     [
         ApiDefinition {
             name: "ClientServiceAPI".into(),
@@ -143,7 +176,11 @@ pub fn demo_apis(client_service_url: &str, order_service_url: &str) -> [ApiDefin
 }
 
 /// Makes sure the API exists with these endpoints and is published.
-async fn ensure_api(admin: &mut Admin, wanted: ApiDefinition, changed: &mut bool) -> anyhow::Result<Api> {
+async fn ensure_api(
+    admin: &mut Admin,
+    wanted: ApiDefinition,
+    changed: &mut bool,
+) -> anyhow::Result<Api> {
     let existing = admin
         .list_apis(ListApisRequest {
             context: wanted.context.clone(),
@@ -153,7 +190,11 @@ async fn ensure_api(admin: &mut Admin, wanted: ApiDefinition, changed: &mut bool
         .into_inner()
         .apis
         .into_iter()
-        .find(|a| a.definition.as_ref().is_some_and(|d| d.version == wanted.version));
+        .find(|a| {
+            a.definition
+                .as_ref()
+                .is_some_and(|d| d.version == wanted.version)
+        });
     let mut api = match existing {
         Some(api) => api,
         None => {
@@ -222,7 +263,9 @@ pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
 
     let owner = config.admin_client_id.clone();
     let app = admin
-        .list_applications(ListApplicationsRequest { owner: owner.clone() })
+        .list_applications(ListApplicationsRequest {
+            owner: owner.clone(),
+        })
         .await?
         .into_inner()
         .applications

@@ -36,7 +36,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -45,7 +50,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -91,7 +101,8 @@ pub async fn client_credentials_token(
     scope: Option<&str>,
 ) -> anyhow::Result<String> {
     use base64::Engine;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_secret}"));
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_secret}"));
     let mut form = String::from("grant_type=client_credentials");
     if let Some(scope) = scope {
         form.push_str("&scope=");
@@ -103,8 +114,12 @@ pub async fn client_credentials_token(
         .header("authorization", format!("Basic {basic}"))
         .body(Full::new(Bytes::from(form)))?;
     let reply = send(request).await?;
-    let json: serde_json::Value = serde_json::from_slice(&reply.body)
-        .with_context(|| format!("{url} answered {} with a body that is not JSON", reply.status))?;
+    let json: serde_json::Value = serde_json::from_slice(&reply.body).with_context(|| {
+        format!(
+            "{url} answered {} with a body that is not JSON",
+            reply.status
+        )
+    })?;
     if reply.status != 200 {
         anyhow::bail!(
             "{url} refused the client credentials of {client_id}: {} {}",

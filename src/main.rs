@@ -20,7 +20,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "gatehouse", version, about = "Gatehouse: API management in Rust, event-sourced")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Gatehouse: API management in Rust, event-sourced"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (admin gRPC API).
     Control(gatehouse_control::ControlConfig),
+    /// Run token-service, the key manager (OAuth2 token endpoint, application keys).
+    TokenService(gatehouse_token_service::TokenServiceConfig),
     /// Run the demo client-service backend.
     ClientService {
         #[arg(long, env = "PORT", default_value_t = 8000)]
@@ -65,6 +71,10 @@ async fn main() -> ExitCode {
         Command::Control(config) => {
             let _telemetry = gatehouse_node::telemetry::init("control");
             gatehouse_control::serve(config, gatehouse_node::shutdown_signal()).await
+        }
+        Command::TokenService(config) => {
+            let _telemetry = gatehouse_node::telemetry::init("token-service");
+            gatehouse_token_service::serve(config, gatehouse_node::shutdown_signal()).await
         }
         Command::ClientService { port } => {
             serve_backend(client_service::SERVICE, client_service::router(), port).await

@@ -77,12 +77,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let log = config.log.open(&config.data_dir).await?;
-    serve_with_log(config, log, shutdown).await
+    serve_on_log(config, log, shutdown).await
 }
 
 /// [`serve`] on a log opened by the caller: the all-in-one shares one embedded log
 /// between the nodes of its process.
-pub async fn serve_with_log(
+pub async fn serve_on_log(
     config: ControlConfig,
     log: Arc<dyn gatehouse_eventlog::EventLog>,
     shutdown: impl Future<Output = ()>,

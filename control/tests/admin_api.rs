@@ -285,7 +285,11 @@ async fn watch_events_streams_history_in_order_then_live() {
     // Sequence 1 is the admin signing key the test published before control started.
     let key = next(&mut events).await;
     assert_eq!(key.sequence, 1);
-    assert!(key.subject.starts_with("gatehouse.events.signingkey."), "{}", key.subject);
+    assert!(
+        key.subject.starts_with("gatehouse.events.signingkey."),
+        "{}",
+        key.subject
+    );
     let first = next(&mut events).await;
     assert_eq!(first.sequence, 2);
     assert!(

@@ -1,0 +1,191 @@
+//! Real Gatehouse processes for end-to-end tests: the `gatehouse` binary in its roles,
+//! a real nats-server, and the real clients users have (curl, grpcurl).
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `gatehouse <args>` as a child process, killed on drop. Its output goes to a log file
+/// in `dir`, printed when a test fails to start it.
+pub struct Node {
+    pub name: String,
+    child: Option<Child>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn spawn(name: &str, dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
+        let mut node = Node {
+            name: name.to_string(),
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: dir.join(format!("{name}.log")),
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        command
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for key in [
+            "GATEHOUSE_NATS_URL",
+            "GATEHOUSE_DATA_DIR",
+            "GATEHOUSE_ADMIN_CLIENT_ID",
+            "GATEHOUSE_ADMIN_CLIENT_SECRET",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            command.env_remove(key);
+        }
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        self.child = Some(command.spawn().expect("spawn gatehouse"));
+    }
+
+    /// What the process has printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `ready()` holds, panicking with the node's output on timeout or exit.
+    pub fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{} exited ({status}) before {what}:\n{}",
+                    self.name,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not {what} within 60 s:\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the node has printed `text`.
+    pub fn wait_for_output(&mut self, text: &str) {
+        let log = self.log.clone();
+        self.wait_until(&format!("printing {text:?}"), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(text)
+        });
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGINT and waits for the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{} did not stop on SIGINT:\n{}", self.name, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command and returns its output, panicking if it cannot be started.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (run scripts/test.sh to install it): {e}"))
+}
+
+/// Runs a command that must succeed; its stdout.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let output = run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `curl -sk ...` that must succeed, parsed as JSON.
+pub fn curl_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-sk"];
+    all.extend_from_slice(args);
+    let out = run_ok("curl", &all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("curl {args:?}: not JSON ({e}): {out}"))
+}
+
+/// Whether something accepts TCP connections on `127.0.0.1:port`.
+pub fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// grpcurl against control with an admin token; the JSON answer.
+pub fn grpcurl(port: u16, token: &str, method: &str, body: &str) -> serde_json::Value {
+    let auth = format!("authorization: Bearer {token}");
+    let addr = format!("127.0.0.1:{port}");
+    let method = format!("gatehouse.admin.v1.ControlPlane/{method}");
+    let out = run_ok(
+        "grpcurl",
+        &["-plaintext", "-H", &auth, "-d", body, &addr, &method],
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl {method}: not JSON ({e}): {out}"))
+}
