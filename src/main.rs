@@ -14,6 +14,7 @@
 mod bootstrap;
 mod healthcheck;
 mod insecure_https;
+mod up;
 
 use std::process::ExitCode;
 
@@ -32,10 +33,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run everything in this process (control, token-service, a gateway, the demo
+    /// backends) on the embedded event log, seeded with the demo on first start.
+    Up(up::UpConfig),
     /// Run the control plane (admin gRPC API).
     Control(gatehouse_control::ControlConfig),
     /// Run token-service, the key manager (OAuth2 token endpoint, application keys).
     TokenService(gatehouse_token_service::TokenServiceConfig),
+    /// Run a gateway replica (the data plane).
+    Gateway(gatehouse_gateway::GatewayConfig),
     /// Run the demo client-service backend.
     ClientService {
         #[arg(long, env = "PORT", default_value_t = 8000)]
@@ -68,6 +74,11 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::Up(config) => {
+            // Quiet by default: the nodes print their own "ready on" lines.
+            let _telemetry = gatehouse_node::telemetry::init_with_filter("gatehouse", "warn");
+            up::run(config).await
+        }
         Command::Control(config) => {
             let _telemetry = gatehouse_node::telemetry::init("control");
             gatehouse_control::serve(config, gatehouse_node::shutdown_signal()).await
@@ -75,6 +86,10 @@ async fn main() -> ExitCode {
         Command::TokenService(config) => {
             let _telemetry = gatehouse_node::telemetry::init("token-service");
             gatehouse_token_service::serve(config, gatehouse_node::shutdown_signal()).await
+        }
+        Command::Gateway(config) => {
+            let _telemetry = gatehouse_node::telemetry::init("gateway");
+            gatehouse_gateway::serve(config, gatehouse_node::shutdown_signal()).await
         }
         Command::ClientService { port } => {
             serve_backend(client_service::SERVICE, client_service::router(), port).await

@@ -125,11 +125,11 @@ pub async fn serve_on_log(
         registry: registry.clone(),
     };
     let auth = AdminAuth::new(config.token_issuer.clone(), model.clone());
-    let service = ControlService::new(log, model, key_manager, registry, auth);
     println!(
         "control ready on {local} (gRPC admin API; {})",
-        config.log.describe(&config.data_dir)
+        log.describe()
     );
+    let service = ControlService::new(log, model, key_manager, registry, auth);
     let result = tonic::transport::Server::builder()
         .trace_fn(|request| {
             let span = tracing::info_span!(

@@ -221,6 +221,10 @@ impl EventLog for FileLog {
             .map_err(|err| LogError::Io(io::Error::other(format!("append task failed: {err}"))))?
     }
 
+    fn describe(&self) -> String {
+        format!("embedded event log {}", self.path.display())
+    }
+
     async fn last_sequence(&self) -> Result<u64, LogError> {
         Ok(*self.durable.borrow())
     }

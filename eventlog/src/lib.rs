@@ -199,6 +199,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends one record if its expectation holds; returns once it is durable.
     async fn append(&self, request: AppendRequest) -> Result<Appended, LogError>;
 
+    /// Where the log is, for start-up messages (a file path, a NATS stream and URL).
+    fn describe(&self) -> String;
+
     /// Sequence of the last stored record (0 for an empty log).
     async fn last_sequence(&self) -> Result<u64, LogError>;
 

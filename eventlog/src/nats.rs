@@ -113,6 +113,8 @@ pub struct NatsLog {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: String,
+    /// The server URL it was given, for messages.
+    url: String,
     /// Counts the connection's (re)connections: followers recreate their consumer when
     /// it moves, since a broker restart loses ephemeral consumers.
     connections: watch::Receiver<u64>,
@@ -185,6 +187,7 @@ impl NatsLog {
             client,
             jetstream,
             stream: config.stream,
+            url: config.url,
             connections,
         })
     }
@@ -266,6 +269,10 @@ impl EventLog for NatsLog {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    fn describe(&self) -> String {
+        format!("NATS JetStream stream {} at {}", self.stream, self.url)
     }
 
     async fn last_sequence(&self) -> Result<u64, LogError> {

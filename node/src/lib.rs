@@ -68,14 +68,6 @@ impl LogArgs {
             }
         }
     }
-
-    /// A short description for start-up messages.
-    pub fn describe(&self, data_dir: &Path) -> String {
-        match &self.nats_url {
-            Some(url) => format!("NATS JetStream stream {} at {url}", self.nats_stream),
-            None => format!("embedded log in {}", data_dir.join("eventlog").display()),
-        }
-    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

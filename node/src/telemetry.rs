@@ -59,13 +59,22 @@ fn env_set(name: &str) -> bool {
 ///
 /// Call once per process, inside a Tokio runtime. A second call changes nothing.
 pub fn init(default_service_name: &str) -> Telemetry {
+    init_with_filter(default_service_name, "info")
+}
+
+/// [`init`] with another log filter than `info` when `RUST_LOG` is not set.
+pub fn init_with_filter(default_service_name: &str, default_filter: &str) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let wanted = !disabled
-        && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+        && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT")
+            || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
     let mut export_error = None;
     let provider = if wanted {
-        match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
             Ok(exporter) => {
                 let mut resource = opentelemetry_sdk::Resource::builder();
                 if !env_set("OTEL_SERVICE_NAME") {
@@ -88,9 +97,8 @@ pub fn init(default_service_name: &str) -> Telemetry {
     };
 
     use std::io::IsTerminal;
-    let filter = || {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let fmt = if json {
         tracing_subscriber::fmt::layer()
@@ -111,7 +119,10 @@ pub fn init(default_service_name: &str) -> Telemetry {
             .with_tracer(p.tracer("gatehouse"))
             .with_filter(EnvFilter::new("info"))
     });
-    let _ = tracing_subscriber::registry().with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if let Some(e) = export_error {
         tracing::warn!(error = %e, "trace export disabled: cannot build the OTLP exporter");
     }
@@ -120,7 +131,9 @@ pub fn init(default_service_name: &str) -> Telemetry {
 
 /// The trace context carried by `headers` (`traceparent`, `tracestate`; names compared
 /// case-insensitively).
-pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> opentelemetry::Context {
+pub fn extract<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> opentelemetry::Context {
     let carrier: HashMap<String, String> = headers
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
@@ -129,7 +142,10 @@ pub fn extract<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> ope
 }
 
 /// Makes `span` a child of the trace context carried by `headers`, if they carry one.
-pub fn set_parent_from<'a>(span: &tracing::Span, headers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+pub fn set_parent_from<'a>(
+    span: &tracing::Span,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
     let context = extract(headers);
     use opentelemetry::trace::TraceContextExt;
     if context.span().span_context().is_valid() {

@@ -99,11 +99,18 @@ impl Node {
 
     /// Waits until the node has printed `text`.
     pub fn wait_for_output(&mut self, text: &str) {
+        self.wait_for_output_count(text, 1);
+    }
+
+    /// Waits until the node's log (across restarts) holds `text` `count` times.
+    pub fn wait_for_output_count(&mut self, text: &str, count: usize) {
         let log = self.log.clone();
-        self.wait_until(&format!("printing {text:?}"), || {
+        self.wait_until(&format!("printing {text:?} x{count}"), || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .contains(text)
+                .matches(text)
+                .count()
+                >= count
         });
     }
 

@@ -167,6 +167,7 @@ async fn run(
         anyhow::bail!("state not rebuilt from the event log within {REBUILD_TIMEOUT:?}");
     }
     tracing::info!(events = end, "state rebuilt from the event log");
+    let described_log = log.describe();
 
     let keys = KeyStore::open(config.data_dir.join("keys"))?;
     let authority = Arc::new(Authority::new(
@@ -236,8 +237,7 @@ async fn run(
     };
 
     println!(
-        "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {})",
-        config.log.describe(&config.data_dir)
+        "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {described_log})"
     );
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)

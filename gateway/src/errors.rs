@@ -1,0 +1,272 @@
+//! The gateway's own answers, in WSO2 API Manager's JSON shape and codes.
+//!
+//! Every refusal the gateway makes itself (not the backend's answers, which pass through
+//! untouched) is a [`GatewayError`]: an HTTP status plus WSO2's body
+//!
+//! ```json
+//! {"code":900901,"message":"Invalid Credentials","description":"..."}
+//! ```
+//!
+//! so clients written against WSO2 keep recognising them. The codes are WSO2's
+//! (`org.wso2.carbon.apimgt.gateway.handlers.security.APISecurityConstants` and the
+//! throttle handler's constants), listed in [`codes`].
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::GatewayBody;
+
+/// WSO2's error codes, as the gateway uses them.
+pub mod codes {
+    /// A token that is not valid: bad signature, expired, wrong issuer or audience,
+    /// revoked, or keys of the wrong type for the API's endpoints.
+    pub const INVALID_CREDENTIALS: u32 = 900_901;
+    /// No `Authorization: Bearer ...` header on a secured resource.
+    pub const MISSING_CREDENTIALS: u32 = 900_902;
+    /// The subscription exists but is blocked (or blocked for production keys).
+    pub const SUBSCRIPTION_BLOCKED: u32 = 900_907;
+    /// The token's application is not subscribed to the API.
+    pub const RESOURCE_FORBIDDEN: u32 = 900_908;
+    /// The token has none of the scopes the resource requires.
+    pub const SCOPE_NOT_ALLOWED: u32 = 900_910;
+    /// Throttled by the API's tier.
+    pub const API_THROTTLED: u32 = 900_800;
+    /// Throttled by the resource's tier.
+    pub const RESOURCE_THROTTLED: u32 = 900_802;
+    /// Throttled by the application's tier.
+    pub const APPLICATION_THROTTLED: u32 = 900_803;
+    /// Throttled by the subscription's tier.
+    pub const SUBSCRIPTION_THROTTLED: u32 = 900_804;
+    /// The API is BLOCKED by its publisher.
+    pub const API_BLOCKED: u32 = 700_700;
+    /// No backend endpoint could be reached.
+    pub const BACKEND_UNREACHABLE: u32 = 101_503;
+    /// The backend did not answer within the API's timeout.
+    pub const BACKEND_TIMEOUT: u32 = 101_504;
+    /// No API or resource matches the request.
+    pub const NO_MATCHING_RESOURCE: u32 = 404;
+    /// The path matches a resource, the method does not.
+    pub const METHOD_NOT_ALLOWED: u32 = 405;
+}
+
+/// A refusal made by the gateway, rendered as WSO2's JSON error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub code: u32,
+    pub message: &'static str,
+    pub description: String,
+    /// Seconds, sent as `Retry-After` (throttling, maintenance).
+    pub retry_after: Option<u64>,
+    /// `Allow` header of a 405.
+    pub allow: Option<String>,
+}
+
+impl GatewayError {
+    fn new(status: StatusCode, code: u32, message: &'static str, description: String) -> Self {
+        GatewayError {
+            status,
+            code,
+            message,
+            description,
+            retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// 401 / 900902.
+    pub fn missing_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            codes::MISSING_CREDENTIALS,
+            "Missing Credentials",
+            "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ***'"
+                .to_string(),
+        )
+    }
+
+    /// 401 / 900901, with the reason (never the token itself).
+    pub fn invalid_credentials(reason: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            codes::INVALID_CREDENTIALS,
+            "Invalid Credentials",
+            format!(
+                "Invalid Credentials. Make sure you have provided the correct security credentials ({reason})"
+            ),
+        )
+    }
+
+    /// 403 / 900908.
+    pub fn not_subscribed(api: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            codes::RESOURCE_FORBIDDEN,
+            "Resource forbidden",
+            format!(
+                "User is NOT authorized to access the Resource. API Subscription validation failed for {api}."
+            ),
+        )
+    }
+
+    /// 401 / 900907.
+    pub fn subscription_blocked(api: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            codes::SUBSCRIPTION_BLOCKED,
+            "The requested API is temporarily blocked",
+            format!("The subscription of this application to {api} is blocked."),
+        )
+    }
+
+    /// 403 / 900910.
+    pub fn scope_not_allowed(resource: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            codes::SCOPE_NOT_ALLOWED,
+            "The access token does not allow you to access the requested resource",
+            format!(
+                "User is NOT authorized to access the Resource: {resource}. Scope validation failed."
+            ),
+        )
+    }
+
+    /// 429 with `Retry-After`; `code` is one of the throttling codes.
+    pub fn throttled(code: u32, tier: &str, retry_after: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            code,
+            "Message throttled out",
+            format!(
+                "You have exceeded your quota ({tier}). You can access the API again in {retry_after} seconds."
+            ),
+        );
+        error.retry_after = Some(retry_after);
+        error
+    }
+
+    /// 503 / 700700.
+    pub fn api_blocked(api: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::API_BLOCKED,
+            "API blocked",
+            format!(
+                "{api} has been blocked temporarily. Please try again later or contact the system administrators."
+            ),
+        )
+    }
+
+    /// 503 / 101503.
+    pub fn backend_unreachable(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::BACKEND_UNREACHABLE,
+            "Error connecting to the back end",
+            format!("Error connecting to the back end: {detail}"),
+        )
+    }
+
+    /// 504 / 101504.
+    pub fn backend_timeout(timeout_ms: u128) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            codes::BACKEND_TIMEOUT,
+            "Connection timed out",
+            format!("The back end did not answer within {timeout_ms} ms"),
+        )
+    }
+
+    /// 404 / 404.
+    pub fn no_matching_resource() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            codes::NO_MATCHING_RESOURCE,
+            "Not Found",
+            "No matching resource found for given API Request".to_string(),
+        )
+    }
+
+    /// 405 / 405 with `Allow`.
+    pub fn method_not_allowed(allow: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            codes::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            format!("Method not allowed for given API resource (allowed: {allow})"),
+        );
+        error.allow = Some(allow);
+        error
+    }
+
+    /// 503 while the gateway has no configuration at all yet.
+    pub fn not_ready() -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            101_503,
+            "Gateway not ready",
+            "The gateway has not received its configuration yet".to_string(),
+        );
+        error.retry_after = Some(1);
+        error
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        serde_json::json!({
+            "code": self.code,
+            "message": self.message,
+            "description": self.description,
+        })
+        .to_string()
+    }
+
+    /// The whole response.
+    pub fn into_response(self) -> Response<GatewayBody> {
+        let mut response = Response::new(GatewayBody::full(Bytes::from(self.body())));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(allow) = self.allow.as_deref()
+            && let Ok(value) = HeaderValue::from_str(allow)
+        {
+            headers.insert(header::ALLOW, value);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gatehouse\""),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_wso2_shaped() {
+        let body: serde_json::Value =
+            serde_json::from_str(&GatewayError::missing_credentials().body()).unwrap();
+        assert_eq!(body["code"], 900902);
+        assert_eq!(body["message"], "Missing Credentials");
+        assert!(body["description"].as_str().unwrap().contains("Bearer"));
+        assert_eq!(body.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn throttled_carries_retry_after() {
+        let response =
+            GatewayError::throttled(codes::API_THROTTLED, "10PerMin", 42).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "42");
+    }
+}

@@ -1,0 +1,363 @@
+//! Gatehouse's gateway: the data plane.
+//!
+//! Every API call goes through a gateway replica, which routes it, authenticates it,
+//! authorises it, throttles it, maybe answers it from its cache, and proxies it to the
+//! API's backend. Replicas hold no configuration of their own: each folds the event log
+//! into a routing table and swaps it in as the log moves.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`proxy`] | the request's life as named phases, pingora-style: route match → API state → CORS preflight → authenticate → subscription → scopes → throttle → response cache → upstream → response headers → logging |
+//! | [`table`] | the routing table compiled from the domain state, swapped atomically |
+//! | [`routing`] | the segment tries behind route matching (longest context, templates) |
+//! | [`auth`] | Bearer JWT verification with a verified-token cache |
+//! | [`throttle`] | fixed-window counters; each replica enforces its share of a limit |
+//! | [`cache`] | the opt-in response cache |
+//! | [`upstream`] | pooled keep-alive client, load balancing, failover, timeouts |
+//! | [`errors`] | WSO2's JSON error bodies and codes |
+//! | [`sync`] | snapshot → follow the log → rebuild and swap; resync on gaps; status reports |
+//! | [`disk`] | the snapshot kept on local disk for starts with control and the log down |
+//! | [`server`] | HTTPS (h2 + http/1.1 by ALPN) and HTTP listeners, graceful drain |
+//! | [`metrics`] | Prometheus text at `/metrics` |
+//!
+//! [`serve`] runs a gateway as the `gateway` binary does; [`serve_with_log`] runs one
+//! in-process on an event log the caller already opened (the all-in-one shares its
+//! embedded log this way); [`start`] returns a handle with the bound addresses (tests).
+//!
+//! # Shared state
+//!
+//! One [`proxy::Gateway`] per process behind an `Arc`, shared by every connection task,
+//! the syncer and the housekeeping task. Its routing table is an `ArcSwap` written only
+//! by the syncer; the rest is immutable or synchronised internally, as each module's
+//! docs explain.
+
+pub mod auth;
+pub mod body;
+pub mod cache;
+pub mod disk;
+pub mod errors;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod sync;
+pub mod table;
+pub mod throttle;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use gatehouse_eventlog::{EventLog, NatsLogConfig};
+use gatehouse_node::LogArgs;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Authenticator;
+use crate::metrics::Metrics;
+use crate::proxy::{Gateway, SyncFlags};
+use crate::sync::{LogSource, SyncConfig, Syncer};
+use crate::table::RoutingTable;
+use crate::throttle::Throttler;
+
+/// The gateway's configuration: flags, or the environment variables named beside them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayConfig {
+    /// Address of the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).
+    #[arg(
+        long = "https-listen",
+        env = "GATEHOUSE_GATEWAY_HTTPS_LISTEN",
+        default_value = "0.0.0.0:8243"
+    )]
+    pub https_listen: SocketAddr,
+    /// Address of the plain HTTP listener.
+    #[arg(
+        long = "http-listen",
+        env = "GATEHOUSE_GATEWAY_HTTP_LISTEN",
+        default_value = "0.0.0.0:8280"
+    )]
+    pub http_listen: SocketAddr,
+    /// control's gRPC address (snapshots, status reports, and the event stream when
+    /// there is no NATS).
+    #[arg(
+        long = "control-url",
+        env = "GATEHOUSE_CONTROL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub control_url: String,
+    /// This replica's id in control's `ListGateways` (default: the host name).
+    #[arg(long = "gateway-id", env = "GATEHOUSE_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// Directory for the gateway's own files: the disk snapshot and the generated TLS
+    /// certificate.
+    #[arg(
+        long = "data-dir",
+        env = "GATEHOUSE_DATA_DIR",
+        default_value = "./data/gateway"
+    )]
+    pub data_dir: PathBuf,
+    /// `iss` of the access tokens accepted (token-service's token endpoint URL).
+    #[arg(
+        long = "token-issuer",
+        env = "GATEHOUSE_TOKEN_ISSUER",
+        default_value = gatehouse_tokens::DEFAULT_ISSUER
+    )]
+    pub token_issuer: String,
+    /// Clock skew allowed on token `exp` and `nbf`, in seconds.
+    #[arg(
+        long = "token-leeway-seconds",
+        env = "GATEHOUSE_TOKEN_LEEWAY_SECONDS",
+        default_value_t = 30
+    )]
+    pub token_leeway_seconds: u64,
+    /// Number of gateway replicas sharing the traffic: each enforces
+    /// `ceil(limit / N)` of every throttling limit.
+    #[arg(
+        long = "replica-count",
+        env = "GATEHOUSE_GATEWAY_REPLICA_COUNT",
+        default_value_t = 1
+    )]
+    pub replica_count: u32,
+    /// PEM certificate chain of the HTTPS listener (default: a self-signed one in the
+    /// data directory).
+    #[arg(
+        long = "tls-cert",
+        env = "GATEHOUSE_GATEWAY_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the HTTPS listener.
+    #[arg(
+        long = "tls-key",
+        env = "GATEHOUSE_GATEWAY_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// How often the replica reports its status to control, in milliseconds.
+    #[arg(
+        long = "report-interval-ms",
+        env = "GATEHOUSE_GATEWAY_REPORT_INTERVAL_MS",
+        default_value_t = 3000
+    )]
+    pub report_interval_ms: u64,
+    /// One log line per request (target `gatehouse_gateway::access`).
+    #[arg(
+        long = "access-log",
+        env = "GATEHOUSE_GATEWAY_ACCESS_LOG",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub access_log: bool,
+    /// Open a span per request and pass the gateway's trace context to the backend
+    /// (set by the binary when OpenTelemetry export is on; not a flag).
+    #[arg(skip)]
+    pub trace_requests: bool,
+    /// The event log. With a NATS URL the replica follows the stream itself; without
+    /// one it follows control's `WatchEvents` (the embedded file log belongs to one
+    /// process and is never opened by a separate gateway).
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl GatewayConfig {
+    /// The configuration with every default, as if no flag were given (tests and
+    /// launchers adjust fields from there).
+    pub fn defaults() -> GatewayConfig {
+        use clap::{Args, FromArgMatches};
+        let command = GatewayConfig::augment_args(clap::Command::new("gateway"));
+        let matches = command
+            .no_binary_name(true)
+            .try_get_matches_from(std::iter::empty::<String>())
+            .expect("defaults parse");
+        GatewayConfig::from_arg_matches(&matches).expect("defaults parse")
+    }
+
+    /// The replica id: `--gateway-id`, else the host name.
+    pub fn id(&self) -> String {
+        self.gateway_id.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// The machine's host name, or `gateway`.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".to_string())
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    pub id: String,
+    pub https_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Stops accepting, drains in-flight requests, saves the state, and returns.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the listeners and starts the syncer; returns once the gateway accepts calls
+/// (it answers 503 until its first configuration is in). `log`: an event log the caller
+/// already opened, shared in-process; `None` uses `config.log` (NATS) or control.
+pub async fn start(
+    config: GatewayConfig,
+    log: Option<Arc<dyn EventLog>>,
+) -> anyhow::Result<RunningGateway> {
+    let id = config.id();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let tls = server::tls_config(
+        config.tls_cert.as_deref(),
+        config.tls_key.as_deref(),
+        &config.data_dir,
+        &hostname(),
+    )?;
+    let https = TcpListener::bind(config.https_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.https_listen))?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+    let https_addr = https.local_addr()?;
+    let http_addr = http.local_addr()?;
+
+    let metrics = Arc::new(Metrics::default());
+    let verifier = gatehouse_tokens::Verifier::new(
+        config.token_issuer.clone(),
+        gatehouse_tokens::API_AUDIENCE,
+    )
+    .with_leeway(config.token_leeway_seconds);
+    let gateway = Arc::new(Gateway {
+        table: ArcSwap::from_pointee(RoutingTable::empty(&metrics)),
+        sync: SyncFlags::default(),
+        throttler: Throttler::new(config.replica_count),
+        auth: Authenticator::new(verifier),
+        cache: Default::default(),
+        upstream: upstream::Upstream::new(metrics.clone())?,
+        access_log: config.access_log,
+        trace_requests: config.trace_requests,
+        gateway_id: id.clone(),
+        metrics,
+    });
+
+    let log_source = match (log, &config.log.nats_url) {
+        (Some(log), _) => LogSource::Provided(log),
+        (None, Some(url)) => LogSource::Nats(NatsLogConfig {
+            url: url.clone(),
+            stream: config.log.nats_stream.clone(),
+            replicas: config.log.nats_replicas,
+        }),
+        (None, None) => LogSource::None,
+    };
+    tracing::info!(gateway_id = %id, source = ?log_source, control = %config.control_url, "gateway starting");
+    let syncer = Syncer::new(
+        gateway.clone(),
+        SyncConfig {
+            control_url: config.control_url.clone(),
+            gateway_id: id.clone(),
+            address: format!("https://{https_addr} http://{http_addr}"),
+            report_interval: Duration::from_millis(config.report_interval_ms.max(100)),
+            data_dir: config.data_dir.clone(),
+            log: log_source,
+        },
+    )?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tasks = vec![
+        tokio::spawn(server::accept_loop(
+            https,
+            Some(acceptor),
+            gateway.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(server::accept_loop(
+            http,
+            None,
+            gateway.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(syncer.run(shutdown_rx.clone())),
+        tokio::spawn(housekeeping(gateway.clone(), shutdown_rx)),
+    ];
+    Ok(RunningGateway {
+        id,
+        https_addr,
+        http_addr,
+        gateway,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Completes once `shutdown` is true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Sweeps expired throttle counters, tokens and cached responses.
+async fn housekeeping(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = crate::stopped(&mut shutdown) => return,
+        }
+        gateway.throttler.sweep();
+        gateway.auth.cache().sweep();
+        gateway.cache.sweep();
+    }
+}
+
+/// Runs a gateway until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run(config, None, shutdown).await
+}
+
+/// [`serve`] on an event log opened by the caller (an all-in-one process sharing its
+/// embedded log between control, token-service and the gateway).
+pub async fn serve_with_log(
+    config: GatewayConfig,
+    log: Arc<dyn EventLog>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run(config, Some(log), shutdown).await
+}
+
+async fn run(
+    config: GatewayConfig,
+    log: Option<Arc<dyn EventLog>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let running = start(config, log).await?;
+    println!(
+        "gateway {} ready on https://{} and http://{}",
+        running.id, running.https_addr, running.http_addr
+    );
+    shutdown.await;
+    tracing::info!("gateway shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
+}

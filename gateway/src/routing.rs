@@ -1,0 +1,317 @@
+//! Path lookup: two segment tries (radix trees keyed by whole path segments).
+//!
+//! - [`ContextTrie`] finds the **longest context** that prefixes a request path
+//!   (`/shop/orders` beats `/shop` for `/shop/orders/1.0.0/items`), walking one node per
+//!   segment: the cost depends on the depth of the path, not on the number of APIs, so
+//!   10,000 APIs route as fast as ten.
+//! - [`PathTrie`] matches the path that remains against an API's resource templates:
+//!   literal segments, `{param}` (exactly one non-empty segment) and a trailing `*` (the
+//!   rest of the path, possibly nothing). When several templates match, a literal segment
+//!   beats a parameter, which beats `*`, with backtracking (`/users/me` and `/users/{id}`
+//!   both work).
+//!
+//! Why not `matchit` (axum's router)? It refuses some pairs of templates that WSO2 — and
+//! our domain's validation — accept in one API, such as `/files/{id}` next to
+//! `/files/*`, or `/a/{x}` next to `/a/{y}/b`; a segment trie with backtracking has no
+//! such conflicts, and it is a few dozen lines.
+//!
+//! Paths are matched as they are on the wire (no percent-decoding), so what matches is
+//! exactly what is forwarded. [`has_dot_segments`] lets the caller refuse `.` / `..`
+//! segments (also percent-encoded) before matching, so `/client/1.0.0/users/../admin`
+//! can never reach a backend path the API does not expose.
+
+use std::collections::HashMap;
+
+/// Splits `/a/b/c` into `("a", "/b/c")`; `""` is the end of the path.
+fn first_segment(path: &str) -> (&str, &str) {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    match path.find('/') {
+        Some(i) => (&path[..i], &path[i..]),
+        None => (path, ""),
+    }
+}
+
+/// Whether any segment of `path` is `.` or `..`, literally or percent-encoded
+/// (`%2e`). Allocates nothing: it runs on every request.
+pub fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let bytes = segment.as_bytes();
+        let mut dots = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'.' {
+                i += 1;
+            } else if bytes[i] == b'%'
+                && bytes.get(i + 1) == Some(&b'2')
+                && bytes
+                    .get(i + 2)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b'e'))
+            {
+                i += 3;
+            } else {
+                return false;
+            }
+            dots += 1;
+            if dots > 2 {
+                return false;
+            }
+        }
+        dots > 0
+    })
+}
+
+/// Contexts (static, multi-segment prefixes) to values.
+#[derive(Debug)]
+pub struct ContextTrie<T> {
+    root: ContextNode<T>,
+}
+
+#[derive(Debug)]
+struct ContextNode<T> {
+    children: HashMap<Box<str>, ContextNode<T>, foldhash::fast::FixedState>,
+    value: Option<T>,
+}
+
+impl<T> Default for ContextNode<T> {
+    fn default() -> Self {
+        ContextNode {
+            children: HashMap::default(),
+            value: None,
+        }
+    }
+}
+
+impl<T> Default for ContextTrie<T> {
+    fn default() -> Self {
+        ContextTrie {
+            root: ContextNode::default(),
+        }
+    }
+}
+
+impl<T> ContextTrie<T> {
+    /// The value stored for `context` (`/shop/orders`), created by `make` if absent.
+    pub fn entry(&mut self, context: &str, make: impl FnOnce() -> T) -> &mut T {
+        let mut node = &mut self.root;
+        for segment in context.split('/').filter(|s| !s.is_empty()) {
+            node = node.children.entry(segment.into()).or_default();
+        }
+        node.value.get_or_insert_with(make)
+    }
+
+    /// The value of the longest context that is a whole-segment prefix of `path`, and the
+    /// rest of the path after it (`""` or starting with `/`).
+    pub fn longest_prefix<'p>(&self, path: &'p str) -> Option<(&T, &'p str)> {
+        let mut node = &self.root;
+        let mut best = None;
+        let mut rest = path;
+        loop {
+            if let Some(value) = node.value.as_ref() {
+                best = Some((value, rest));
+            }
+            if rest.is_empty() || rest == "/" {
+                return best;
+            }
+            let (segment, after) = first_segment(rest);
+            match node.children.get(segment) {
+                Some(child) => {
+                    node = child;
+                    rest = after;
+                }
+                None => return best,
+            }
+        }
+    }
+}
+
+/// Resource templates to values, with `{param}` and trailing `*`.
+#[derive(Debug)]
+pub struct PathTrie<T> {
+    root: PathNode<T>,
+}
+
+#[derive(Debug)]
+struct PathNode<T> {
+    statics: HashMap<Box<str>, PathNode<T>, foldhash::fast::FixedState>,
+    param: Option<Box<PathNode<T>>>,
+    /// A template ending in `/*` at this node.
+    rest: Option<T>,
+    /// A template ending exactly here.
+    value: Option<T>,
+}
+
+impl<T> Default for PathNode<T> {
+    fn default() -> Self {
+        PathNode {
+            statics: HashMap::default(),
+            param: None,
+            rest: None,
+            value: None,
+        }
+    }
+}
+
+impl<T> Default for PathTrie<T> {
+    fn default() -> Self {
+        PathTrie {
+            root: PathNode::default(),
+        }
+    }
+}
+
+impl<T> PathTrie<T> {
+    /// The value stored for `template` (`/users/{id}`, `/files/*`, `/`), created by
+    /// `make` if absent. Templates that differ only in parameter names are the same.
+    pub fn entry(&mut self, template: &str, make: impl FnOnce() -> T) -> &mut T {
+        let mut node = &mut self.root;
+        let segments: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+        for (i, segment) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            if *segment == "*" && last {
+                return node.rest.get_or_insert_with(make);
+            }
+            node = if segment.starts_with('{') && segment.ends_with('}') {
+                node.param.get_or_insert_with(Box::default)
+            } else {
+                node.statics.entry((*segment).into()).or_default()
+            };
+        }
+        node.value.get_or_insert_with(make)
+    }
+
+    /// The value of the best template matching `path` (`/users/42`; a trailing `/` is
+    /// ignored).
+    pub fn at(&self, path: &str) -> Option<&T> {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let path = path.strip_suffix('/').unwrap_or(path);
+        find(&self.root, path)
+    }
+}
+
+/// `path` has no leading `/`; `""` is the end.
+fn find<'t, T>(node: &'t PathNode<T>, path: &str) -> Option<&'t T> {
+    if path.is_empty() {
+        return node.value.as_ref().or(node.rest.as_ref());
+    }
+    let (segment, after) = match path.find('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (path, ""),
+    };
+    // "a/" split gives after = "" which would end the match one segment early only if
+    // the path had a trailing slash, which `at` strips; an inner "//" gives an empty
+    // segment, which only `*` matches.
+    if let Some(child) = node.statics.get(segment)
+        && let Some(found) = find(child, after)
+    {
+        return Some(found);
+    }
+    if !segment.is_empty()
+        && let Some(param) = node.param.as_deref()
+        && let Some(found) = find(param, after)
+    {
+        return Some(found);
+    }
+    node.rest.as_ref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trie(templates: &[&'static str]) -> PathTrie<&'static str> {
+        let mut trie = PathTrie::default();
+        for t in templates {
+            trie.entry(t, || *t);
+        }
+        trie
+    }
+
+    #[test]
+    fn literal_beats_param_beats_wildcard() {
+        let t = trie(&["/users", "/users/{id}", "/users/me", "/users/*", "/"]);
+        assert_eq!(t.at("/users"), Some(&"/users"));
+        assert_eq!(t.at("/users/"), Some(&"/users"));
+        assert_eq!(t.at("/users/me"), Some(&"/users/me"));
+        assert_eq!(t.at("/users/42"), Some(&"/users/{id}"));
+        assert_eq!(t.at("/users/42/orders"), Some(&"/users/*"));
+        assert_eq!(t.at("/"), Some(&"/"));
+        assert_eq!(t.at(""), Some(&"/"));
+        assert_eq!(t.at("/other"), None);
+    }
+
+    #[test]
+    fn backtracks_from_literal_to_param() {
+        let t = trie(&["/a/b/c", "/a/{x}/d"]);
+        assert_eq!(t.at("/a/b/d"), Some(&"/a/{x}/d"));
+        assert_eq!(t.at("/a/b/c"), Some(&"/a/b/c"));
+        assert_eq!(t.at("/a/b/e"), None);
+    }
+
+    #[test]
+    fn param_and_wildcard_coexist_where_matchit_refuses() {
+        let t = trie(&["/files/{id}", "/files/*", "/a/{x}", "/a/{y}/b"]);
+        assert_eq!(t.at("/files/1"), Some(&"/files/{id}"));
+        assert_eq!(t.at("/files"), Some(&"/files/*"));
+        assert_eq!(t.at("/files/1/2"), Some(&"/files/*"));
+        assert_eq!(t.at("/a/1"), Some(&"/a/{x}"));
+        assert_eq!(t.at("/a/1/b"), Some(&"/a/{y}/b"));
+    }
+
+    #[test]
+    fn templates_differing_only_in_parameter_names_are_one_entry() {
+        let t = trie(&["/a/{x}", "/a/{y}"]);
+        assert_eq!(
+            t.at("/a/1"),
+            Some(&"/a/{x}"),
+            "the first one keeps the entry"
+        );
+    }
+
+    #[test]
+    fn params_match_one_nonempty_segment() {
+        let t = trie(&["/users/{id}"]);
+        assert_eq!(t.at("/users//"), None);
+        assert_eq!(t.at("/users"), None);
+        assert_eq!(t.at("/users/1/2"), None);
+    }
+
+    #[test]
+    fn root_wildcard_matches_everything() {
+        let t = trie(&["/*"]);
+        assert_eq!(t.at("/"), Some(&"/*"));
+        assert_eq!(t.at("/x/y/z"), Some(&"/*"));
+    }
+
+    #[test]
+    fn longest_context_wins() {
+        let mut t = ContextTrie::default();
+        *t.entry("/shop", || 0) = 1;
+        *t.entry("/shop/orders", || 0) = 2;
+        assert_eq!(
+            t.longest_prefix("/shop/orders/1.0.0/items"),
+            Some((&2, "/1.0.0/items"))
+        );
+        assert_eq!(t.longest_prefix("/shop/1.0.0/x"), Some((&1, "/1.0.0/x")));
+        assert_eq!(
+            t.longest_prefix("/shop/ordersX/1"),
+            Some((&1, "/ordersX/1"))
+        );
+        assert_eq!(t.longest_prefix("/shop/orders"), Some((&2, "")));
+        assert_eq!(t.longest_prefix("/shop"), Some((&1, "")));
+        assert_eq!(t.longest_prefix("/sho"), None);
+        assert_eq!(t.longest_prefix("/"), None);
+    }
+
+    #[test]
+    fn dot_segments_are_detected() {
+        assert!(has_dot_segments("/client/1.0.0/../x"));
+        assert!(has_dot_segments("/client/1.0.0/%2E%2e/x"));
+        assert!(has_dot_segments("/client/./x"));
+        assert!(!has_dot_segments("/client/1.0.0/users"));
+        assert!(!has_dot_segments("/client/1.0.0/a..b"));
+        assert!(!has_dot_segments("/client/.../x"));
+        assert!(!has_dot_segments("/client/%2e%2e%2e"));
+        assert!(!has_dot_segments("/client/.x/%2"));
+        assert!(!has_dot_segments(""));
+    }
+}

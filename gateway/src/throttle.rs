@@ -1,0 +1,372 @@
+//! Throttling: fixed-window request counters in memory.
+//!
+//! Four tiers apply to a call, in this order (WSO2's): the **subscription** tier (per
+//! application × API), the **application** tier (per application, over all its APIs),
+//! the **API** tier (per API, over all callers) and the **resource** tier (per API
+//! resource, over all callers). Each is a policy from the state (`Bronze`, `10PerMin`,
+//! `10KPerMin`, or a custom one): `count` calls per `unit_seconds`. Unlimited tiers are
+//! compiled away (no counter at all). The first tier that refuses answers 429 with its
+//! own WSO2 code (900804, 900803, 900800, 900802) and `Retry-After`; the tiers already
+//! counted for that call give their unit back, so a refused call costs nothing.
+//!
+//! Windows are fixed and aligned on the Unix clock (`now / unit_seconds`), like WSO2's
+//! traffic manager: every replica's windows start at the same instants. Each response
+//! carries `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds
+//! until the window ends) of the most constrained tier that applied.
+//!
+//! # Limits with N replicas: each replica enforces its share
+//!
+//! Counters are per replica, never shared: a call never waits on another replica or on
+//! NATS. A gateway started with `--replica-count N` (`GATEHOUSE_GATEWAY_REPLICA_COUNT`)
+//! enforces `ceil(limit / N)` per window, and advertises that share in
+//! `X-RateLimit-Limit`. Behind a load balancer that spreads calls evenly (round-robin),
+//! the deployment as a whole admits the policy's limit (at most `N - 1` calls more,
+//! from the rounding). The trade-off, documented rather than hidden: with an uneven
+//! spread a client can be refused by one replica while another still has room, and a
+//! replica added without updating N lets the total exceed the policy by one share. A
+//! shared count over NATS would be exact at the cost of a broker round trip (or
+//! asynchronous, inexact syncing) on every call; per-replica shares keep the hot path
+//! local.
+//!
+//! # Shared state
+//!
+//! One `u64` per counter packs the window number (high 32 bits) and the count (low 32
+//! bits), updated with a compare-and-swap loop: no lock while counting. Counters live in
+//! 32 shards of `RwLock<HashMap<key, counter>>`; the read lock is all a known key needs,
+//! and the write lock is taken only to add a key (the first call of a client in a
+//! while) or to sweep counters whose window has passed. Keys are 64-bit SipHash values of
+//! (tier level, application, API, resource), with the process's random hash keys, so they
+//! cost no allocation; two distinct keys sharing a counter needs a 64-bit collision
+//! under unknown keys, which we accept. Counters survive routing-table swaps: a policy
+//! change applies to the current window's count.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::errors::{GatewayError, codes};
+use crate::table::Limit;
+
+const SHARDS: usize = 32;
+
+/// Which tier a counter belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    Subscription,
+    Application,
+    Api,
+    Resource,
+}
+
+impl Tier {
+    /// WSO2's throttling code for this tier.
+    pub fn code(self) -> u32 {
+        match self {
+            Tier::Subscription => codes::SUBSCRIPTION_THROTTLED,
+            Tier::Application => codes::APPLICATION_THROTTLED,
+            Tier::Api => codes::API_THROTTLED,
+            Tier::Resource => codes::RESOURCE_THROTTLED,
+        }
+    }
+}
+
+/// One check: a tier, its limit, and what it counts (ids joined by the caller's choice).
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    pub tier: Tier,
+    pub limit: &'a Limit,
+    /// The parts of the key: (application, API, resource) as relevant to the tier.
+    pub key: (&'a str, &'a str, &'a str),
+}
+
+/// What the most constrained tier said, for the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window ends.
+    pub reset: u64,
+}
+
+struct Counter {
+    /// Window number << 32 | count.
+    state: AtomicU64,
+    /// Unix second at which the counter's current window ends (for sweeping).
+    window_end: AtomicU64,
+}
+
+/// Every counter of this replica.
+pub struct Throttler {
+    replica_count: u64,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>>>,
+}
+
+impl std::fmt::Debug for Throttler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttler")
+            .field("replica_count", &self.replica_count)
+            .finish()
+    }
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Throttler {
+    /// Counters for one replica out of `replica_count` (at least 1).
+    pub fn new(replica_count: u32) -> Self {
+        Throttler {
+            replica_count: u64::from(replica_count.max(1)),
+            hasher: Default::default(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    /// This replica's share of `limit`: `ceil(limit / N)`, at least 1.
+    pub fn share(&self, limit: u64) -> u64 {
+        limit.div_ceil(self.replica_count).max(1)
+    }
+
+    /// Counts one call against every check, in order. On the first refusal, gives back
+    /// the units taken by the earlier checks and returns the 429.
+    pub fn admit(&self, checks: &[Check<'_>]) -> Result<Option<RateLimitStatus>, GatewayError> {
+        self.admit_at(checks, now_seconds())
+    }
+
+    /// [`admit`](Self::admit) at a given Unix time (tests).
+    pub fn admit_at(
+        &self,
+        checks: &[Check<'_>],
+        now: u64,
+    ) -> Result<Option<RateLimitStatus>, GatewayError> {
+        let mut taken: [(u64, u64); 4] = [(0, 0); 4];
+        let mut n_taken = 0;
+        let mut tightest: Option<RateLimitStatus> = None;
+        for check in checks {
+            let unit = u64::from(check.limit.unit_seconds.max(1));
+            let window = now / unit;
+            let reset = (window + 1) * unit - now;
+            let limit = self.share(check.limit.count);
+            let key = self.key(check);
+            match self.take(key, window, limit, (window + 1) * unit) {
+                Some(count) => {
+                    if n_taken < taken.len() {
+                        taken[n_taken] = (key, window);
+                        n_taken += 1;
+                    }
+                    let status = RateLimitStatus {
+                        limit,
+                        remaining: limit.saturating_sub(count),
+                        reset,
+                    };
+                    if tightest.is_none_or(|t| status.remaining < t.remaining) {
+                        tightest = Some(status);
+                    }
+                }
+                None => {
+                    for &(key, window) in &taken[..n_taken] {
+                        self.give_back(key, window);
+                    }
+                    return Err(GatewayError::throttled(
+                        check.tier.code(),
+                        &check.limit.tier,
+                        reset,
+                    ));
+                }
+            }
+        }
+        Ok(tightest)
+    }
+
+    fn key(&self, check: &Check<'_>) -> u64 {
+        self.hasher.hash_one((check.tier, check.key))
+    }
+
+    fn shard(&self, key: u64) -> &RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// Takes one unit in `window`; returns the count after it, or `None` when the
+    /// window's limit is reached.
+    fn take(&self, key: u64, window: u64, limit: u64, window_end: u64) -> Option<u64> {
+        let shard = self.shard(key);
+        {
+            let counters = shard.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(counter) = counters.get(&key) {
+                return take_from(counter, window, limit, window_end);
+            }
+        }
+        let mut counters = shard.write().unwrap_or_else(|e| e.into_inner());
+        let counter = counters.entry(key).or_insert_with(|| Counter {
+            state: AtomicU64::new(window << 32),
+            window_end: AtomicU64::new(window_end),
+        });
+        take_from(counter, window, limit, window_end)
+    }
+
+    /// Returns a unit taken in `window` (if the window has not moved on since).
+    fn give_back(&self, key: u64, window: u64) {
+        let counters = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = counters.get(&key) {
+            let _ = counter
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                    (state >> 32 == window && state & 0xffff_ffff > 0).then(|| state - 1)
+                });
+        }
+    }
+
+    /// Drops counters whose window has ended (called periodically).
+    pub fn sweep(&self) {
+        self.sweep_at(now_seconds());
+    }
+
+    /// [`sweep`](Self::sweep) at a given Unix time (tests).
+    pub fn sweep_at(&self, now: u64) {
+        for shard in &self.shards {
+            shard
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, c| c.window_end.load(Ordering::Relaxed) > now);
+        }
+    }
+
+    /// Number of live counters.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn take_from(counter: &Counter, window: u64, limit: u64, window_end: u64) -> Option<u64> {
+    let window = window & 0xffff_ffff;
+    let mut result = None;
+    let updated = counter
+        .state
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+            let (w, count) = (state >> 32, state & 0xffff_ffff);
+            let count = if w == window { count } else { 0 };
+            if count >= limit {
+                result = None;
+                return None;
+            }
+            let next = count + 1;
+            result = Some(next);
+            Some((window << 32) | next.min(0xffff_ffff))
+        });
+    if updated.is_ok() {
+        counter.window_end.fetch_max(window_end, Ordering::Relaxed);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(count: u64, unit_seconds: u32) -> Limit {
+        Limit {
+            tier: "T".into(),
+            count,
+            unit_seconds,
+        }
+    }
+
+    fn check(limit: &Limit, tier: Tier) -> Check<'_> {
+        Check {
+            tier,
+            limit,
+            key: ("app", "api", ""),
+        }
+    }
+
+    #[test]
+    fn fixed_window_counts_and_resets() {
+        let t = Throttler::new(1);
+        let l = limit(3, 60);
+        let c = [check(&l, Tier::Subscription)];
+        let now = 6_000; // the start of a window
+        for remaining in [2, 1, 0] {
+            let status = t.admit_at(&c, now).unwrap().unwrap();
+            assert_eq!(
+                (status.limit, status.remaining, status.reset),
+                (3, remaining, 60)
+            );
+        }
+        let refused = t.admit_at(&c, now + 59).unwrap_err();
+        assert_eq!(refused.code, codes::SUBSCRIPTION_THROTTLED);
+        assert_eq!(refused.retry_after, Some(1));
+        assert!(
+            t.admit_at(&c, now + 60).is_ok(),
+            "a new window starts afresh"
+        );
+    }
+
+    #[test]
+    fn a_replica_enforces_its_share_of_the_limit() {
+        let t = Throttler::new(3);
+        assert_eq!(t.share(10), 4);
+        assert_eq!(t.share(2), 1);
+        let l = limit(10, 60);
+        let c = [check(&l, Tier::Api)];
+        let admitted = (0..10).filter(|_| t.admit_at(&c, 60).is_ok()).count();
+        assert_eq!(admitted, 4);
+    }
+
+    #[test]
+    fn a_refusal_gives_back_the_units_of_earlier_tiers() {
+        let t = Throttler::new(1);
+        let generous = limit(100, 60);
+        let strict = limit(1, 60);
+        let both = [
+            check(&generous, Tier::Subscription),
+            check(&strict, Tier::Application),
+        ];
+        assert_eq!(t.admit_at(&both, 0).unwrap().unwrap().remaining, 0);
+        let refused = t.admit_at(&both, 0).unwrap_err();
+        assert_eq!(refused.code, codes::APPLICATION_THROTTLED);
+        let only_generous = [check(&generous, Tier::Subscription)];
+        // 100 - 1 (first call) - 1 (this call): the refused call gave its unit back.
+        assert_eq!(
+            t.admit_at(&only_generous, 0).unwrap().unwrap().remaining,
+            98
+        );
+    }
+
+    #[test]
+    fn keys_are_separate_and_swept_after_their_window() {
+        let t = Throttler::new(1);
+        let l = limit(1, 1);
+        let a = Check {
+            tier: Tier::Subscription,
+            limit: &l,
+            key: ("a", "api", ""),
+        };
+        let b = Check {
+            tier: Tier::Subscription,
+            limit: &l,
+            key: ("b", "api", ""),
+        };
+        let now = now_seconds();
+        assert!(t.admit_at(&[a], now).is_ok());
+        assert!(t.admit_at(&[b], now).is_ok());
+        assert!(t.admit_at(&[a], now).is_err());
+        assert_eq!(t.len(), 2);
+        t.sweep_at(now);
+        assert_eq!(t.len(), 2, "windows still running are kept");
+        t.sweep_at(now + 1);
+        assert!(t.is_empty(), "one-second windows have ended a second later");
+    }
+}

@@ -1,0 +1,404 @@
+//! The upstream phase: forwarding a call to one of the API's backend endpoints.
+//!
+//! - **Connections** are pooled and kept alive by hyper-util's client (one pool for the
+//!   whole gateway, keyed by scheme + host + port), over plain HTTP or HTTPS (rustls
+//!   with the ring provider and the system's root certificates; HTTP/2 when the backend
+//!   offers it by ALPN).
+//! - **Which endpoints**: production keys go to the production group, sandbox keys to
+//!   the sandbox group (an API without one refuses those keys with 401 900901).
+//!   PROTOTYPED APIs and resources without authentication use the production group.
+//! - **Load balancing**: a LOAD_BALANCE group is walked round-robin, a FAILOVER group in
+//!   its order. Endpoints that just failed to connect are passed over for
+//!   [`DOWN_FOR`] (passive health checking) unless every endpoint is down.
+//! - **Retries**: a call without a request body moves on to the next endpoint when the
+//!   connection fails (nothing reached the backend). A call with a body streams it to the
+//!   first endpoint tried and is never retried: the body is consumed once, never buffered.
+//!   A timeout is never retried either (the backend may be acting on the call).
+//! - **Timeout**: the API's `timeout_ms` (default 30 s) bounds the wait for the
+//!   response headers of each attempt; 504 / 101504 when it passes. 503 / 101503 when no
+//!   endpoint can be reached.
+//! - **Headers**: hop-by-hop headers (`Connection` and those it names, `Keep-Alive`,
+//!   `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`, `Trailer`) are removed both ways.
+//!   `Authorization` is not forwarded (the backend trusts the gateway, as with WSO2's
+//!   default). `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto`
+//!   and `X-Forwarded-Host` say how the client called; `Host` becomes the backend's;
+//!   `traceparent`/`tracestate` pass on unchanged.
+//! - **Bodies** stream both ways, frame by frame.
+//!
+//! # Shared state
+//!
+//! The client (its pool is internally synchronised) and the endpoint health map, a
+//! `RwLock<HashMap<url, down-until>>`: read on each call, written only when an endpoint
+//! fails or recovers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version, request};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::UpstreamBody;
+use crate::errors::GatewayError;
+use crate::metrics::Metrics;
+use crate::table::{Endpoints, Target};
+
+/// How long an endpoint that failed to connect is passed over.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// How long to wait for a TCP connection to a backend.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the client called the gateway, for the `X-Forwarded-*` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// The `Host` (or HTTP/2 `:authority`) the client used.
+    pub host: Option<&'a str>,
+}
+
+/// The upstream client and endpoint health.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    down_until: RwLock<HashMap<Arc<str>, Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    /// A client with pooled keep-alive connections.
+    pub fn new(metrics: Arc<Metrics>) -> anyhow::Result<Upstream> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            tracing::debug!(%error, "a system root certificate could not be loaded");
+        }
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        tracing::debug!(added, "system root certificates loaded for HTTPS backends");
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            down_until: RwLock::default(),
+            metrics,
+        })
+    }
+
+    fn is_down(&self, url: &str, now: Instant) -> bool {
+        let map = self.down_until.read().unwrap_or_else(|e| e.into_inner());
+        map.get(url).is_some_and(|until| *until > now)
+    }
+
+    fn mark_down(&self, url: &Arc<str>) {
+        self.down_until
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(url.clone(), Instant::now() + DOWN_FOR);
+    }
+
+    fn mark_up(&self, url: &str) {
+        let known = {
+            let map = self.down_until.read().unwrap_or_else(|e| e.into_inner());
+            map.contains_key(url)
+        };
+        if known {
+            self.down_until
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(url);
+        }
+    }
+
+    /// The order in which to try the group's endpoints for one call: round-robin or
+    /// failover order, endpoints marked down last.
+    pub fn order(&self, endpoints: &Endpoints) -> Vec<usize> {
+        let n = endpoints.targets.len();
+        let start = if endpoints.failover || n == 1 {
+            0
+        } else {
+            endpoints.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let now = Instant::now();
+        let mut up = Vec::with_capacity(n);
+        let mut down = Vec::new();
+        for i in (0..n).map(|k| (start + k) % n) {
+            if self.is_down(&endpoints.targets[i].url, now) {
+                down.push(i);
+            } else {
+                up.push(i);
+            }
+        }
+        up.extend(down);
+        up
+    }
+
+    /// Forwards a call and returns the backend's response (headers received; the body
+    /// streams on).
+    pub async fn forward(
+        &self,
+        endpoints: &Endpoints,
+        timeout: Duration,
+        parts: request::Parts,
+        body: Incoming,
+        resource_path: &str,
+        forwarded: Forwarded<'_>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let failures = &self.metrics.upstream_failures;
+        let mut headers = parts.headers;
+        prepare_request_headers(&mut headers, forwarded);
+        let query = parts.uri.query();
+        let mut body = if body.is_end_stream() {
+            Some(UpstreamBody::Empty)
+        } else {
+            Some(UpstreamBody::Incoming { body })
+        };
+        let retryable = matches!(body, Some(UpstreamBody::Empty));
+        let mut last_error = String::from("no endpoint");
+        let order = self.order(endpoints);
+        let attempts = if retryable { order.len() } else { 1 };
+        for (attempt, index) in order.into_iter().take(attempts).enumerate() {
+            let Some(attempt_body) = body.take() else {
+                break;
+            };
+            if retryable {
+                body = Some(UpstreamBody::Empty);
+            }
+            // The last attempt takes the headers; earlier ones need a copy.
+            let attempt_headers = if attempt + 1 == attempts {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
+            let target = &endpoints.targets[index];
+            let uri = upstream_uri(target, resource_path, query)
+                .map_err(|e| GatewayError::backend_unreachable(format!("bad backend URL: {e}")))?;
+            let mut request = Request::new(attempt_body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = uri;
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = attempt_headers;
+            match tokio::time::timeout(timeout, self.client.request(request)).await {
+                Ok(Ok(mut response)) => {
+                    self.mark_up(&target.url);
+                    strip_hop_by_hop(response.headers_mut());
+                    return Ok(response);
+                }
+                Ok(Err(error)) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %target.url, error = %error_chain(&error), "backend call failed");
+                    last_error = format!("{}: {}", target.url, error_chain(&error));
+                    if error.is_connect() {
+                        self.mark_down(&target.url);
+                        continue;
+                    }
+                    return Err(GatewayError::backend_unreachable(last_error));
+                }
+                Err(_elapsed) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %target.url, ?timeout, "backend call timed out");
+                    return Err(GatewayError::backend_timeout(timeout.as_millis()));
+                }
+            }
+        }
+        Err(GatewayError::backend_unreachable(last_error))
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `scheme://authority/<base path><resource path>?<query>`.
+pub fn upstream_uri(
+    target: &Target,
+    resource_path: &str,
+    query: Option<&str>,
+) -> Result<Uri, http::Error> {
+    let mut path = String::with_capacity(
+        target.base_path.len() + resource_path.len() + query.map_or(0, |q| q.len() + 1) + 1,
+    );
+    path.push_str(&target.base_path);
+    path.push_str(resource_path);
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(PathAndQuery::try_from(path)?)
+        .build()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those named by `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION).cloned()
+        && let Ok(names) = connection.to_str()
+    {
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The request headers as the backend gets them.
+pub fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwarded<'_>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    let ip = forwarded.client_ip.to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(forwarded.proto),
+    );
+    if let Some(host) = forwarded.host
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert("x-forwarded-host", value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_and_forwarded_headers_set() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert(header::HOST, HeaderValue::from_static("gw:8243"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        );
+        prepare_request_headers(
+            &mut h,
+            Forwarded {
+                client_ip: "127.0.0.1".parse().unwrap(),
+                proto: "https",
+                host: Some("gw:8243"),
+            },
+        );
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+            "authorization",
+            "host",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be stripped");
+        }
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw:8243");
+        assert!(h.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn upstream_uris_join_base_path_resource_and_query() {
+        let t = |url: &str| {
+            let uri: Uri = url.parse().unwrap();
+            Target {
+                url: url.into(),
+                scheme: uri.scheme().unwrap().clone(),
+                authority: uri.authority().unwrap().clone(),
+                base_path: uri.path().trim_end_matches('/').to_string(),
+            }
+        };
+        assert_eq!(
+            upstream_uri(&t("http://h:8000"), "/users/1", Some("a=b"))
+                .unwrap()
+                .to_string(),
+            "http://h:8000/users/1?a=b"
+        );
+        assert_eq!(
+            upstream_uri(&t("https://h/api/"), "/users", None)
+                .unwrap()
+                .to_string(),
+            "https://h/api/users"
+        );
+        assert_eq!(
+            upstream_uri(&t("http://h:8000"), "", None)
+                .unwrap()
+                .to_string(),
+            "http://h:8000/"
+        );
+    }
+}
