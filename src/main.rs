@@ -130,7 +130,7 @@ async fn serve_backend(
     router: axum::Router,
     port: u16,
 ) -> anyhow::Result<()> {
-    let _telemetry = gatehouse_node::telemetry::init(info.name);
+    let _telemetry = service_kit::server::init_tracing(info.name);
     let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

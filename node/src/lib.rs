@@ -13,7 +13,9 @@
 pub mod commands;
 pub mod read_model;
 pub mod status;
-pub mod telemetry;
+
+/// Logs and traces (the `gatehouse-telemetry` crate).
+pub use gatehouse_telemetry as telemetry;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -7,8 +7,9 @@
 //! 3. one middleware (`observe`) around everything that stamps the
 //!    [`BACKEND_HEADER`] on every response — so a gateway test can tell which
 //!    backend answered — and logs one line per request with the caller's W3C
-//!    `traceparent`, if any. (Proper OpenTelemetry propagation comes later; the
-//!    span field is where it will hook in.)
+//!    `traceparent`, if any. The request's span continues the caller's trace (W3C
+//!    trace context), so with OpenTelemetry export on, the backend's spans join
+//!    the gateway's trace in Jaeger.
 
 use std::time::Instant;
 
@@ -72,10 +73,20 @@ async fn observe(State(info): State<ServiceInfo>, request: Request, next: Next) 
         .map(|v| v.to_str().unwrap_or("<non-ascii>").to_owned());
     let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{method} {path}"),
+        otel.kind = "server",
         service = info.name,
         %method,
         %path,
         traceparent = traceparent.as_deref().unwrap_or("-"),
+        http.response.status_code = tracing::field::Empty,
+    );
+    gatehouse_telemetry::set_parent_from(
+        &span,
+        request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
     );
 
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -84,6 +95,7 @@ async fn observe(State(info): State<ServiceInfo>, request: Request, next: Next) 
         .insert(BACKEND_HEADER, HeaderValue::from_static(info.name));
 
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     span.in_scope(|| {
         if path == "/health" {

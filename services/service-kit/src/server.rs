@@ -8,10 +8,10 @@
 //! `PORT` comes from `--port`, else the `PORT` environment variable, else
 //! [`DEFAULT_PORT`]. Port 0 picks a free port; the `ready on ADDR` log line
 //! tells which (tests rely on this). Logs go to stdout, filtered by `RUST_LOG`
-//! (default `info`), as JSON lines when `LOG_FORMAT=json`.
+//! (default `info`), as JSON lines when `GATEHOUSE_LOG_FORMAT=json`; traces go over
+//! OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 use std::future::Future;
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::Router;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use crate::{ServiceInfo, healthcheck};
 
@@ -90,7 +89,7 @@ pub async fn run(info: ServiceInfo, router: impl FnOnce() -> Router) -> ExitCode
             }
         }
         None => {
-            init_tracing();
+            let _telemetry = init_tracing(info.name);
             let addr = SocketAddr::from(([0, 0, 0, 0], cli.port));
             let listener = match TcpListener::bind(addr).await {
                 Ok(listener) => listener,
@@ -164,21 +163,11 @@ pub async fn shutdown_signal() {
     tracing::info!("received {signal}, shutting down");
 }
 
-/// Installs the global tracing subscriber (stdout; `RUST_LOG`, default
-/// `info`; JSON lines if `LOG_FORMAT=json`). Does nothing if one is already
-/// installed, so embedding launchers may set up their own first.
-pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    // Failure only means a subscriber is already set: keep that one.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init()
-    };
+/// Installs logging to stdout (filtered by `RUST_LOG`, default `info`; JSON lines
+/// if `GATEHOUSE_LOG_FORMAT=json`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+/// OpenTelemetry trace export. Keep the guard alive: dropping it flushes the spans.
+pub fn init_tracing(service: &str) -> gatehouse_telemetry::Telemetry {
+    gatehouse_telemetry::init_with(service, "info", gatehouse_telemetry::LogTarget::Stdout)
 }
 
 #[cfg(test)]

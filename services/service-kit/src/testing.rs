@@ -183,7 +183,7 @@ impl SpawnedService {
         let mut child = Command::new(bin)
             .args(["--port", "0"])
             .env("RUST_LOG", "info")
-            .env_remove("LOG_FORMAT")
+            .env_remove("GATEHOUSE_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

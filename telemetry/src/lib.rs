@@ -11,7 +11,7 @@
 //! from any carrier (HTTP headers, gRPC metadata, an event record's headers) and
 //! [`inject`] writes the current span's context for the next hop.
 //!
-//! Logs go to stderr, filtered by `RUST_LOG` (default `info`); `GATEHOUSE_LOG_FORMAT=json`
+//! Logs go to stderr (or stdout, see [`init_with`]), filtered by `RUST_LOG` (default `info`); `GATEHOUSE_LOG_FORMAT=json`
 //! makes them JSON lines that carry the span fields.
 
 use std::collections::HashMap;
@@ -55,15 +55,27 @@ fn env_set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }
 
-/// Installs logging, and trace export when an OTLP endpoint is configured.
+/// Installs logging (to stderr), and trace export when an OTLP endpoint is configured.
 ///
 /// Call once per process, inside a Tokio runtime. A second call changes nothing.
 pub fn init(default_service_name: &str) -> Telemetry {
-    init_with_filter(default_service_name, "info")
+    init_with(default_service_name, "info", LogTarget::Stderr)
 }
 
 /// [`init`] with another log filter than `info` when `RUST_LOG` is not set.
 pub fn init_with_filter(default_service_name: &str, default_filter: &str) -> Telemetry {
+    init_with(default_service_name, default_filter, LogTarget::Stderr)
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Stdout,
+    Stderr,
+}
+
+/// [`init`] with every choice explicit.
+pub fn init_with(default_service_name: &str, default_filter: &str, target: LogTarget) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     let wanted = !disabled
@@ -100,17 +112,27 @@ pub fn init_with_filter(default_service_name: &str, default_filter: &str) -> Tel
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let writer = move || -> Box<dyn std::io::Write> {
+        match target {
+            LogTarget::Stdout => Box::new(std::io::stdout()),
+            LogTarget::Stderr => Box::new(std::io::stderr()),
+        }
+    };
+    let terminal = match target {
+        LogTarget::Stdout => std::io::stdout().is_terminal(),
+        LogTarget::Stderr => std::io::stderr().is_terminal(),
+    };
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_filter(filter())
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(writer)
+            .with_ansi(terminal)
             .with_filter(filter())
             .boxed()
     };
