@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Gatehouse's whole test suite: installs what the tests need when it is missing
-# (nats-server, grpcurl), then `cargo nextest run --workspace` (or `cargo test`).
+# (nats-server, curl, grpcurl, newman), then `cargo nextest run --workspace` (or
+# `cargo test --workspace`).
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -p gatehouse-eventlog   # extra arguments go to the test runner
@@ -14,6 +15,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v nats-server >/dev/null || missing+=(nats-server)
+command -v curl >/dev/null || missing+=(curl)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)"
   as_root apt-get update -qq
@@ -26,7 +29,13 @@ if ! command -v grpcurl >/dev/null; then
   hash -r
 fi
 
-for tool in nats-server grpcurl; do
+if ! command -v newman >/dev/null; then
+  echo "test.sh: installing newman (npm package)"
+  as_root npm install --global --silent newman >/dev/null
+  hash -r
+fi
+
+for tool in nats-server curl grpcurl newman; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still missing" >&2; exit 1; }
 done
 
