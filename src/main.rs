@@ -11,10 +11,7 @@
 //! gatehouse healthcheck ...    probes for Docker health checks
 //! ```
 
-mod bootstrap;
-mod healthcheck;
-mod insecure_https;
-mod up;
+use gatehouse::{bootstrap, healthcheck, up};
 
 use std::process::ExitCode;
 
@@ -54,6 +51,9 @@ enum Command {
     },
     /// Seed the demo (APIs, MyPythonApp, subscriptions, keys) through the admin API.
     Bootstrap(bootstrap::BootstrapConfig),
+    /// Print the configuration reference (every flag and environment variable) as Markdown.
+    #[command(hide = true)]
+    ConfigReference,
     /// Exit 0 if a node answers its health check, 1 otherwise.
     Healthcheck {
         #[command(subcommand)]
@@ -65,6 +65,10 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::ConfigReference => {
+            print!("{}", gatehouse::reference::markdown());
+            Ok(())
+        }
         Command::Healthcheck { probe } => {
             return match healthcheck::run(&probe).await {
                 Ok(()) => ExitCode::SUCCESS,

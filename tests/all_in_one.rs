@@ -92,6 +92,31 @@ fn printed_lines_work_and_a_restart_reuses_the_data_without_reseeding() {
         assert_eq!(first.matches(node).count(), 1, "{node:?} once:\n{first}");
     }
 
+    // The probes compose's health checks use answer for every node, and fail on a
+    // port where nothing listens.
+    let probe = |args: &[&str]| run(env!("CARGO_BIN_EXE_gatehouse"), args).status.success();
+    let local = |p: u16| format!("127.0.0.1:{p}");
+    assert!(
+        probe(&["healthcheck", "grpc", &local(up.ports[0])]),
+        "control's gRPC health"
+    );
+    assert!(
+        probe(&["healthcheck", "grpc", &local(up.ports[2])]),
+        "token-service's gRPC health"
+    );
+    assert!(
+        probe(&[
+            "healthcheck",
+            "http",
+            &format!("http://{}/healthz", local(up.ports[4]))
+        ]),
+        "gateway /healthz"
+    );
+    assert!(
+        !probe(&["healthcheck", "grpc", &local(free_port())]),
+        "nothing listening: unhealthy"
+    );
+
     // The seed's commands, exactly as printed.
     let calls = block(&first, "Call the APIs through the gateway").join("\n");
     let out = bash(&calls);

@@ -7,7 +7,13 @@ use support::{Node, free_port, run};
 #[test]
 fn the_postman_collection_passes_against_the_all_in_one() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port(), free_port(), free_port()];
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
     let addr = |p: u16| format!("127.0.0.1:{p}");
     let data = dir.path().join("data");
     let mut up = Node::spawn(
@@ -42,8 +48,14 @@ fn the_postman_collection_passes_against_the_all_in_one() {
     };
     let (key, secret) = (value("consumer key:"), value("consumer secret:"));
 
-    let collection = concat!(env!("CARGO_MANIFEST_DIR"), "/postman/gatehouse.postman_collection.json");
-    let environment = concat!(env!("CARGO_MANIFEST_DIR"), "/postman/local.postman_environment.json");
+    let collection = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/postman/gatehouse.postman_collection.json"
+    );
+    let environment = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/postman/local.postman_environment.json"
+    );
     let result = run(
         "newman",
         &[
@@ -65,10 +77,19 @@ fn the_postman_collection_passes_against_the_all_in_one() {
         ],
     );
     let report = String::from_utf8_lossy(&result.stdout);
-    assert!(result.status.success(), "newman failed:\n{report}\n{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "newman failed:\n{report}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     // Four requests, four passing test scripts.
     assert!(report.contains("requests"), "{report}");
-    for name in ["token issued", "users from client-service", "items from order-service", "missing credentials"] {
+    for name in [
+        "token issued",
+        "users from client-service",
+        "items from order-service",
+        "missing credentials",
+    ] {
         assert!(report.contains(name), "{name} ran:\n{report}");
     }
 }

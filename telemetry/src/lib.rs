@@ -25,6 +25,36 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// The environment variables this crate reads, with what they do: every Gatehouse
+/// process reads them (the configuration reference lists them once).
+pub const ENV_VARS: &[(&str, &str)] = &[
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTLP/gRPC endpoint for traces (e.g. http://jaeger:4317); unset: tracing off",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "Same, for traces only (wins over the generic one)",
+    ),
+    (
+        "OTEL_SERVICE_NAME",
+        "Service name in Jaeger (default: the node's name)",
+    ),
+    (
+        "OTEL_SDK_DISABLED",
+        "`true` turns tracing off even with an endpoint",
+    ),
+    (
+        "OTEL_BSP_SCHEDULE_DELAY",
+        "Batch export delay in ms (default 5000)",
+    ),
+    (
+        "RUST_LOG",
+        "Log filter (default `info`; `warn` for `gatehouse up`)",
+    ),
+    ("GATEHOUSE_LOG_FORMAT", "`json` for JSON log lines"),
+];
+
 /// Keeps the trace exporter alive; dropping it (or [`Telemetry::shutdown`]) flushes the
 /// spans still queued.
 pub struct Telemetry {

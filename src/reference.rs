@@ -1,0 +1,113 @@
+//! The configuration reference: every flag and environment variable of every role,
+//! generated from the very clap definitions the binaries parse, so the README's copy
+//! (checked by a test) cannot drift.
+
+use clap::{Args, Command, CommandFactory};
+
+/// One way to run a Gatehouse process.
+pub struct Role {
+    /// `gatehouse <name>`; also the name of the stand-alone binary, where there is one.
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub command: Command,
+}
+
+/// Every role, with its clap command.
+pub fn roles() -> Vec<Role> {
+    vec![
+        Role {
+            name: "up",
+            summary: "the all-in-one",
+            command: crate::up::UpConfig::augment_args(Command::new("up")),
+        },
+        Role {
+            name: "control",
+            summary: "the control plane (also the `control` binary)",
+            command: gatehouse_control::ControlConfig::augment_args(Command::new("control")),
+        },
+        Role {
+            name: "token-service",
+            summary: "the key manager (also the `token-service` binary)",
+            command: gatehouse_token_service::TokenServiceConfig::augment_args(Command::new(
+                "token-service",
+            )),
+        },
+        Role {
+            name: "gateway",
+            summary: "a gateway replica (also the `gateway` binary)",
+            command: gatehouse_gateway::GatewayConfig::augment_args(Command::new("gateway")),
+        },
+        Role {
+            name: "bootstrap",
+            summary: "seeds the demo through the admin API",
+            command: crate::bootstrap::BootstrapConfig::augment_args(Command::new("bootstrap")),
+        },
+        Role {
+            name: "client-service",
+            summary: "the demo backends (also `order-service`, and their own binaries)",
+            command: service_kit::server::Cli::command(),
+        },
+    ]
+}
+
+/// The environment variables `role` reads: its flags' and the telemetry ones.
+pub fn env_vars(command: &Command) -> Vec<String> {
+    let mut vars: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    vars.extend(
+        gatehouse_telemetry::ENV_VARS
+            .iter()
+            .map(|(v, _)| v.to_string()),
+    );
+    vars
+}
+
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The reference as Markdown tables.
+pub fn markdown() -> String {
+    let mut out = String::new();
+    for role in roles() {
+        out.push_str(&format!(
+            "#### `gatehouse {}`: {}\n\n",
+            role.name, role.summary
+        ));
+        out.push_str("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+        for arg in role.command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let env = arg
+                .get_env()
+                .map(|e| format!("`{}`", e.to_string_lossy()))
+                .unwrap_or_default();
+            let default: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default = if default.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`", default.join(","))
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            out.push_str(&format!(
+                "| `--{long}` | {env} | {default} | {} |\n",
+                cell(&help)
+            ));
+        }
+        out.push('\n');
+    }
+    out.push_str("#### Every process: logs and traces\n\n| environment | meaning |\n|---|---|\n");
+    for (var, meaning) in gatehouse_telemetry::ENV_VARS {
+        out.push_str(&format!("| `{var}` | {} |\n", cell(meaning)));
+    }
+    out
+}
