@@ -48,6 +48,15 @@ pub struct UpConfig {
     /// The gateway's plain HTTP listener (and /healthz, /readyz, /metrics).
     #[arg(long = "gateway-http-listen", default_value = "0.0.0.0:8280")]
     pub gateway_http_listen: SocketAddr,
+    /// client-service's port on 127.0.0.1 (0: a free port, kept for later starts).
+    #[arg(long = "client-service-port", default_value_t = 0)]
+    pub client_service_port: u16,
+    /// order-service's port on 127.0.0.1 (0: a free port, kept for later starts).
+    #[arg(long = "order-service-port", default_value_t = 0)]
+    pub order_service_port: u16,
+    /// Start empty: no demo APIs, application or keys (do the seed's steps by hand).
+    #[arg(long = "no-demo")]
+    pub no_demo: bool,
 }
 
 /// What a later start needs from the first one (no secrets).
@@ -293,6 +302,17 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         public_gateway_url: gateway_url.clone(),
     };
     let seeded = match &remembered {
+        None if config.no_demo => {
+            Remembered {
+                admin_client_id: admin.0.clone(),
+                application_id: String::new(),
+                consumer_key: String::new(),
+                client_service_port: client_addr.port(),
+                order_service_port: order_addr.port(),
+            }
+            .save(&data)?;
+            None
+        }
         None => {
             let seeded = match bootstrap::run(&bootstrap_config).await {
                 Ok(seeded) => seeded,
@@ -314,13 +334,21 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         Some(_) => None,
     };
 
-    print_banner(
-        &config,
-        &bootstrap_config,
-        &admin,
-        remembered.as_ref(),
-        seeded.as_ref(),
-    );
+    let demo = seeded.is_some()
+        || remembered
+            .as_ref()
+            .is_some_and(|r| !r.consumer_key.is_empty());
+    if demo {
+        print_banner(
+            &config,
+            &bootstrap_config,
+            &admin,
+            remembered.as_ref(),
+            seeded.as_ref(),
+        );
+    } else {
+        print_empty_banner(&config, &bootstrap_config, &admin, client_addr, order_addr);
+    }
 
     let failed = tokio::select! {
         () = gatehouse_node::shutdown_signal() => None,
@@ -385,6 +413,46 @@ async fn stop_all(stop: &watch::Sender<bool>, nodes: Vec<Node>) {
             Err(_) => eprintln!("{name} did not stop within 20 s"),
         }
     }
+}
+
+/// For `--no-demo`: the admin client and the backends, for the seed's steps by hand.
+fn print_empty_banner(
+    config: &UpConfig,
+    b: &BootstrapConfig,
+    admin: &(String, Option<String>),
+    client: SocketAddr,
+    order: SocketAddr,
+) {
+    let secret = admin
+        .1
+        .clone()
+        .unwrap_or_else(|| "<admin secret shown at first start>".into());
+    println!(
+        r#"
+================================================================================
+Gatehouse is up, empty (--no-demo): do the seed's steps by hand (README, "The
+seed's walkthrough").
+
+Admin client ({note}):
+  client id:     {id}
+  client secret: {secret}
+
+Backends: client-service on http://{client}, order-service on http://{order}
+Admin API: grpcurl -plaintext localhost:{grpc} list
+Token endpoint: {token}/oauth2/token
+
+Ctrl-C stops everything; data stays in {data}.
+================================================================================"#,
+        note = if admin.1.is_some() {
+            "shown once: note it now"
+        } else {
+            "the secret was shown at first start only"
+        },
+        id = admin.0,
+        grpc = config.control_listen.port(),
+        token = b.public_token_url,
+        data = config.data_dir.display(),
+    );
 }
 
 fn print_banner(

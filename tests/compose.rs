@@ -306,3 +306,79 @@ fn nats_keeps_its_store_on_a_named_volume() {
     let mounts = strings(nats.get("volumes"));
     assert!(mounts.contains(&format!("nats-data:{store}")), "{mounts:?}");
 }
+
+/// Every metric the dashboard queries is one a node exposes (its `# TYPE` line, or a
+/// histogram's `_bucket` series), and Prometheus scrapes every Gatehouse node of compose
+/// on the port that node serves `/metrics` on.
+#[test]
+fn observability_matches_the_metrics_the_nodes_expose() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let exposed = format!(
+        "{}{}",
+        gatehouse_gateway::metrics::Metrics::default().render(),
+        gatehouse_node::metrics::render("control", &gatehouse_node::read_model::ReadModel::new())
+    );
+    let types: Vec<&str> = exposed
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{root}/observability/grafana/dashboards/gatehouse-gateway.json"
+        ))
+        .unwrap(),
+    )
+    .expect("dashboard JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("gatehouse_") {
+                    let base = word.strip_suffix("_bucket").unwrap_or(word);
+                    assert!(
+                        types.contains(&base),
+                        "dashboard queries {word}, which no node exposes ({types:?})"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 6, "the dashboard queries the nodes' metrics");
+
+    let prometheus: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/observability/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    let targets: Vec<String> = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| strings(job["static_configs"][0].get("targets")))
+        .collect();
+    let compose = compose();
+    for (name, service) in compose["services"].as_mapping().unwrap() {
+        let name = scalar(name);
+        let env = environment(service);
+        let command = strings(service.get("command"));
+        let port = match command.first().map(String::as_str) {
+            Some("gateway") => {
+                let c: gatehouse_gateway::GatewayConfig = parse("gateway", &env);
+                c.http_listen.port()
+            }
+            Some("control") | Some("token-service") => {
+                let listen = env
+                    .get("GATEHOUSE_METRICS_LISTEN")
+                    .unwrap_or_else(|| panic!("{name} serves no metrics"));
+                listen.rsplit(':').next().unwrap().parse().unwrap()
+            }
+            _ => continue,
+        };
+        assert!(
+            targets.contains(&format!("{name}:{port}")),
+            "Prometheus does not scrape {name}:{port}: {targets:?}"
+        );
+    }
+}

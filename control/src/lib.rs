@@ -60,6 +60,9 @@ pub struct ControlConfig {
         default_value = "http://127.0.0.1:50052"
     )]
     pub token_service_url: String,
+    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
+    #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The `iss` admin tokens must carry (token-service's token endpoint URL).
     #[arg(long = "token-issuer", env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
     pub token_issuer: String,
@@ -100,6 +103,19 @@ pub async fn serve_on_log(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(tokio::spawn(gatehouse_node::metrics::serve(
+            addr,
+            "control",
+            model.clone(),
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ))),
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -155,5 +171,9 @@ pub async fn serve_on_log(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     follower.abort();
+    let _ = metrics_stop.send(());
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     result.context("gRPC server failed")
 }

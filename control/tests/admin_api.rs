@@ -526,3 +526,50 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, text: &s
         status.message()
     );
 }
+
+/// `/metrics` follows the fold and counts commands by outcome.
+#[tokio::test]
+async fn metrics_count_the_fold_and_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = ControlProcess::start(dir.path(), None).await;
+    call(&control, "CreateApi", CLIENT_API);
+    let _ = control.grpcurl("CreateApi", CLIENT_API); // refused: duplicate
+    let metrics = http_get(control.metrics_addr, "/metrics").await;
+    let value = |line_start: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("{line_start} missing:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // The published admin key (1) and the API (2).
+    assert_eq!(value("gatehouse_applied_sequence{"), 2, "{metrics}");
+    assert_eq!(
+        value("gatehouse_commands_total{node=\"control\",outcome=\"applied\"}"),
+        1
+    );
+    assert_eq!(
+        value("gatehouse_commands_total{node=\"control\",outcome=\"refused\"}"),
+        1
+    );
+}
+
+/// A plain HTTP/1.1 GET, enough for a metrics page.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}

@@ -58,6 +58,26 @@ impl CommandExecutor {
     /// returns once control's state includes them. Returns the last appended sequence
     /// (or the current one when the command changed nothing).
     pub async fn execute(&self, command: Command, ctx: &CallContext) -> Result<u64, CommandError> {
+        use crate::metrics::{COMMANDS_APPLIED, COMMANDS_CONFLICTED, COMMANDS_REFUSED};
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self.decide_and_append(command, ctx).await;
+        match &result {
+            Ok(_) => COMMANDS_APPLIED.fetch_add(1, Relaxed),
+            Err(CommandError::Domain(DomainError::VersionMismatch { .. }))
+            | Err(CommandError::Log(LogError::Conflict { .. })) => {
+                COMMANDS_CONFLICTED.fetch_add(1, Relaxed)
+            }
+            Err(CommandError::Domain(_)) => COMMANDS_REFUSED.fetch_add(1, Relaxed),
+            Err(_) => 0,
+        };
+        result
+    }
+
+    async fn decide_and_append(
+        &self,
+        command: Command,
+        ctx: &CallContext,
+    ) -> Result<u64, CommandError> {
         let _serial = self.serial.lock().await;
         let end = self.log.last_sequence().await?;
         if !self.model.wait_for(end, CATCH_UP_TIMEOUT).await {

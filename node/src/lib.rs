@@ -7,10 +7,12 @@
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
 //! - [`status`]: domain and log errors as gRPC statuses.
+//! - [`metrics`]: Prometheus metrics of the fold and the write path.
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
 //! - [`shutdown_signal`]: process plumbing.
 
 pub mod commands;
+pub mod metrics;
 pub mod read_model;
 pub mod status;
 

@@ -103,11 +103,13 @@ impl ReadModel {
                 })?;
         }
         self.applied.send_replace(record.sequence);
+        crate::metrics::EVENTS_APPLIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
     /// Replaces the state wholesale (a rebuild from the start of the log).
     fn reset(&self) {
+        crate::metrics::REBUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::new();
         self.applied.send_replace(0);
     }

@@ -99,6 +99,9 @@ pub struct TokenServiceConfig {
         requires = "admin_client_id"
     )]
     pub admin_client_secret: Option<String>,
+    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
+    #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -118,6 +121,7 @@ impl std::fmt::Debug for TokenServiceConfig {
                 "admin_client_secret",
                 &self.admin_client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("metrics_listen", &self.metrics_listen)
             .field("log", &self.log)
             .finish()
     }
@@ -176,7 +180,7 @@ async fn run(
             signing_alg: config.signing_alg.clone(),
         },
         model.clone(),
-        CommandExecutor::new(log, model),
+        CommandExecutor::new(log, model.clone()),
         keys,
     ));
     let kid = authority
@@ -235,6 +239,7 @@ async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let stop_rx_metrics = stop_rx.clone();
 
     println!(
         "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {described_log})"
@@ -250,8 +255,19 @@ async fn run(
     let https_server = tls::serve(https, acceptor, http::router(authority), stopped(stop_rx));
     let grpc_task = tokio::spawn(grpc_server);
     let https_task = tokio::spawn(https_server);
+    let metrics_task = config.metrics_listen.map(|addr| {
+        tokio::spawn(gatehouse_node::metrics::serve(
+            addr,
+            "token-service",
+            model.clone(),
+            stopped(stop_rx_metrics.clone()),
+        ))
+    });
     shutdown.await;
     let _ = stop_tx.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let (grpc_result, https_result) = tokio::join!(grpc_task, https_task);
     https_result.context("HTTPS server task failed")?;
     grpc_result

@@ -166,6 +166,8 @@ pub type Client = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
 pub struct ControlProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// Where control serves Prometheus metrics.
+    pub metrics_addr: SocketAddr,
     pub location: LogLocation,
     data_dir: PathBuf,
     /// An admin token with every scope.
@@ -192,9 +194,11 @@ impl ControlProcess {
         keys: AdminKeys,
     ) -> ControlProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut process = ControlProcess {
             child: None,
             addr,
+            metrics_addr,
             location,
             data_dir: data_dir.to_path_buf(),
             token: keys.admin_token(),
@@ -211,6 +215,8 @@ impl ControlProcess {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--metrics-listen")
+            .arg(self.metrics_addr.to_string())
             .env_remove("GATEHOUSE_NATS_URL")
             .env_remove("GATEHOUSE_TOKEN_ISSUER")
             .env("RUST_LOG", "warn")

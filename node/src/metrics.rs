@@ -1,0 +1,97 @@
+//! Prometheus metrics of control and token-service: how far their fold has come and how
+//! their commands fare. (Gateways have their own, richer set.)
+//!
+//! Counters are process-wide atomics: a node has one fold and one write path, and the
+//! all-in-one, which runs two nodes in one process, simply adds them up.
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use anyhow::Context;
+
+use crate::read_model::ReadModel;
+
+/// Commands accepted and appended.
+pub static COMMANDS_APPLIED: AtomicU64 = AtomicU64::new(0);
+/// Commands refused by the domain's rules (bad input, not found, illegal transition...).
+pub static COMMANDS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Commands that lost an optimistic-concurrency race (ABORTED).
+pub static COMMANDS_CONFLICTED: AtomicU64 = AtomicU64::new(0);
+/// Events folded into the read model.
+pub static EVENTS_APPLIED: AtomicU64 = AtomicU64::new(0);
+/// Rebuilds of the state from the start of the log (after a gap or a bad record).
+pub static REBUILDS: AtomicU64 = AtomicU64::new(0);
+
+/// The Prometheus text exposition for `node`.
+pub fn render(node: &str, model: &ReadModel) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{node=\"{node}\"}} {value}");
+    };
+    metric(
+        "gatehouse_applied_sequence",
+        "gauge",
+        "Last event log sequence folded into the state.",
+        model.applied(),
+    );
+    metric(
+        "gatehouse_events_applied_total",
+        "counter",
+        "Events folded into the state.",
+        EVENTS_APPLIED.load(Relaxed),
+    );
+    metric(
+        "gatehouse_state_rebuilds_total",
+        "counter",
+        "Rebuilds of the state from the start of the log.",
+        REBUILDS.load(Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP gatehouse_commands_total Commands by outcome.\n# TYPE gatehouse_commands_total counter"
+    );
+    for (outcome, counter) in [
+        ("applied", &COMMANDS_APPLIED),
+        ("refused", &COMMANDS_REFUSED),
+        ("conflict", &COMMANDS_CONFLICTED),
+    ] {
+        let _ = writeln!(
+            out,
+            "gatehouse_commands_total{{node=\"{node}\",outcome=\"{outcome}\"}} {}",
+            counter.load(Relaxed)
+        );
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listen` until `shutdown`.
+pub async fn serve(
+    listen: SocketAddr,
+    node: &'static str,
+    model: Arc<ReadModel>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for metrics"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let model = model.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    render(node, &model),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("metrics server failed")
+}
