@@ -185,13 +185,22 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
             })
         }
     };
+    // A port given on the command line wins; else the one kept from the first start;
+    // else (0) a free one.
+    let port = |flag: u16, kept: Option<u16>| if flag != 0 { flag } else { kept.unwrap_or(0) };
     let client_listener = backend(
-        remembered.as_ref().map_or(0, |r| r.client_service_port),
+        port(
+            config.client_service_port,
+            remembered.as_ref().map(|r| r.client_service_port),
+        ),
         "client-service",
     )
     .await?;
     let order_listener = backend(
-        remembered.as_ref().map_or(0, |r| r.order_service_port),
+        port(
+            config.order_service_port,
+            remembered.as_ref().map(|r| r.order_service_port),
+        ),
         "order-service",
     )
     .await?;
