@@ -80,8 +80,8 @@ async fn main() -> ExitCode {
         }
         Command::Up(config) => {
             // Quiet by default: the nodes print their own "ready on" lines.
-            let _telemetry = gatehouse_node::telemetry::init_with_filter("gatehouse", "warn");
-            up::run(config).await
+            let telemetry = gatehouse_node::telemetry::init_with_filter("gatehouse", "warn");
+            up::run(config, telemetry.is_exporting()).await
         }
         Command::Control(config) => {
             let _telemetry = gatehouse_node::telemetry::init("control");
@@ -91,8 +91,9 @@ async fn main() -> ExitCode {
             let _telemetry = gatehouse_node::telemetry::init("token-service");
             gatehouse_token_service::serve(config, gatehouse_node::shutdown_signal()).await
         }
-        Command::Gateway(config) => {
-            let _telemetry = gatehouse_node::telemetry::init("gateway");
+        Command::Gateway(mut config) => {
+            let telemetry = gatehouse_node::telemetry::init("gateway");
+            config.trace_requests = telemetry.is_exporting();
             gatehouse_gateway::serve(config, gatehouse_node::shutdown_signal()).await
         }
         Command::ClientService { port } => {

@@ -131,8 +131,9 @@ fn random_secret() -> String {
 
 type Node = (&'static str, JoinHandle<anyhow::Result<()>>);
 
-/// Runs the all-in-one until Ctrl-C.
-pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+/// Runs the all-in-one until Ctrl-C. `tracing`: spans are exported, so the gateway
+/// makes a span per request.
+pub async fn run(config: UpConfig, tracing: bool) -> anyhow::Result<()> {
     let data = config.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
@@ -280,6 +281,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
     gateway.data_dir = data.join("gateway");
     gateway.gateway_id = Some("gateway-1".into());
     gateway.access_log = false;
+    gateway.trace_requests = tracing;
     nodes.push((
         "gateway",
         tokio::spawn(gatehouse_gateway::serve_with_log(
