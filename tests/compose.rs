@@ -29,7 +29,7 @@ fn compose() -> Value {
 
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_sequence)
-        .map(|s| s.iter().map(|x| scalar(x)).collect())
+        .map(|s| s.iter().map(scalar).collect())
         .unwrap_or_default()
 }
 

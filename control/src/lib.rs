@@ -105,17 +105,16 @@ pub async fn serve_on_log(
     let local = listener.local_addr()?;
 
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics = match config.metrics_listen {
-        Some(addr) => Some(tokio::spawn(gatehouse_node::metrics::serve(
+    let metrics = config.metrics_listen.map(|addr| {
+        tokio::spawn(gatehouse_node::metrics::serve(
             addr,
             "control",
             model.clone(),
             async move {
                 let _ = metrics_stopped.await;
             },
-        ))),
-        None => None,
-    };
+        ))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

@@ -146,7 +146,8 @@ fn context_and_version_are_unique() {
 #[test]
 fn bad_definitions_name_the_field() {
     let s = State::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut ApiDefinition)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut ApiDefinition)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("definition.name", Box::new(|d| d.name = " ".into())),
         (
             "definition.context",
