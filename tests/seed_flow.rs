@@ -6,55 +6,15 @@ mod support;
 
 use gatehouse_eventlog::testing::NatsServer;
 use serde_json::json;
-use support::{Node, curl_json, free_port, grpcurl, listening};
-
-const ADMIN_ID: &str = "admin";
-const ADMIN_SECRET: &str = "admin-secret-for-tests";
+use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, curl_json, grpcurl};
 
 #[test]
 fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let (https, keys_grpc, admin_grpc) = (free_port(), free_port(), free_port());
-
-    let mut token_service = Node::spawn(
-        "token-service",
-        dir.path(),
-        &[
-            "token-service",
-            "--data-dir",
-            dir.path().join("token-service").to_str().unwrap(),
-            "--listen-https",
-            &format!("127.0.0.1:{https}"),
-            "--listen-grpc",
-            &format!("127.0.0.1:{keys_grpc}"),
-            "--nats-url",
-            &nats.url(),
-        ],
-        &[
-            ("GATEHOUSE_ADMIN_CLIENT_ID", ADMIN_ID),
-            ("GATEHOUSE_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
-        ],
-    );
-    token_service.wait_until("listening", || listening(https) && listening(keys_grpc));
-    let mut control = Node::spawn(
-        "control",
-        dir.path(),
-        &[
-            "control",
-            "--data-dir",
-            dir.path().join("control").to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{admin_grpc}"),
-            "--token-service-url",
-            &format!("http://127.0.0.1:{keys_grpc}"),
-            "--nats-url",
-            &nats.url(),
-        ],
-        &[],
-    );
-    control.wait_until("listening", || listening(admin_grpc));
-    let token_url = format!("https://127.0.0.1:{https}/oauth2/token");
+    let plane = ControlPlane::start(dir.path(), &nats.url(), &[], &[]);
+    let (https, admin_grpc) = (plane.https, plane.admin);
+    let token_url = plane.token_url();
 
     // 1. An admin token, with curl.
     let admin = curl_json(&[
@@ -173,6 +133,4 @@ fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
     ] {
         assert!(!claims[claim].is_null(), "claim {claim} missing: {claims}");
     }
-    drop(control);
-    drop(token_service);
 }

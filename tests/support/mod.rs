@@ -196,3 +196,116 @@ pub fn grpcurl(port: u16, token: &str, method: &str, body: &str) -> serde_json::
     );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl {method}: not JSON ({e}): {out}"))
 }
+
+/// control and token-service as separate processes on one NATS log, with a configured
+/// admin client; extra environment (e.g. OpenTelemetry) per node.
+pub struct ControlPlane {
+    pub control: Node,
+    pub token_service: Node,
+    /// token-service's HTTPS port.
+    pub https: u16,
+    /// token-service's gRPC (KeyManager) port.
+    pub keys: u16,
+    /// control's gRPC port.
+    pub admin: u16,
+}
+
+pub const ADMIN_ID: &str = "admin";
+pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
+
+impl ControlPlane {
+    pub fn start(
+        dir: &Path,
+        nats_url: &str,
+        control_env: &[(&str, &str)],
+        token_env: &[(&str, &str)],
+    ) -> ControlPlane {
+        let (https, keys, admin) = (free_port(), free_port(), free_port());
+        let mut env: Vec<(&str, &str)> = vec![
+            ("GATEHOUSE_ADMIN_CLIENT_ID", ADMIN_ID),
+            ("GATEHOUSE_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
+        ];
+        env.extend_from_slice(token_env);
+        let mut token_service = Node::spawn(
+            "token-service",
+            dir,
+            &[
+                "token-service",
+                "--data-dir",
+                dir.join("token-service").to_str().unwrap(),
+                "--listen-https",
+                &format!("127.0.0.1:{https}"),
+                "--listen-grpc",
+                &format!("127.0.0.1:{keys}"),
+                "--nats-url",
+                nats_url,
+            ],
+            &env,
+        );
+        token_service.wait_until("listening", || listening(https) && listening(keys));
+        let mut control = Node::spawn(
+            "control",
+            dir,
+            &[
+                "control",
+                "--data-dir",
+                dir.join("control").to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{admin}"),
+                "--token-service-url",
+                &format!("http://127.0.0.1:{keys}"),
+                "--nats-url",
+                nats_url,
+            ],
+            control_env,
+        );
+        control.wait_until("listening", || listening(admin));
+        ControlPlane {
+            control,
+            token_service,
+            https,
+            keys,
+            admin,
+        }
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("https://127.0.0.1:{}/oauth2/token", self.https)
+    }
+
+    /// An admin token (every admin scope), with curl.
+    pub fn admin_token(&self) -> String {
+        curl_json(&[
+            "-d",
+            "grant_type=client_credentials",
+            "-u",
+            &format!("{ADMIN_ID}:{ADMIN_SECRET}"),
+            &self.token_url(),
+        ])["access_token"]
+            .as_str()
+            .expect("admin access_token")
+            .to_string()
+    }
+
+    /// `gatehouse bootstrap` against this control plane; its stdout.
+    pub fn bootstrap(&self, client_service_url: &str, order_service_url: &str) -> String {
+        run_ok(
+            env!("CARGO_BIN_EXE_gatehouse"),
+            &[
+                "bootstrap",
+                "--control-url",
+                &format!("http://127.0.0.1:{}", self.admin),
+                "--token-url",
+                &format!("https://127.0.0.1:{}", self.https),
+                "--admin-client-id",
+                ADMIN_ID,
+                "--admin-client-secret",
+                ADMIN_SECRET,
+                "--client-service-url",
+                client_service_url,
+                "--order-service-url",
+                order_service_url,
+            ],
+        )
+    }
+}
