@@ -8,43 +8,16 @@ use std::path::Path;
 
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
 use gatehouse_proto::admin::{CreateApplicationRequest, ListApplicationsRequest};
-use support::{Node, free_port, run};
+use support::{Node, UpPorts, free_port, run, spawn_up};
 
-/// `gatehouse up` on free ports, with its flags.
+/// `gatehouse up` on free ports.
 struct Up {
     node: Node,
-    ports: [u16; 5],
+    ports: UpPorts,
 }
 
 fn up(dir: &Path, data: &Path) -> Up {
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let node = Node::spawn(
-        "gatehouse-up",
-        dir,
-        &[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--control-listen",
-            &addr(ports[0]),
-            "--token-https-listen",
-            &addr(ports[1]),
-            "--token-grpc-listen",
-            &addr(ports[2]),
-            "--gateway-https-listen",
-            &addr(ports[3]),
-            "--gateway-http-listen",
-            &addr(ports[4]),
-        ],
-        &[],
-    );
+    let (node, ports) = spawn_up(dir, data);
     Up { node, ports }
 }
 
@@ -97,18 +70,18 @@ fn printed_lines_work_and_a_restart_reuses_the_data_without_reseeding() {
     let probe = |args: &[&str]| run(env!("CARGO_BIN_EXE_gatehouse"), args).status.success();
     let local = |p: u16| format!("127.0.0.1:{p}");
     assert!(
-        probe(&["healthcheck", "grpc", &local(up.ports[0])]),
+        probe(&["healthcheck", "grpc", &local(up.ports.control)]),
         "control's gRPC health"
     );
     assert!(
-        probe(&["healthcheck", "grpc", &local(up.ports[2])]),
+        probe(&["healthcheck", "grpc", &local(up.ports.token_grpc)]),
         "token-service's gRPC health"
     );
     assert!(
         probe(&[
             "healthcheck",
             "http",
-            &format!("http://{}/healthz", local(up.ports[4]))
+            &format!("http://{}/healthz", local(up.ports.gateway_http))
         ]),
         "gateway /healthz"
     );
@@ -202,7 +175,7 @@ async fn sigint_during_a_burst_of_admin_calls_loses_no_acknowledged_change() {
         .find(|l| l.trim_start().starts_with("ADMIN_TOKEN="))
         .unwrap();
     let token = bash(&format!("{}\necho -n \"$ADMIN_TOKEN\"", admin_line.trim()));
-    let control = format!("http://127.0.0.1:{}", up.ports[0]);
+    let control = format!("http://127.0.0.1:{}", up.ports.control);
 
     let burst = {
         let (control, token) = (control.clone(), token.clone());
@@ -318,32 +291,9 @@ fn a_port_in_use_an_unwritable_data_dir_and_a_corrupt_log_are_one_line_errors() 
     let data = dir.path().join("corrupt");
     std::fs::create_dir_all(data.join("eventlog")).unwrap();
     std::fs::write(data.join("eventlog").join("events.log"), vec![0xAB; 4096]).unwrap();
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
-    let addr = |p: u16| format!("127.0.0.1:{p}");
-    let out = run(
-        env!("CARGO_BIN_EXE_gatehouse"),
-        &[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--control-listen",
-            &addr(ports[0]),
-            "--token-https-listen",
-            &addr(ports[1]),
-            "--token-grpc-listen",
-            &addr(ports[2]),
-            "--gateway-https-listen",
-            &addr(ports[3]),
-            "--gateway-http-listen",
-            &addr(ports[4]),
-        ],
-    );
+    let args = UpPorts::free().up_args(&data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(env!("CARGO_BIN_EXE_gatehouse"), &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("cannot open the event log"), "{err}");

@@ -2,40 +2,13 @@
 
 mod support;
 
-use support::{Node, free_port, run};
+use support::{run, spawn_up};
 
 #[test]
 fn the_postman_collection_passes_against_the_all_in_one() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
-    let addr = |p: u16| format!("127.0.0.1:{p}");
     let data = dir.path().join("data");
-    let mut up = Node::spawn(
-        "gatehouse-up",
-        dir.path(),
-        &[
-            "up",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--control-listen",
-            &addr(ports[0]),
-            "--token-https-listen",
-            &addr(ports[1]),
-            "--token-grpc-listen",
-            &addr(ports[2]),
-            "--gateway-https-listen",
-            &addr(ports[3]),
-            "--gateway-http-listen",
-            &addr(ports[4]),
-        ],
-        &[],
-    );
+    let (mut up, ports) = spawn_up(dir.path(), &data);
     up.wait_for_output("Gatehouse is up.");
     let output = up.output();
     let value = |label: &str| {
@@ -67,9 +40,9 @@ fn the_postman_collection_passes_against_the_all_in_one() {
             "--color",
             "off",
             "--env-var",
-            &format!("token_url=https://localhost:{}", ports[1]),
+            &format!("token_url=https://localhost:{}", ports.token_https),
             "--env-var",
-            &format!("gateway_url=https://localhost:{}", ports[3]),
+            &format!("gateway_url=https://localhost:{}", ports.gateway_https),
             "--env-var",
             &format!("consumer_key={key}"),
             "--env-var",

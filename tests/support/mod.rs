@@ -309,3 +309,54 @@ impl ControlPlane {
         )
     }
 }
+
+/// Free ports for `gatehouse up`'s five listeners, and its flags for them.
+pub struct UpPorts {
+    pub control: u16,
+    pub token_https: u16,
+    pub token_grpc: u16,
+    pub gateway_https: u16,
+    pub gateway_http: u16,
+}
+
+impl UpPorts {
+    pub fn free() -> UpPorts {
+        UpPorts {
+            control: free_port(),
+            token_https: free_port(),
+            token_grpc: free_port(),
+            gateway_https: free_port(),
+            gateway_http: free_port(),
+        }
+    }
+
+    /// `up --data-dir DATA --control-listen ... ` with these ports.
+    pub fn up_args(&self, data: &Path) -> Vec<String> {
+        let addr = |p: u16| format!("127.0.0.1:{p}");
+        [
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--control-listen",
+            &addr(self.control),
+            "--token-https-listen",
+            &addr(self.token_https),
+            "--token-grpc-listen",
+            &addr(self.token_grpc),
+            "--gateway-https-listen",
+            &addr(self.gateway_https),
+            "--gateway-http-listen",
+            &addr(self.gateway_http),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
+/// `gatehouse up` on free ports, on the data directory `data`.
+pub fn spawn_up(dir: &Path, data: &Path) -> (Node, UpPorts) {
+    let ports = UpPorts::free();
+    let args = ports.up_args(data);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Node::spawn("gatehouse-up", dir, &args, &[]), ports)
+}
