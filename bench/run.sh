@@ -5,6 +5,8 @@
 #
 #   bench/run.sh                      # 15 s per target, 64 connections
 #   DURATION=30s CONNECTIONS=128 bench/run.sh
+#   GATEWAY_ARGS="--worker-threads 1" bench/run.sh   # extra gateway flags
+#   PROFILE=1 bench/run.sh            # also perf-profiles the gateway (bench/profile.txt)
 #
 # The proxy under test (gateway or nginx) is pinned to one core (PROXY_CPU, default 0);
 # the load generator (wrk) and the backend (nginx serving a static 1 KiB file) share the
@@ -66,8 +68,9 @@ wait_port() {
 
 # The backend: nginx serving a static 1 KiB body.
 mkdir -p "$work/www" "$work/nginx"
-python3 -c 'import sys; sys.stdout.write("{\"data\":\"" + "x" * 1012 + "\"}")' > "$work/www/data"
+python3 -c 'import sys; sys.stdout.write("{\"data\":\"" + "x" * 1013 + "\"}")' > "$work/www/data"
 [ "$(wc -c < "$work/www/data")" -eq 1024 ]
+chmod 755 "$work" "$work/www" && chmod 644 "$work/www/data"  # nginx workers run as www-data
 cat > "$work/backend.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -87,6 +90,7 @@ http {
 }
 EOF
 taskset -c "$LOAD_CPU" nginx -c "$work/backend.conf" -p "$work/nginx" &
+backend_pid=$!
 pids+=($!)
 wait_port "$BACKEND_PORT"
 
@@ -116,6 +120,7 @@ http {
 }
 EOF
 taskset -c "$PROXY_CPU" nginx -c "$work/proxy.conf" -p "$work/nginx" &
+nginx_pid=$!
 pids+=($!)
 wait_port "$NGINX_PORT"
 
@@ -129,7 +134,8 @@ RUST_LOG=warn taskset -c "$PROXY_CPU" "$gateway_bin" \
   --gateway-id bench \
   --http-listen "127.0.0.1:$GW_HTTP_PORT" --https-listen "127.0.0.1:$GW_HTTPS_PORT" \
   --nats-url "nats://127.0.0.1:$NATS_PORT" --control-url "http://127.0.0.1:1" \
-  --data-dir "$work/gateway" --access-log false > "$work/gateway.log" 2>&1 &
+  --data-dir "$work/gateway" --access-log false ${GATEWAY_ARGS:-} > "$work/gateway.log" 2>&1 &
+gateway_pid=$!
 pids+=($!)
 wait_port "$GW_HTTP_PORT"
 for _ in $(seq 1 200); do
@@ -149,30 +155,59 @@ to_ms() {
     printf "%.3f", n }'
 }
 
-declare -A rps p50 p99
+# CPU time (clock ticks) used so far by a process and its children (nginx workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+declare -A rps p50 p99 busy
 run() {
-  local name=$1 url=$2
-  shift 2
+  local name=$1 url=$2 proxy_pid=$3 role=$4
+  shift 4
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url" > /dev/null
+  local before start end
+  before=$(cpu_ticks "$proxy_pid")
+  start=$(date +%s.%N)
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" > "$work/$name.txt"
+  end=$(date +%s.%N)
+  busy[$name]=$(awk -v t="$(( $(cpu_ticks "$proxy_pid") - before ))" -v hz="$hz" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", 100 * t / hz / (e - s) }')
   if grep -q "Non-2xx" "$work/$name.txt"; then
     echo "bench: $name had non-2xx answers:"; cat "$work/$name.txt"; exit 1
   fi
   rps[$name]=$(awk '/^Requests\/sec/ {print $2}' "$work/$name.txt")
   p50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/$name.txt")")
   p99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/$name.txt")")
-  printf '  %-16s %10s req/s   p50 %8s ms   p99 %8s ms\n' "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}"
+  printf '  %-14s %10s req/s   p50 %7s ms   p99 %7s ms   %-8s CPU %3s%%\n' "$name" "${rps[$name]}" "${p50[$name]}" "${p99[$name]}" "$role" "${busy[$name]}"
 }
 
 auth=(-H "Authorization: Bearer $token")
 echo "bench: $CONNECTIONS connections, $DURATION per target (after $WARMUP warm-up); proxy on CPU $PROXY_CPU, wrk + backend on CPU $LOAD_CPU"
-run direct "http://127.0.0.1:$BACKEND_PORT/data" "${auth[@]}"
-run nginx "http://127.0.0.1:$NGINX_PORT/bench/1.0.0/data" "${auth[@]}"
-run gateway "http://127.0.0.1:$GW_HTTP_PORT/bench/1.0.0/data" "${auth[@]}"
-run gateway-https "https://127.0.0.1:$GW_HTTPS_PORT/bench/1.0.0/data" "${auth[@]}"
+run direct "http://127.0.0.1:$BACKEND_PORT/data" "$backend_pid" backend "${auth[@]}"
+run nginx "http://127.0.0.1:$NGINX_PORT/bench/1.0.0/data" "$nginx_pid" proxy "${auth[@]}"
+run gateway "http://127.0.0.1:$GW_HTTP_PORT/bench/1.0.0/data" "$gateway_pid" proxy "${auth[@]}"
+run gateway-https "https://127.0.0.1:$GW_HTTPS_PORT/bench/1.0.0/data" "$gateway_pid" proxy "${auth[@]}"
+if [ "${PROFILE:-0}" = 1 ]; then
+  # perf profile of the gateway under the same load (PROFILE=1).
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d12s "${auth[@]}" "http://127.0.0.1:$GW_HTTP_PORT/bench/1.0.0/data" > /dev/null &
+  wrk_pid=$!
+  sleep 1
+  perf record -F 2000 -g -p "$gateway_pid" -o "$work/perf.data" -- sleep 10 2> /dev/null
+  wait "$wrk_pid"
+  perf report -i "$work/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null | grep -E '^ +[0-9]' > "${PROFILE_OUT:-bench/profile.txt}" || true
+  echo "bench: profile of the gateway (self time, top symbols) in ${PROFILE_OUT:-bench/profile.txt}"
+fi
+echo "(CPU: share of one core used by the proxy under test — or by the backend for 'direct' — during the run;"
+echo " below 100% the proxy was not the bottleneck: wrk and the backend share the other core)"
 
-awk -v g="${rps[gateway]}" -v n="${rps[nginx]}" -v d="${rps[direct]}" 'BEGIN {
+awk -v g="${rps[gateway]}" -v n="${rps[nginx]}" -v d="${rps[direct]}" -v gb="${busy[gateway]}" -v nb="${busy[nginx]}" 'BEGIN {
   printf "ratios: gateway/nginx %.2f   gateway/direct %.2f\n", g / n, g / d
+  if (gb > 0 && nb > 0) printf "per busy proxy core: gateway %.0f req/s, nginx %.0f req/s (ratio %.2f)\n", g * 100 / gb, n * 100 / nb, (g / gb) / (n / nb)
   printf "targets: gateway/nginx >= 0.80: %s   gateway >= 25000 req/s on one core: %s\n", (g / n >= 0.8 ? "met" : "NOT met"), (g >= 25000 ? "met" : "NOT met")
 }'
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -604,7 +604,13 @@ impl Gateway {
             {
                 Ok(self.cache.tee(key, ttl, response))
             }
-            _ => Ok(response.map(GatewayBody::upstream)),
+            _ => {
+                let (parts, body) = response.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    GatewayBody::upstream_prefetched(body).await,
+                ))
+            }
         }
     }
 

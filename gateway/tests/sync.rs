@@ -1,0 +1,355 @@
+//! Replicas kept in sync by the event log, with a real nats-server: convergence after
+//! every kind of admin change, a replica restarted, a replica started with control and
+//! NATS both down (disk snapshot, stale), NATS restarting under running replicas, and
+//! an undecodable event that must never be skipped.
+//!
+//! Convergence is asserted, never speed: each check polls until every replica answers
+//! as expected, within a generous deadline.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gatehouse_domain::Command;
+use gatehouse_eventlog::testing::NatsServer;
+use gatehouse_eventlog::{AppendRequest, EventLog, Expectation, NatsLog, NatsLogConfig};
+use gatehouse_gateway::RunningGateway;
+use gatehouse_proto::events::lifecycle::State as Lifecycle;
+use http::StatusCode;
+
+/// A replica in this process following NATS itself (control unreachable).
+async fn nats_replica(nats: &NatsServer, dir: &std::path::Path, id: &str) -> RunningGateway {
+    let mut config = test_config(dir);
+    config.gateway_id = Some(id.into());
+    config.log.nats_url = Some(nats.url());
+    gatehouse_gateway::start(config, None).await.unwrap()
+}
+
+async fn nats_world(nats: &NatsServer) -> World {
+    let log: Arc<dyn EventLog> = Arc::new(
+        NatsLog::connect(NatsLogConfig::new(nats.url()))
+            .await
+            .unwrap(),
+    );
+    World::on(log, None).await
+}
+
+/// Polls `path` on every replica until each answers `expected` (or the deadline).
+async fn converge(
+    replicas: &[&RunningGateway],
+    path: &str,
+    token: Option<&str>,
+    expected: StatusCode,
+) -> Duration {
+    let http = HttpClient::default();
+    let started = Instant::now();
+    for replica in replicas {
+        let url = format!("http://{}{path}", replica.http_addr);
+        loop {
+            let reply = http.get(&url, token).await;
+            if reply.status == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < CONVERGE,
+                "replica {} still answers {} for {path}, expected {expected}: {reply:?}",
+                replica.id,
+                reply.status
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    started.elapsed()
+}
+
+async fn seed(world: &World) -> (String, String) {
+    let (client, order) = seed_backends().await;
+    world
+        .publish_api(
+            "client-api",
+            api(
+                "Client",
+                "/client",
+                "1.0.0",
+                resources(&[("GET", "/users")]),
+                std::slice::from_ref(&client),
+            ),
+        )
+        .await;
+    world
+        .publish_api(
+            "order-api",
+            api(
+                "Order",
+                "/orders",
+                "1.0.0",
+                resources(&[("GET", "/items")]),
+                std::slice::from_ref(&order),
+            ),
+        )
+        .await;
+    world.application("app1", "").await;
+    world
+        .subscribe("sub1", "app1", "client-api", "Unlimited")
+        .await;
+    (client, order)
+}
+
+#[tokio::test]
+async fn every_replica_applies_every_kind_of_admin_change() {
+    let nats = NatsServer::start();
+    let world = nats_world(&nats).await;
+    seed(&world).await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut replicas = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        replicas.push(nats_replica(&nats, dir.path(), &format!("gw-{i}")).await);
+    }
+    let all: Vec<&RunningGateway> = replicas.iter().collect();
+    let token = world.token("app1", false, "default");
+    let t = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+
+    let d = converge(&all, "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
+    println!("initial configuration on 3 replicas: {}", t(d));
+
+    // A new subscription.
+    converge(
+        &all,
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    world
+        .subscribe("sub2", "app1", "order-api", "Unlimited")
+        .await;
+    let d = converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK).await;
+    println!("new subscription: {}", t(d));
+
+    // Block, then publish again.
+    world.lifecycle("order-api", Lifecycle::Blocked).await;
+    let d = converge(
+        &all,
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    println!("block: {}", t(d));
+    world.lifecycle("order-api", Lifecycle::Published).await;
+    converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK).await;
+
+    // A new API published.
+    let (echo, _) = echo_backend("new").await;
+    world
+        .publish_api(
+            "new-api",
+            api("New", "/new", "1.0.0", resources(&[("GET", "/x")]), &[echo]),
+        )
+        .await;
+    world
+        .subscribe("sub3", "app1", "new-api", "Unlimited")
+        .await;
+    let d = converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::OK).await;
+    println!("publish: {}", t(d));
+
+    // Retire.
+    world.lifecycle("new-api", Lifecycle::Deprecated).await;
+    world.lifecycle("new-api", Lifecycle::Retired).await;
+    let d = converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::NOT_FOUND).await;
+    println!("retire: {}", t(d));
+
+    // A revoked token.
+    let claims = claims("app1", false, "default");
+    let doomed = world.sign(claims.clone());
+    converge(&all, "/client/1.0.0/users", Some(&doomed), StatusCode::OK).await;
+    world
+        .run(Command::RevokeToken {
+            jti: claims.jti,
+            expires_at: None,
+            client_id: claims.client_id,
+        })
+        .await;
+    let d = converge(
+        &all,
+        "/client/1.0.0/users",
+        Some(&doomed),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    println!("token revocation: {}", t(d));
+
+    // Every replica serves exactly the same configuration.
+    let sequence = world.sequence();
+    for replica in &replicas {
+        wait_for_sequence(replica, sequence).await;
+    }
+    let hashes: Vec<String> = replicas
+        .iter()
+        .map(|r| r.gateway.table.load().config_hash.clone())
+        .collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serves_its_disk_snapshot()
+ {
+    let mut nats = NatsServer::start();
+    let world = nats_world(&nats).await;
+    seed(&world).await;
+    let token = world.token("app1", false, "default");
+    let dir = tempfile::tempdir().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    let other = nats_replica(&nats, other_dir.path(), "gw-b").await;
+    converge(
+        &[&replica, &other],
+        "/client/1.0.0/users",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+
+    // Killed (stopped), the log moves on, restarted: it catches up.
+    replica.shutdown().await;
+    world
+        .subscribe("sub2", "app1", "order-api", "Unlimited")
+        .await;
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    converge(
+        &[&replica, &other],
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+    wait_for_sequence(&replica, world.sequence()).await;
+    let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
+    replica.shutdown().await;
+
+    // Control is unreachable (it always is here) and NATS goes down: a replica started
+    // now serves the snapshot it saved, and says it is stale.
+    nats.stop();
+    let stale = nats_replica(&nats, dir.path(), "gw-a").await;
+    wait_for_sequence(&stale, saved).await;
+    let http = HttpClient::default();
+    let ready = http
+        .get(&format!("http://{}/readyz", stale.http_addr), None)
+        .await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{ready:?}");
+    assert_eq!(ready.json()["status"], "stale");
+    assert_eq!(ready.json()["stale"], true);
+    assert!(stale.gateway.metrics.stale.load(Ordering::Acquire));
+    converge(
+        &[&stale],
+        "/client/1.0.0/users",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+    converge(
+        &[&stale],
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+
+    // NATS is back: the stale replica follows the log from its snapshot, the running one
+    // resumes following without a restart; both apply a new change.
+    nats.restart();
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let ready = http
+            .get(&format!("http://{}/readyz", stale.http_addr), None)
+            .await;
+        if ready.status == StatusCode::OK {
+            assert_eq!(ready.json()["stale"], false);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not ready after NATS came back: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world.lifecycle("order-api", Lifecycle::Blocked).await;
+    converge(
+        &[&stale, &other],
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    stale.shutdown().await;
+    other.shutdown().await;
+}
+
+/// Waits until the replica's disk snapshot covers `sequence`; returns its sequence.
+async fn wait_for_disk_snapshot(dir: &std::path::Path, sequence: u64) -> u64 {
+    let disk = gatehouse_gateway::disk::DiskSnapshot::new(dir);
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        if let Ok(Some(snapshot)) = disk.load()
+            && snapshot.sequence >= sequence
+        {
+            assert!(
+                snapshot.clients.iter().all(|c| c.secret_hash.is_empty()),
+                "no secret hash on the gateway's disk"
+            );
+            return snapshot.sequence;
+        }
+        assert!(Instant::now() < deadline, "no disk snapshot at {sequence}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_be_decoded_is_never_skipped() {
+    let world = World::new().await;
+    seed(&world).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&world, dir.path(), |_| {}).await;
+    let token = world.token("app1", false, "default");
+    converge(&[&gw], "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
+    let good = world.sequence();
+    let appended = world
+        .log
+        .append(AppendRequest {
+            subject: "gatehouse.events.api.junk".into(),
+            msg_id: "junk-1".into(),
+            headers: vec![],
+            payload: bytes::Bytes::from_static(b"\xff\xff\xff not protobuf"),
+            expect: Expectation::Any,
+        })
+        .await
+        .unwrap();
+    assert_eq!(appended.sequence, good + 1);
+    let deadline = Instant::now() + CONVERGE;
+    while gw.gateway.metrics.resyncs.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad event did not cause a resync"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // It keeps serving the last good table and never moves past the bad record.
+    assert_eq!(gw.gateway.table.load().sequence, good);
+    converge(&[&gw], "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
+    let ready = HttpClient::default()
+        .get(&format!("http://{}/readyz", gw.http_addr), None)
+        .await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not following: {ready:?}"
+    );
+    assert_eq!(gw.gateway.table.load().sequence, good);
+    gw.shutdown().await;
+}
