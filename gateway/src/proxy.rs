@@ -161,6 +161,12 @@ impl Gateway {
                 http.request.method = %ctx.method,
                 url.path = %ctx.path(),
                 http.response.status_code = tracing::field::Empty,
+                gatehouse.api = tracing::field::Empty,
+                gatehouse.api_version = tracing::field::Empty,
+                gatehouse.application = tracing::field::Empty,
+                gatehouse.gateway_id = %self.gateway_id,
+                gatehouse.cache_hit = tracing::field::Empty,
+                gatehouse.error_code = tracing::field::Empty,
             );
             gatehouse_node::telemetry::set_parent_from(
                 &span,
@@ -177,17 +183,24 @@ impl Gateway {
         };
         let mut response = match result {
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => {
+                if let Some(span) = ctx.span.as_ref() {
+                    span.record("gatehouse.error_code", error.code);
+                }
+                error.into_response()
+            }
         };
         self.response_headers(&ctx, &mut response);
         self.logging(&ctx, &response);
         if let Some(span) = ctx.span.as_ref() {
-            span.record("http.response.status_code", response.status().as_u16());
+            Self::record_attributes(span, &ctx, &response);
         }
         Ok(response)
     }
 
-    /// Phases 2 to 10; the first refusal ends the request.
+    /// Phases 2 to 10; the first refusal ends the request. With traces exported, each
+    /// phase that can refuse or wait (authenticate, subscription, scopes, throttle,
+    /// response cache, upstream) is a child span of the request's span.
     async fn phases(
         &self,
         ctx: &mut RequestCtx,
@@ -196,20 +209,44 @@ impl Gateway {
         if !self.sync.has_config.load(Ordering::Acquire) {
             return Err(GatewayError::not_ready());
         }
+        let traced = ctx.span.is_some();
         let preflight = Self::is_preflight(&request);
         self.route_match(ctx, &request, preflight)?;
         self.api_state(ctx)?;
         if let Some(response) = self.cors_preflight(ctx, &request, preflight)? {
             return Ok(response);
         }
-        self.authenticate(ctx, &request)?;
-        self.subscription(ctx)?;
-        self.scopes(ctx)?;
-        self.throttle(ctx)?;
-        if let Some(response) = self.response_cache(ctx, &request) {
+        phase(traced, "authenticate", || self.authenticate(ctx, &request))?;
+        phase(traced, "subscription", || self.subscription(ctx))?;
+        phase(traced, "scopes", || self.scopes(ctx))?;
+        phase(traced, "throttle", || self.throttle(ctx))?;
+        if let Some(response) = phase(traced, "response cache", || {
+            self.response_cache(ctx, &request)
+        }) {
             return Ok(response);
         }
-        self.upstream(ctx, request).await
+        if traced {
+            use tracing::Instrument;
+            let span =
+                tracing::info_span!("upstream", otel.name = "upstream", otel.kind = "client");
+            self.upstream(ctx, request).instrument(span).await
+        } else {
+            self.upstream(ctx, request).await
+        }
+    }
+
+    /// What an operator filters traces by: API, version, application, status, cache hit
+    /// and, for refusals, WSO2's error code.
+    fn record_attributes(span: &tracing::Span, ctx: &RequestCtx, response: &Response<GatewayBody>) {
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(route) = ctx.route.as_ref() {
+            span.record("gatehouse.api", route.api.name.as_str());
+            span.record("gatehouse.api_version", route.api.version.as_str());
+        }
+        if let Some(claims) = ctx.claims.as_ref() {
+            span.record("gatehouse.application", claims.application_name.as_str());
+        }
+        span.record("gatehouse.cache_hit", ctx.cache_hit);
     }
 
     /// `/healthz` (alive), `/readyz` (has a configuration and follows the log) and
@@ -564,9 +601,9 @@ impl Gateway {
             }
         };
         let (mut parts, body) = request.into_parts();
-        if let Some(span) = ctx.span.as_ref() {
-            // The backend's parent is the gateway's span.
-            for (name, value) in gatehouse_node::telemetry::inject(span) {
+        if ctx.span.is_some() {
+            // The backend's parent is the gateway's upstream span (the current one).
+            for (name, value) in gatehouse_node::telemetry::inject(&tracing::Span::current()) {
                 if let (Ok(name), Ok(value)) = (
                     http::HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(&value),
@@ -682,4 +719,13 @@ fn json(status: StatusCode, body: String) -> Response<GatewayBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Runs one synchronous phase, in a child span of the request's span when `traced`.
+fn phase<T>(traced: bool, name: &'static str, run: impl FnOnce() -> T) -> T {
+    if traced {
+        tracing::info_span!("phase", otel.name = name, gatehouse.phase = name).in_scope(run)
+    } else {
+        run()
+    }
 }
