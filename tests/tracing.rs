@@ -391,7 +391,7 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
         ],
     );
     let spans = collector.wait(
-        "control's span and both replicas' apply spans in the publish trace",
+        "control's span, token-service's and both replicas' apply spans in the publish trace",
         |spans| {
             let t: Vec<&Received> = spans
                 .iter()
@@ -403,6 +403,7 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
                 .map(|s| s.instance.as_str())
                 .collect();
             t.iter().any(|s| s.service == "control")
+                && t.iter().any(|s| s.service == "token-service")
                 && replicas.contains("gw1")
                 && replicas.contains("gw2")
         },

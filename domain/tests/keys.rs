@@ -297,3 +297,34 @@ fn token_revocation_is_recorded_once() {
     let restored = State::from_snapshot(state.to_snapshot());
     assert_eq!(restored, state);
 }
+
+#[test]
+fn the_config_hash_ignores_secret_hashes() {
+    use gatehouse_domain::{Command, EventMeta, State, handle};
+    use gatehouse_proto::events::OAuthClient;
+    let mut state = State::new();
+    let events = handle(
+        &state,
+        Command::RegisterClient {
+            client: OAuthClient {
+                client_id: "admin".into(),
+                secret_hash: "$argon2id$v=19$...".into(),
+                admin_scopes: vec!["apim:admin".into()],
+                ..Default::default()
+            },
+        },
+    )
+    .unwrap();
+    for event in events {
+        let next = state.sequence() + 1;
+        state
+            .apply(next, &event.envelope(EventMeta::default()))
+            .unwrap();
+    }
+    let mut public = state.to_snapshot();
+    public.clients[0].secret_hash.clear();
+    assert_eq!(
+        State::from_snapshot(public).config_hash(),
+        state.config_hash()
+    );
+}

@@ -527,7 +527,12 @@ async fn seed_flow_through_three_replicas_with_real_processes() {
             .filter_map(|g| g.status.as_ref().map(|s| (g, s)))
             .collect();
         let caught_up = ours.len() == 3
-            && ours.iter().all(|(g, s)| g.alive && g.lag == 0 && !s.stale)
+            && ours
+                .iter()
+                .all(|(g, s)| g.alive && g.in_sync && g.lag == 0 && !s.stale)
+            && ours
+                .iter()
+                .all(|(_, s)| s.config_hash == listing.control_config_hash)
             && ours
                 .windows(2)
                 .all(|w| w[0].1.config_hash == w[1].1.config_hash);
@@ -749,4 +754,84 @@ async fn wait_for_saved_sequence(dir: &Path, gw: &Gateway) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A replica without NATS follows control's `GatewaySync.WatchEvents` stream, and picks
+/// it up again from the next sequence when control restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_nats_follows_controls_event_stream() {
+    let bin_dir = build_binaries();
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let nats = NatsServer::start();
+    let control_port = free_port();
+    let mut control = Proc::start(
+        "control",
+        &bin_dir.join("control"),
+        [
+            "--listen",
+            &format!("127.0.0.1:{control_port}"),
+            "--data-dir",
+            &work.path().join("control").display().to_string(),
+            "--token-service-url",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--nats-url",
+            &nats.url(),
+        ]
+        .map(String::from)
+        .to_vec(),
+        "control ready on",
+        &logs,
+    );
+    // The admin side writes to the same stream directly (control's admin API needs
+    // token-service; this test is about the gateway's sync path).
+    let log: std::sync::Arc<dyn gatehouse_eventlog::EventLog> = std::sync::Arc::new(
+        gatehouse_eventlog::NatsLog::connect(gatehouse_eventlog::NatsLogConfig::new(nats.url()))
+            .await
+            .unwrap(),
+    );
+    let world = World::on(log, None).await;
+    let (echo, _) = echo_backend("echo").await;
+    world
+        .publish_api(
+            "api",
+            api("A", "/a", "1.0.0", resources(&[("GET", "/x")]), &[echo]),
+        )
+        .await;
+    world.application("app", "").await;
+    world.subscribe("sub", "app", "api", "Unlimited").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.control_url = format!("http://127.0.0.1:{control_port}");
+    assert!(config.log.nats_url.is_none());
+    let gw = gatehouse_gateway::start(config, None).await.unwrap();
+    wait_for_sequence(&gw, world.sequence()).await;
+    let http = HttpClient::default();
+    let base = vec![format!("http://{}", gw.http_addr)];
+    let token = world.token("app", false, "");
+    converge(&http, &base, "/a/1.0.0/x", &token, StatusCode::OK).await;
+    world.lifecycle("api", Lifecycle::Blocked).await;
+    converge(
+        &http,
+        &base,
+        "/a/1.0.0/x",
+        &token,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+
+    control.restart();
+    world.lifecycle("api", Lifecycle::Published).await;
+    converge(&http, &base, "/a/1.0.0/x", &token, StatusCode::OK).await;
+    wait_for_sequence(&gw, world.sequence()).await;
+    assert_eq!(
+        gw.gateway
+            .metrics
+            .resyncs
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a broken stream is followed again, not resynced"
+    );
+    gw.shutdown().await;
 }

@@ -29,8 +29,9 @@ use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
 /// log in the node's data directory.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct LogArgs {
-    /// NATS server URL (e.g. nats://localhost:4222). Without it, the embedded log in the
-    /// data directory is used.
+    /// NATS server URL (e.g. nats://localhost:4222). Without it: control and
+    /// token-service use an embedded log in their data directory; a gateway follows
+    /// control's WatchEvents stream.
     #[arg(long = "nats-url", env = "GATEHOUSE_NATS_URL")]
     pub nats_url: Option<String>,
     /// JetStream stream holding the events.
