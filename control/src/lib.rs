@@ -120,14 +120,7 @@ pub async fn serve_on_log(
     health
         .set_serving::<ControlPlaneServer<ControlService>>()
         .await;
-    // grpcurl 1.8 speaks reflection v1alpha only; newer clients use v1: serve both.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = gatehouse_node::grpc::reflection()?;
 
     let key_manager = tonic::transport::Endpoint::from_shared(config.token_service_url.clone())
         .with_context(|| format!("invalid token-service URL {:?}", config.token_service_url))?

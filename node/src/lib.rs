@@ -12,6 +12,7 @@
 //! - [`shutdown_signal`]: process plumbing.
 
 pub mod commands;
+pub mod grpc;
 pub mod metrics;
 pub mod read_model;
 pub mod status;

@@ -225,14 +225,7 @@ async fn run(
     health
         .set_serving::<KeyManagerServer<KeyManagerService>>()
         .await;
-    // grpcurl 1.8 speaks reflection v1alpha only; newer clients use v1: serve both.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = gatehouse_node::grpc::reflection()?;
 
     // One shutdown signal for both servers.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
