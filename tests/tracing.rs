@@ -433,3 +433,41 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
         "token-service applies it too: {t:#?}"
     );
 }
+
+/// With `GATEHOUSE_LOG_FORMAT=json`, a log line inside a traced request carries the
+/// request's trace id.
+#[test]
+fn json_log_lines_carry_the_trace_id() {
+    let (_collector, otlp) = start_collector();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{otlp}");
+    let mut backend = Node::spawn(
+        "client-service",
+        dir.path(),
+        &["client-service", "--port", &port.to_string()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("GATEHOUSE_LOG_FORMAT", "json"),
+        ],
+    );
+    backend.wait_until("listening", || listening(port));
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    support::run_ok(
+        "curl",
+        &[
+            "-s",
+            "-H",
+            &format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01"),
+            &format!("http://127.0.0.1:{port}/users"),
+        ],
+    );
+    backend.wait_for_output(&format!("\"trace_id\":\"{trace_id}\""));
+    let output = backend.output();
+    let handled = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|v| v["fields"]["message"] == "handled")
+        .unwrap_or_else(|| panic!("no JSON 'handled' line:\n{output}"));
+    assert_eq!(handled["span"]["trace_id"], trace_id, "{handled}");
+}

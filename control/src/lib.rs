@@ -145,6 +145,7 @@ pub async fn serve_on_log(
                 otel.name = %request.uri().path(),
                 otel.kind = "server",
                 rpc.system = "grpc",
+                trace_id = tracing::field::Empty,
             );
             gatehouse_node::telemetry::set_parent_from(
                 &span,

@@ -167,6 +167,7 @@ impl Gateway {
                 gatehouse.gateway_id = %self.gateway_id,
                 gatehouse.cache_hit = tracing::field::Empty,
                 gatehouse.error_code = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             );
             gatehouse_node::telemetry::set_parent_from(
                 &span,

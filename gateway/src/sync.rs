@@ -470,7 +470,8 @@ fn apply(state: &mut State, (sequence, mut envelope): (u64, EventEnvelope)) -> R
     let span = tracing::info_span!(
         "apply event",
         otel.name = "gateway apply event",
-        log.sequence = sequence
+        log.sequence = sequence,
+        trace_id = tracing::field::Empty,
     );
     if !envelope.traceparent.is_empty() {
         gatehouse_node::telemetry::set_parent_from(

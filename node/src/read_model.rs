@@ -81,6 +81,7 @@ impl ReadModel {
             otel.name = "apply event",
             log.sequence = record.sequence,
             log.subject = %record.subject,
+            trace_id = tracing::field::Empty,
         );
         crate::telemetry::set_parent_from(
             &span,

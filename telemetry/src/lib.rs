@@ -12,7 +12,7 @@
 //! [`inject`] writes the current span's context for the next hop.
 //!
 //! Logs go to stderr (or stdout, see [`init_with`]), filtered by `RUST_LOG` (default `info`); `GATEHOUSE_LOG_FORMAT=json`
-//! makes them JSON lines that carry the span fields.
+//! makes them JSON lines that carry the span fields, the trace id among them.
 
 use std::collections::HashMap;
 
@@ -202,6 +202,18 @@ pub fn set_parent_from<'a>(
     use opentelemetry::trace::TraceContextExt;
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
+    }
+    record_trace_id(span);
+}
+
+/// Records the span's trace id in its `trace_id` field (when it declares one and traces
+/// are exported), so JSON log lines inside the span carry it.
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string().as_str());
     }
 }
 

@@ -80,6 +80,7 @@ async fn observe(State(info): State<ServiceInfo>, request: Request, next: Next) 
         %path,
         traceparent = traceparent.as_deref().unwrap_or("-"),
         http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
     gatehouse_telemetry::set_parent_from(
         &span,
