@@ -132,7 +132,7 @@ wait_port "$NATS_PORT"
 token=$(taskset -c "$LOAD_CPU" "$seed_bin" "nats://127.0.0.1:$NATS_PORT" "http://127.0.0.1:$BACKEND_PORT")
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$gateway_bin" \
   --gateway-id bench \
-  --http-listen "127.0.0.1:$GW_HTTP_PORT" --https-listen "127.0.0.1:$GW_HTTPS_PORT" \
+  --listen-http "127.0.0.1:$GW_HTTP_PORT" --listen-https "127.0.0.1:$GW_HTTPS_PORT" \
   --nats-url "nats://127.0.0.1:$NATS_PORT" --control-url "http://127.0.0.1:1" \
   --data-dir "$work/gateway" --access-log false ${GATEWAY_ARGS:-} > "$work/gateway.log" 2>&1 &
 gateway_pid=$!

@@ -71,14 +71,14 @@ use crate::throttle::Throttler;
 pub struct GatewayConfig {
     /// Address of the HTTPS listener (HTTP/2 and HTTP/1.1 by ALPN).
     #[arg(
-        long = "https-listen",
+        long = "listen-https",
         env = "GATEHOUSE_GATEWAY_HTTPS_LISTEN",
         default_value = "0.0.0.0:8243"
     )]
     pub https_listen: SocketAddr,
     /// Address of the plain HTTP listener.
     #[arg(
-        long = "http-listen",
+        long = "listen-http",
         env = "GATEHOUSE_GATEWAY_HTTP_LISTEN",
         default_value = "0.0.0.0:8280"
     )]

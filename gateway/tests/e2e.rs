@@ -333,9 +333,9 @@ fn gateway_proc(
     let args = vec![
         "--gateway-id".into(),
         id.into(),
-        "--https-listen".into(),
+        "--listen-https".into(),
         format!("127.0.0.1:{https_port}"),
-        "--http-listen".into(),
+        "--listen-http".into(),
         format!("127.0.0.1:{http_port}"),
         "--control-url".into(),
         format!("http://127.0.0.1:{control_port}"),
