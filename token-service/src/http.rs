@@ -316,19 +316,30 @@ async fn token(
     ))
 }
 
+/// What revoke and introspect both start with: an authenticated client and the `token`
+/// parameter.
+async fn authenticated_token_request(
+    authority: &Authority,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(gatehouse_proto::events::OAuthClient, String), OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let credentials = client_credentials(headers, &form)?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
+        .to_string();
+    let client = authenticate(authority, credentials).await?;
+    Ok((client, token))
+}
+
 /// `POST /oauth2/revoke`: RFC 7009. 200 whether or not there was anything to revoke.
 async fn revoke(
     State(authority): State<Arc<Authority>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let credentials = client_credentials(&headers, &form)?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
-        .to_string();
-    let client = authenticate(&authority, credentials).await?;
+    let (client, token) = authenticated_token_request(&authority, &headers, &body).await?;
     let ctx = call_context(&headers, &client.client_id);
     match authority.revoke(&client.client_id, &token, &ctx).await {
         Ok(revoked) => {
@@ -356,13 +367,7 @@ async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let credentials = client_credentials(&headers, &form)?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
-        .to_string();
-    authenticate(&authority, credentials).await?;
+    let (_client, token) = authenticated_token_request(&authority, &headers, &body).await?;
     let body = match authority.live_claims(&token) {
         Ok(c) => json!({
             "active": true,
