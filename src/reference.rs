@@ -2,52 +2,50 @@
 //! generated from the very clap definitions the binaries parse, so the README's copy
 //! (checked by a test) cannot drift.
 
-use clap::{Args, Command, CommandFactory};
+use clap::{Command, CommandFactory};
 
 /// One way to run a Gatehouse process.
 pub struct Role {
     /// `gatehouse <name>`; also the name of the stand-alone binary, where there is one.
-    pub name: &'static str,
-    pub summary: &'static str,
+    pub name: String,
+    pub summary: String,
     pub command: Command,
 }
 
-/// Every role, with its clap command.
+/// Every role: each subcommand of [`crate::cli::Cli`] that takes flags, with its clap
+/// command — so a flag added to any node's configuration is in the reference at once.
+/// (`order-service` has the same flags as `client-service`; `healthcheck` is a probe.)
 pub fn roles() -> Vec<Role> {
-    vec![
-        Role {
-            name: "up",
-            summary: "the all-in-one",
-            command: crate::up::UpConfig::augment_args(Command::new("up")),
-        },
-        Role {
-            name: "control",
-            summary: "the control plane (also the `control` binary)",
-            command: gatehouse_control::ControlConfig::augment_args(Command::new("control")),
-        },
-        Role {
-            name: "token-service",
-            summary: "the key manager (also the `token-service` binary)",
-            command: gatehouse_token_service::TokenServiceConfig::augment_args(Command::new(
-                "token-service",
-            )),
-        },
-        Role {
-            name: "gateway",
-            summary: "a gateway replica (also the `gateway` binary)",
-            command: gatehouse_gateway::GatewayConfig::augment_args(Command::new("gateway")),
-        },
-        Role {
-            name: "bootstrap",
-            summary: "seeds the demo through the admin API",
-            command: crate::bootstrap::BootstrapConfig::augment_args(Command::new("bootstrap")),
-        },
-        Role {
-            name: "client-service",
-            summary: "the demo backends (also `order-service`, and their own binaries)",
-            command: service_kit::server::Cli::command(),
-        },
-    ]
+    crate::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set() && !matches!(c.get_name(), "order-service" | "healthcheck"))
+        .map(|command| {
+            let name = command.get_name().to_string();
+            let summary = match name.as_str() {
+                "up" => "the all-in-one",
+                "control" => "the control plane (also the `control` binary)",
+                "token-service" => "the key manager (also the `token-service` binary)",
+                "gateway" => "a gateway replica (also the `gateway` binary)",
+                "bootstrap" => "seeds the demo through the admin API",
+                "client-service" => {
+                    "the demo backends (also `order-service`, and their own binaries)"
+                }
+                _ => "",
+            };
+            Role {
+                summary: if summary.is_empty() {
+                    command
+                        .get_about()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                } else {
+                    summary.to_string()
+                },
+                name,
+                command: command.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The environment variables `role` reads: its flags' and the telemetry ones.

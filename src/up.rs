@@ -8,6 +8,10 @@
 //! `<data-dir>/all-in-one.json`, what a later start needs and may show: the admin
 //! client's id, MyPythonApp's consumer key and the backends' ports — never a secret.
 //!
+//! [`run`] is a sequence of named steps: [`DataDir::prepare`], [`check_ports_free`],
+//! [`open_log`], [`start_backends`], [`start_nodes`], [`wait_until_serving`],
+//! [`seed_first_start`], the banner, then [`Nodes::run_until`] the shutdown.
+//!
 //! Shutdown (Ctrl-C, SIGTERM) stops every node gracefully: in-flight calls finish, and
 //! every change acknowledged before was fsync'd to the log when it was acknowledged.
 
@@ -18,8 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
+use gatehouse_node::{NodeContext, RuntimeArgs, Shutdown};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::bootstrap::{self, BootstrapConfig};
@@ -57,6 +62,15 @@ pub struct UpConfig {
     /// Start empty: no demo APIs, application or keys (do the seed's steps by hand).
     #[arg(long = "no-demo")]
     pub no_demo: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `gatehouse up`'s main: quiet logs by default (the nodes print their own "ready on"
+/// lines), a span per gateway request when traces are exported.
+pub fn main(config: UpConfig) -> std::process::ExitCode {
+    let runtime = config.runtime.clone();
+    gatehouse_node::run_node("gatehouse", "warn", &runtime, |node| run(config, node))
 }
 
 /// What a later start needs from the first one (no secrets).
@@ -71,78 +85,152 @@ struct Remembered {
 
 const REMEMBERED: &str = "all-in-one.json";
 
-impl Remembered {
-    fn load(dir: &Path) -> anyhow::Result<Option<Remembered>> {
-        let path = dir.join(REMEMBERED);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+/// The data directory, checked writable, and what an earlier start left in it.
+pub struct DataDir {
+    path: PathBuf,
+    remembered: Option<Remembered>,
+}
+
+impl DataDir {
+    /// Step 1: creates the directory if needed, checks it is writable, and reads what
+    /// an earlier start remembered.
+    pub fn prepare(path: &Path) -> anyhow::Result<DataDir> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the data directory {}", path.display()))?;
+        let probe = path.join(".writable");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("the data directory {} is not writable", path.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        let file = path.join(REMEMBERED);
+        let remembered = match std::fs::read(&file) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
                 format!(
                     "{} is damaged; delete the data directory to start over",
-                    path.display()
+                    file.display()
                 )
-            })?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        };
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            remembered,
+        })
     }
 
-    fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let path = dir.join(REMEMBERED);
-        let tmp = dir.join(format!("{REMEMBERED}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+    fn remember(&self, remembered: &Remembered) -> anyhow::Result<()> {
+        let path = self.path.join(REMEMBERED);
+        let tmp = self.path.join(format!("{REMEMBERED}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(remembered)?)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .with_context(|| format!("cannot write {}", path.display()))
     }
-}
 
-/// Parses a clap `Args` struct from no arguments: its defaults (and environment).
-fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let command = T::augment_args(clap::Command::new("defaults")).no_binary_name(true);
-    let matches = command
-        .try_get_matches_from(std::iter::empty::<String>())
-        .expect("defaults parse");
-    T::from_arg_matches(&matches).expect("defaults parse")
-}
-
-/// Checks a port is free before anything starts, for a one-line error.
-fn ensure_free(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr} for {what}: {e} (is another Gatehouse running? stop it, or pick another port with the flags of `gatehouse up --help`)"
-        )
-    })
-}
-
-fn local(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
+    fn first_start(&self) -> bool {
+        self.remembered.is_none()
     }
 }
 
-fn random_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+/// The all-in-one's admin client: its id, and its secret on the first start only (then
+/// token-service keeps its hash, and this process forgets it).
+#[derive(Clone)]
+pub struct AdminClient {
+    pub client_id: String,
+    /// `Some` only on the first start.
+    pub secret: Option<String>,
 }
 
-type Node = (&'static str, JoinHandle<anyhow::Result<()>>);
+impl AdminClient {
+    /// A new client with a random secret on the first start; the remembered id after.
+    fn for_start(data: &DataDir) -> AdminClient {
+        match &data.remembered {
+            Some(r) => AdminClient {
+                client_id: r.admin_client_id.clone(),
+                secret: None,
+            },
+            None => AdminClient {
+                client_id: "gatehouse-admin".to_string(),
+                secret: Some(format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )),
+            },
+        }
+    }
 
-/// Runs the all-in-one until Ctrl-C. `tracing`: spans are exported, so the gateway
-/// makes a span per request.
-pub async fn run(config: UpConfig, tracing: bool) -> anyhow::Result<()> {
-    let data = config.data_dir.clone();
-    std::fs::create_dir_all(&data)
-        .with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let probe = data.join(".writable");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("the data directory {} is not writable", data.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    let remembered = Remembered::load(&data)?;
+    /// The secret as the banner shows it, and a note on whether it is shown again.
+    fn shown(&self) -> (String, &'static str) {
+        match &self.secret {
+            Some(secret) => (secret.clone(), SHOWN_ONCE),
+            None => (
+                "<admin secret shown at first start>".to_string(),
+                "the secret was shown at first start only",
+            ),
+        }
+    }
+}
 
+const SHOWN_ONCE: &str = "shown once: note it now";
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("client_id", &self.client_id)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Runs the all-in-one until `node.shutdown`.
+pub async fn run(config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
+    let data = DataDir::prepare(&config.data_dir)?;
+    check_ports_free(&config)?;
+    let (log, described) = open_log(&config).await?;
+    println!("Gatehouse all-in-one, {described}");
+
+    let mut nodes = Nodes::new(node.shutdown.clone());
+    let backends = start_backends(&config, &data, &mut nodes).await?;
+    let admin = AdminClient::for_start(&data);
+    start_nodes(&config, &data, log, &admin, node.tracing, &mut nodes);
+    let started = tokio::select! {
+        r = wait_until_serving(&config) => r,
+        failed = nodes.first_failure() => Err(failed),
+    };
+    if let Err(e) = started {
+        nodes.stop().await;
+        return Err(e);
+    }
+
+    let bootstrap_config = bootstrap_config(&config, &admin, &backends);
+    let seeded = match seed_first_start(&config, &data, &admin, &backends, &bootstrap_config).await
+    {
+        Ok(seeded) => seeded,
+        Err(e) => {
+            nodes.stop().await;
+            return Err(e);
+        }
+    };
+    let remembered_demo = data
+        .remembered
+        .as_ref()
+        .filter(|r| !r.consumer_key.is_empty());
+    if seeded.is_some() || remembered_demo.is_some() {
+        print_banner(
+            &config,
+            &bootstrap_config,
+            &admin,
+            remembered_demo,
+            seeded.as_ref(),
+        );
+    } else {
+        print_empty_banner(&config, &bootstrap_config, &admin, &backends);
+    }
+    nodes.run_until(&node.shutdown).await
+}
+
+/// Step 2: every port is free before anything starts, for a one-line error.
+pub fn check_ports_free(config: &UpConfig) -> anyhow::Result<()> {
     for (addr, what) in [
         (config.control_listen, "control's gRPC admin API"),
         (
@@ -153,231 +241,194 @@ pub async fn run(config: UpConfig, tracing: bool) -> anyhow::Result<()> {
         (config.gateway_https_listen, "the gateway's HTTPS listener"),
         (config.gateway_http_listen, "the gateway's HTTP listener"),
     ] {
-        ensure_free(addr, what)?;
-    }
-
-    let log: Arc<dyn EventLog> = match &config.nats {
-        Some(url) => Arc::new(
-            NatsLog::connect(NatsLogConfig::new(url.clone()))
-                .await
-                .with_context(|| format!("cannot use the event log on NATS at {url}"))?,
-        ),
-        None => {
-            let dir = data.join("eventlog");
-            Arc::new(
-                FileLog::open(&dir)
-                    .with_context(|| format!("cannot open the event log in {}", dir.display()))?,
+        std::net::TcpListener::bind(addr).map(drop).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} for {what}: {e} (is another Gatehouse running? stop it, or pick another port with the flags of `gatehouse up --help`)"
             )
-        }
-    };
-    let describe = match &config.nats {
-        Some(url) => format!("event log on NATS at {url}"),
-        None => format!("embedded event log in {}", data.join("eventlog").display()),
-    };
-    println!("Gatehouse all-in-one, {describe}");
+        })?;
+    }
+    Ok(())
+}
 
-    // The backends first: their ports go into the APIs' endpoints.
-    let backend = |port: u16, name: &str| {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let name = name.to_string();
-        async move {
-            tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot listen on {addr} for {name} (its port was chosen at first start; free it, or delete the data directory to start over)")
-            })
+/// Step 3: the event log every node of this process shares, and how to describe it.
+pub async fn open_log(config: &UpConfig) -> anyhow::Result<(Arc<dyn EventLog>, String)> {
+    match &config.nats {
+        Some(url) => {
+            let log = NatsLog::connect(NatsLogConfig::new(url.clone()))
+                .await
+                .with_context(|| format!("cannot use the event log on NATS at {url}"))?;
+            Ok((Arc::new(log), format!("event log on NATS at {url}")))
         }
-    };
-    // A port given on the command line wins; else the one kept from the first start;
-    // else (0) a free one.
+        None => {
+            let dir = config.data_dir.join("eventlog");
+            let log = FileLog::open(&dir)
+                .with_context(|| format!("cannot open the event log in {}", dir.display()))?;
+            Ok((
+                Arc::new(log),
+                format!("embedded event log in {}", dir.display()),
+            ))
+        }
+    }
+}
+
+/// Where the demo backends listen.
+pub struct Backends {
+    pub client_service: SocketAddr,
+    pub order_service: SocketAddr,
+}
+
+/// Step 4: the backends first, since their ports go into the APIs' endpoints. A port
+/// given on the command line wins; else the one kept from the first start; else (0) a
+/// free one.
+pub async fn start_backends(
+    config: &UpConfig,
+    data: &DataDir,
+    nodes: &mut Nodes,
+) -> anyhow::Result<Backends> {
+    let kept = data.remembered.as_ref();
     let port = |flag: u16, kept: Option<u16>| if flag != 0 { flag } else { kept.unwrap_or(0) };
-    let client_listener = backend(
-        port(
-            config.client_service_port,
-            remembered.as_ref().map(|r| r.client_service_port),
-        ),
-        "client-service",
-    )
-    .await?;
-    let order_listener = backend(
-        port(
-            config.order_service_port,
-            remembered.as_ref().map(|r| r.order_service_port),
-        ),
-        "order-service",
-    )
-    .await?;
-    let client_addr = client_listener.local_addr()?;
-    let order_addr = order_listener.local_addr()?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let mut nodes: Vec<Node> = Vec::new();
-    for (listener, info, router) in [
+    let mut addrs = Vec::new();
+    for (port, info, router) in [
         (
-            client_listener,
+            port(
+                config.client_service_port,
+                kept.map(|r| r.client_service_port),
+            ),
             client_service::SERVICE,
             client_service::router(),
         ),
         (
-            order_listener,
+            port(
+                config.order_service_port,
+                kept.map(|r| r.order_service_port),
+            ),
             order_service::SERVICE,
             order_service::router(),
         ),
     ] {
-        let shutdown = stop();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for {} (its port was chosen at first start; free it, or delete the data directory to start over)", info.name)
+        })?;
         let addr = listener.local_addr()?;
         println!("{} ready on http://{addr}", info.name);
-        nodes.push((
-            info.name,
-            tokio::spawn(async move {
-                service_kit::server::serve(info, listener, router, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from)
-            }),
-        ));
+        let shutdown = nodes.shutdown.wait_owned();
+        nodes.spawn(info.name, async move {
+            service_kit::server::serve(info, listener, router, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+        addrs.push(addr);
     }
+    Ok(Backends {
+        client_service: addrs[0],
+        order_service: addrs[1],
+    })
+}
 
+/// Step 5: control, token-service and the gateway on the shared log, each with its
+/// flags' defaults except where the all-in-one decides.
+pub fn start_nodes(
+    config: &UpConfig,
+    data: &DataDir,
+    log: Arc<dyn EventLog>,
+    admin: &AdminClient,
+    tracing: bool,
+    nodes: &mut Nodes,
+) {
     let mut control: gatehouse_control::ControlConfig = defaults();
     control.listen = config.control_listen;
-    control.data_dir = data.join("control");
+    control.data_dir = data.path.join("control");
     control.token_service_url = format!("http://{}", local(config.token_grpc_listen));
-    nodes.push((
+    nodes.spawn(
         "control",
-        tokio::spawn(gatehouse_control::serve_on_log(
-            control,
-            log.clone(),
-            stop(),
-        )),
-    ));
+        gatehouse_control::serve_on_log(control, log.clone(), nodes.shutdown.clone()),
+    );
 
-    // First start: a new admin client, whose secret only this run knows.
-    let admin = match &remembered {
-        Some(r) => (r.admin_client_id.clone(), None),
-        None => ("gatehouse-admin".to_string(), Some(random_secret())),
-    };
     let mut token: gatehouse_token_service::TokenServiceConfig = defaults();
     token.listen_https = config.token_https_listen;
     token.listen_grpc = config.token_grpc_listen;
-    token.data_dir = data.join("token-service");
-    token.admin_client_id = admin.1.as_ref().map(|_| admin.0.clone());
-    token.admin_client_secret = admin.1.clone();
-    nodes.push((
+    token.data_dir = data.path.join("token-service");
+    // Only the first start registers the admin client (the configured secret wins).
+    if let Some(secret) = &admin.secret {
+        token.admin_client_id = Some(admin.client_id.clone());
+        token.admin_client_secret = Some(secret.clone());
+    }
+    nodes.spawn(
         "token-service",
-        tokio::spawn(gatehouse_token_service::serve_on_log(
-            token,
-            log.clone(),
-            stop(),
-        )),
-    ));
+        gatehouse_token_service::serve_on_log(token, log.clone(), nodes.shutdown.clone()),
+    );
 
     let mut gateway: gatehouse_gateway::GatewayConfig = defaults();
     gateway.https_listen = config.gateway_https_listen;
     gateway.http_listen = config.gateway_http_listen;
     gateway.control_url = format!("http://{}", local(config.control_listen));
-    gateway.data_dir = data.join("gateway");
+    gateway.data_dir = data.path.join("gateway");
     gateway.gateway_id = Some("gateway-1".into());
     gateway.access_log = false;
     gateway.trace_requests = tracing;
-    nodes.push((
+    nodes.spawn(
         "gateway",
-        tokio::spawn(gatehouse_gateway::serve_with_log(
-            gateway,
-            log.clone(),
-            stop(),
-        )),
-    ));
+        gatehouse_gateway::serve(gateway, Some(log), nodes.shutdown.clone()),
+    );
+}
 
-    let outcome = tokio::select! {
-        r = wait_until_serving(&config) => r,
-        failed = first_failure(&mut nodes) => Err(failed),
-    };
-    if let Err(e) = outcome {
-        stop_all(&stop_tx, nodes).await;
-        return Err(e);
-    }
-
-    let token_url = format!("https://localhost:{}", config.token_https_listen.port());
-    let gateway_url = format!("https://localhost:{}", config.gateway_https_listen.port());
-    let bootstrap_config = BootstrapConfig {
+fn bootstrap_config(
+    config: &UpConfig,
+    admin: &AdminClient,
+    backends: &Backends,
+) -> BootstrapConfig {
+    BootstrapConfig {
         control_url: format!("http://{}", local(config.control_listen)),
         token_url: format!("https://{}", local(config.token_https_listen)),
-        admin_client_id: admin.0.clone(),
-        admin_client_secret: admin.1.clone().unwrap_or_default(),
-        client_service_url: format!("http://{client_addr}"),
-        order_service_url: format!("http://{order_addr}"),
-        public_token_url: token_url.clone(),
-        public_gateway_url: gateway_url.clone(),
-    };
-    let seeded = match &remembered {
-        None if config.no_demo => {
-            Remembered {
-                admin_client_id: admin.0.clone(),
-                application_id: String::new(),
-                consumer_key: String::new(),
-                client_service_port: client_addr.port(),
-                order_service_port: order_addr.port(),
-            }
-            .save(&data)?;
-            None
-        }
-        None => {
-            let seeded = match bootstrap::run(&bootstrap_config).await {
-                Ok(seeded) => seeded,
-                Err(e) => {
-                    stop_all(&stop_tx, nodes).await;
-                    return Err(e.context("seeding the demo failed"));
-                }
-            };
-            Remembered {
-                admin_client_id: admin.0.clone(),
-                application_id: seeded.application_id.clone(),
-                consumer_key: seeded.consumer_key.clone(),
-                client_service_port: client_addr.port(),
-                order_service_port: order_addr.port(),
-            }
-            .save(&data)?;
-            Some(seeded)
-        }
-        Some(_) => None,
-    };
-
-    let demo = seeded.is_some()
-        || remembered
-            .as_ref()
-            .is_some_and(|r| !r.consumer_key.is_empty());
-    if demo {
-        print_banner(
-            &config,
-            &bootstrap_config,
-            &admin,
-            remembered.as_ref(),
-            seeded.as_ref(),
-        );
-    } else {
-        print_empty_banner(&config, &bootstrap_config, &admin, client_addr, order_addr);
-    }
-
-    let failed = tokio::select! {
-        () = gatehouse_node::shutdown_signal() => None,
-        failed = first_failure(&mut nodes) => Some(failed),
-    };
-    println!("stopping Gatehouse...");
-    stop_all(&stop_tx, nodes).await;
-    match failed {
-        None => {
-            println!("stopped");
-            Ok(())
-        }
-        Some(e) => Err(e),
+        admin_client_id: admin.client_id.clone(),
+        admin_client_secret: admin.secret.clone().unwrap_or_default(),
+        client_service_url: format!("http://{}", backends.client_service),
+        order_service_url: format!("http://{}", backends.order_service),
+        public_token_url: format!("https://localhost:{}", config.token_https_listen.port()),
+        public_gateway_url: format!("https://localhost:{}", config.gateway_https_listen.port()),
     }
 }
 
-/// Polls until every node answers.
-async fn wait_until_serving(config: &UpConfig) -> anyhow::Result<()> {
+/// Step 7: on the first start only, seeds the demo (unless `--no-demo`) and remembers
+/// what later starts need. `Some` when this start seeded it.
+pub async fn seed_first_start(
+    config: &UpConfig,
+    data: &DataDir,
+    admin: &AdminClient,
+    backends: &Backends,
+    bootstrap_config: &BootstrapConfig,
+) -> anyhow::Result<Option<bootstrap::Seeded>> {
+    if !data.first_start() {
+        return Ok(None);
+    }
+    let seeded = if config.no_demo {
+        None
+    } else {
+        Some(
+            bootstrap::run(bootstrap_config)
+                .await
+                .context("seeding the demo failed")?,
+        )
+    };
+    data.remember(&Remembered {
+        admin_client_id: admin.client_id.clone(),
+        application_id: seeded
+            .as_ref()
+            .map(|s| s.application_id.clone())
+            .unwrap_or_default(),
+        consumer_key: seeded
+            .as_ref()
+            .map(|s| s.consumer_key.clone())
+            .unwrap_or_default(),
+        client_service_port: backends.client_service.port(),
+        order_service_port: backends.order_service.port(),
+    })?;
+    Ok(seeded)
+}
+
+/// Step 6: polls until every node answers on its port.
+pub async fn wait_until_serving(config: &UpConfig) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for (addr, what) in [
         (config.control_listen, "control"),
@@ -396,33 +447,91 @@ async fn wait_until_serving(config: &UpConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes when a node stops by itself: an error, or an unexpected end.
-async fn first_failure(nodes: &mut [Node]) -> anyhow::Error {
-    loop {
-        for (name, handle) in nodes.iter_mut() {
+/// The tasks of every node and backend of this process, and the shutdown they share.
+pub struct Nodes {
+    shutdown: Shutdown,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Nodes {
+    fn new(shutdown: Shutdown) -> Nodes {
+        Nodes {
+            shutdown,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.tasks.push((name, tokio::spawn(task)));
+    }
+
+    /// Completes when a node stops by itself: an error, or an unexpected end.
+    async fn first_failure(&mut self) -> anyhow::Error {
+        loop {
+            for (name, handle) in self.tasks.iter_mut() {
+                if handle.is_finished() {
+                    return match handle.await {
+                        Ok(Err(e)) => e.context(format!("{name} failed")),
+                        Ok(Ok(())) => anyhow::anyhow!("{name} stopped unexpectedly"),
+                        Err(e) => anyhow::anyhow!("{name} crashed: {e}"),
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Last step: serves until `shutdown` (or until a node fails), then stops them all.
+    pub async fn run_until(mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let failed = tokio::select! {
+            () = shutdown.wait() => None,
+            failed = self.first_failure() => Some(failed),
+        };
+        println!("stopping Gatehouse...");
+        self.stop().await;
+        match failed {
+            None => {
+                println!("stopped");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Triggers the shared shutdown and waits for every task (20 s each at most).
+    async fn stop(self) {
+        self.shutdown.trigger();
+        for (name, handle) in self.tasks {
             if handle.is_finished() {
-                return match handle.await {
-                    Ok(Err(e)) => e.context(format!("{name} failed")),
-                    Ok(Ok(())) => anyhow::anyhow!("{name} stopped unexpectedly"),
-                    Err(e) => anyhow::anyhow!("{name} crashed: {e}"),
-                };
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(20), handle).await {
+                Ok(Ok(Err(e))) => eprintln!("{name}: {e:#}"),
+                Ok(_) => {}
+                Err(_) => eprintln!("{name} did not stop within 20 s"),
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn stop_all(stop: &watch::Sender<bool>, nodes: Vec<Node>) {
-    stop.send_replace(true);
-    for (name, handle) in nodes {
-        if handle.is_finished() {
-            continue;
-        }
-        match tokio::time::timeout(Duration::from_secs(20), handle).await {
-            Ok(Ok(Err(e))) => eprintln!("{name}: {e:#}"),
-            Ok(_) => {}
-            Err(_) => eprintln!("{name} did not stop within 20 s"),
-        }
+/// Parses a clap `Args` struct from no arguments: its defaults (and environment).
+fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults")).no_binary_name(true);
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("defaults parse");
+    T::from_arg_matches(&matches).expect("defaults parse")
+}
+
+fn local(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
     }
 }
 
@@ -430,14 +539,10 @@ async fn stop_all(stop: &watch::Sender<bool>, nodes: Vec<Node>) {
 fn print_empty_banner(
     config: &UpConfig,
     b: &BootstrapConfig,
-    admin: &(String, Option<String>),
-    client: SocketAddr,
-    order: SocketAddr,
+    admin: &AdminClient,
+    backends: &Backends,
 ) {
-    let secret = admin
-        .1
-        .clone()
-        .unwrap_or_else(|| "<admin secret shown at first start>".into());
+    let (secret, note) = admin.shown();
     println!(
         r#"
 ================================================================================
@@ -454,12 +559,9 @@ Token endpoint: {token}/oauth2/token
 
 Ctrl-C stops everything; data stays in {data}.
 ================================================================================"#,
-        note = if admin.1.is_some() {
-            "shown once: note it now"
-        } else {
-            "the secret was shown at first start only"
-        },
-        id = admin.0,
+        id = admin.client_id,
+        client = backends.client_service,
+        order = backends.order_service,
         grpc = config.control_listen.port(),
         token = b.public_token_url,
         data = config.data_dir.display(),
@@ -469,26 +571,20 @@ Ctrl-C stops everything; data stays in {data}.
 fn print_banner(
     config: &UpConfig,
     b: &BootstrapConfig,
-    admin: &(String, Option<String>),
+    admin: &AdminClient,
     remembered: Option<&Remembered>,
     seeded: Option<&bootstrap::Seeded>,
 ) {
     let token_url = &b.public_token_url;
     let gateway = &b.public_gateway_url;
     let grpc = format!("localhost:{}", config.control_listen.port());
-    let (admin_secret, admin_note) = match &admin.1 {
-        Some(secret) => (secret.clone(), "shown once: note it now"),
-        None => (
-            "<admin secret shown at first start>".to_string(),
-            "the secret was shown at first start only",
-        ),
-    };
+    let (admin_secret, admin_note) = admin.shown();
     let consumer_key = seeded
         .map(|s| s.consumer_key.clone())
         .or_else(|| remembered.map(|r| r.consumer_key.clone()))
         .unwrap_or_default();
     let (app_secret, app_note) = match seeded.and_then(|s| s.consumer_secret.clone()) {
-        Some(secret) => (secret, "shown once: note it now"),
+        Some(secret) => (secret, SHOWN_ONCE),
         None => (
             "<consumer secret shown at first start>".to_string(),
             "the secret was shown at first start only; RegenerateSecret gives a new one",
@@ -528,7 +624,7 @@ Ctrl-C stops everything; data stays in {data}.
         } else {
             " The demo was seeded at first start."
         },
-        admin_id = admin.0,
+        admin_id = admin.client_id,
         app_id = seeded
             .map(|s| s.application_id.clone())
             .or_else(|| remembered.map(|r| r.application_id.clone()))

@@ -10,29 +10,29 @@
 //!   acknowledged once the follower has folded it back.
 //! - [`service`]: the gRPC handlers, thin translations between requests and commands.
 //!
-//! [`serve`] wires them with gRPC server reflection (v1 and v1alpha, for grpcurl) and
-//! `grpc.health.v1`.
+//! [`serve`] wires them on one gRPC port ([`GrpcServer`]: reflection v1 and v1alpha for
+//! grpcurl, `grpc.health.v1`, a span per call); [`main`] is the process around it.
 
 pub mod auth;
 pub mod gateways;
 pub mod service;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use gatehouse_node::LogArgs;
-use gatehouse_node::read_model::ReadModel;
 use std::sync::Arc;
+
+use gatehouse_node::grpc::GrpcServer;
+use gatehouse_node::read_model::Follower;
+use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
 use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
 
 use crate::auth::AdminAuth;
 use crate::gateways::{GatewayRegistry, GatewaySyncService};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::ControlService;
 
@@ -68,17 +68,24 @@ pub struct ControlConfig {
     pub token_issuer: String,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// How long start-up waits for the state to be rebuilt from the log.
 const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs control until `shutdown` completes: rebuilds the state from the log, then
-/// serves the admin API.
-pub async fn serve(
-    config: ControlConfig,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// `control`'s and `gatehouse control`'s main.
+pub fn main(config: ControlConfig) -> std::process::ExitCode {
+    let runtime = config.runtime.clone();
+    gatehouse_node::run_node("control", "info", &runtime, |node| {
+        serve(config, node.shutdown)
+    })
+}
+
+/// Runs control until `shutdown`: rebuilds the state from the log, then serves the
+/// admin API.
+pub async fn serve(config: ControlConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let log = config.log.open(&config.data_dir).await?;
     serve_on_log(config, log, shutdown).await
 }
@@ -88,39 +95,24 @@ pub async fn serve(
 pub async fn serve_on_log(
     config: ControlConfig,
     log: Arc<dyn gatehouse_eventlog::EventLog>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let model = ReadModel::new();
-    let follower = tokio::spawn(model.clone().follow(log.clone()));
-
-    let end = log.last_sequence().await?;
-    if !model.wait_for(end, REBUILD_TIMEOUT).await {
-        anyhow::bail!("state not rebuilt from the event log within {REBUILD_TIMEOUT:?}");
-    }
-    tracing::info!(events = end, "state rebuilt from the event log");
+    let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
+    let model = follower.model.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
 
-    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics = config.metrics_listen.map(|addr| {
         tokio::spawn(gatehouse_node::metrics::serve(
             addr,
             "control",
             model.clone(),
-            async move {
-                let _ = metrics_stopped.await;
-            },
+            shutdown.wait_owned(),
         ))
     });
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ControlPlaneServer<ControlService>>()
-        .await;
-    let (reflection_v1, reflection_v1alpha) = gatehouse_node::grpc::reflection()?;
 
     let key_manager = tonic::transport::Endpoint::from_shared(config.token_service_url.clone())
         .with_context(|| format!("invalid token-service URL {:?}", config.token_service_url))?
@@ -138,35 +130,14 @@ pub async fn serve_on_log(
         log.describe()
     );
     let service = ControlService::new(log, model, key_manager, registry, auth);
-    let result = tonic::transport::Server::builder()
-        .trace_fn(|request| {
-            let span = tracing::info_span!(
-                "grpc",
-                otel.name = %request.uri().path(),
-                otel.kind = "server",
-                rpc.system = "grpc",
-                trace_id = tracing::field::Empty,
-            );
-            gatehouse_node::telemetry::set_parent_from(
-                &span,
-                request
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-            );
-            span
-        })
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let result = GrpcServer::new()
         .add_service(ControlPlaneServer::new(service))
         .add_service(GatewaySyncServer::new(sync))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve(listener, shutdown)
         .await;
-    follower.abort();
-    let _ = metrics_stop.send(());
+    drop(follower);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
-    result.context("gRPC server failed")
+    Ok(result?)
 }

@@ -20,9 +20,10 @@
 //! | [`server`] | HTTPS (h2 + http/1.1 by ALPN) and HTTP listeners, graceful drain |
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //!
-//! [`serve`] runs a gateway as the `gateway` binary does; [`serve_with_log`] runs one
-//! in-process on an event log the caller already opened (the all-in-one shares its
-//! embedded log this way); [`start`] returns a handle with the bound addresses (tests).
+//! [`main`] is the process (the `gateway` binary and `gatehouse gateway`); [`serve`] runs
+//! a gateway until its [`Shutdown`], on `config.log` or on an event log the caller
+//! already opened (the all-in-one shares its embedded log this way); [`start`] returns
+//! a handle with the bound addresses (tests).
 //!
 //! # Shared state
 //!
@@ -45,7 +46,6 @@ pub mod table;
 pub mod throttle;
 pub mod upstream;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,9 +54,8 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use gatehouse_eventlog::{EventLog, NatsLogConfig};
-use gatehouse_node::LogArgs;
+use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
@@ -163,6 +162,8 @@ pub struct GatewayConfig {
     /// process and is never opened by a separate gateway).
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl GatewayConfig {
@@ -201,14 +202,14 @@ pub struct RunningGateway {
     pub https_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningGateway {
     /// Stops accepting, drains in-flight requests, saves the state, and returns.
     pub async fn shutdown(self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.trigger();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -281,23 +282,23 @@ pub async fn start(
         },
     )?;
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = Shutdown::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tasks = vec![
         tokio::spawn(server::accept_loop(
             https,
             Some(acceptor),
             gateway.clone(),
-            shutdown_rx.clone(),
+            shutdown.clone(),
         )),
         tokio::spawn(server::accept_loop(
             http,
             None,
             gateway.clone(),
-            shutdown_rx.clone(),
+            shutdown.clone(),
         )),
-        tokio::spawn(syncer.run(shutdown_rx.clone())),
-        tokio::spawn(housekeeping(gateway.clone(), shutdown_rx)),
+        tokio::spawn(syncer.run(shutdown.clone())),
+        tokio::spawn(housekeeping(gateway.clone(), shutdown.clone())),
     ];
     Ok(RunningGateway {
         id,
@@ -309,18 +310,13 @@ pub async fn start(
     })
 }
 
-/// Completes once `shutdown` is true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// Sweeps expired throttle counters, tokens and cached responses.
-async fn housekeeping(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping(gateway: Arc<Gateway>, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = crate::stopped(&mut shutdown) => return,
+            () = shutdown.wait() => return,
         }
         gateway.throttler.sweep();
         gateway.auth.cache().sweep();
@@ -328,35 +324,30 @@ async fn housekeeping(gateway: Arc<Gateway>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// Runs a gateway until `shutdown` completes, then drains in-flight requests.
+/// `gateway`'s and `gatehouse gateway`'s main. With spans exported, every request gets
+/// one.
+pub fn main(mut config: GatewayConfig) -> std::process::ExitCode {
+    let runtime = config.runtime.clone();
+    gatehouse_node::run_node("gateway", "info", &runtime, |node| {
+        config.trace_requests = node.tracing;
+        serve(config, None, node.shutdown)
+    })
+}
+
+/// Runs a gateway until `shutdown`, then drains in-flight requests. `log`: an event log
+/// the caller already opened (the all-in-one shares its embedded log between control,
+/// token-service and the gateway); `None` uses `config.log` (NATS) or control.
 pub async fn serve(
     config: GatewayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    run(config, None, shutdown).await
-}
-
-/// [`serve`] on an event log opened by the caller (an all-in-one process sharing its
-/// embedded log between control, token-service and the gateway).
-pub async fn serve_with_log(
-    config: GatewayConfig,
-    log: Arc<dyn EventLog>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    run(config, Some(log), shutdown).await
-}
-
-async fn run(
-    config: GatewayConfig,
     log: Option<Arc<dyn EventLog>>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let running = start(config, log).await?;
     println!(
         "gateway {} ready on https://{} and http://{}",
         running.id, running.https_addr, running.http_addr
     );
-    shutdown.await;
+    shutdown.wait().await;
     tracing::info!("gateway shutting down: draining in-flight requests");
     running.shutdown().await;
     Ok(())

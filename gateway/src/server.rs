@@ -29,9 +29,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+use gatehouse_node::Shutdown;
 
 use crate::proxy::{ConnInfo, Gateway};
 
@@ -111,12 +112,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true, then drains.
+/// Accepts connections on `listener` until `shutdown`, then drains.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let proto = if tls.is_some() { "https" } else { "http" };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -130,7 +131,7 @@ pub async fn accept_loop(
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, remote) = tokio::select! {
-            () = crate::stopped(&mut shutdown) => break,
+            () = shutdown.wait() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -188,12 +189,8 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: S,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, shutdown: Shutdown)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -212,7 +209,7 @@ async fn serve<I, S>(
             }
             return;
         }
-        () = crate::stopped(&mut shutdown) => {}
+        () = shutdown.wait() => {}
     }
     connection.as_mut().graceful_shutdown();
     if let Err(error) = connection.await {

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, Stream, StreamExt};
 use gatehouse_domain::State;
 use gatehouse_eventlog::{EventLog, LogError, NatsLog, NatsLogConfig};
+use gatehouse_node::Shutdown;
 use gatehouse_proto::admin::gateway_sync_client::GatewaySyncClient;
 use gatehouse_proto::admin::{GatewayStatus, GetSnapshotRequest, WatchEventsRequest};
 use gatehouse_proto::events::{EventEnvelope, Snapshot, event_envelope::Event};
@@ -155,8 +156,8 @@ impl Syncer {
         })
     }
 
-    /// Runs the syncer, the disk writer and the reporter until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs the syncer, the disk writer and the reporter until `shutdown`.
+    pub async fn run(mut self, shutdown: Shutdown) {
         let writer = tokio::spawn(disk_writer(
             self.disk.clone(),
             self.published.subscribe(),
@@ -170,7 +171,7 @@ impl Syncer {
         ));
         tokio::select! {
             () = self.sync_loop() => {}
-            () = crate::stopped(&mut shutdown) => {}
+            () = shutdown.wait() => {}
         }
         let _ = writer.await;
         reporter.abort();
@@ -530,13 +531,13 @@ async fn replay(log: &dyn EventLog) -> Result<State, String> {
 async fn disk_writer(
     disk: DiskSnapshot,
     mut tables: watch::Receiver<Option<Arc<RoutingTable>>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut saved_sequence = None;
     loop {
         let stop = tokio::select! {
             changed = tables.changed() => changed.is_err(),
-            () = crate::stopped(&mut shutdown) => true,
+            () = shutdown.wait() => true,
         };
         let table = tables.borrow_and_update().clone();
         if let Some(table) = table
@@ -557,7 +558,7 @@ async fn disk_writer(
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = crate::stopped(&mut shutdown) => {}
+            () = shutdown.wait() => {}
         }
     }
 }
@@ -567,14 +568,14 @@ async fn reporter(
     gateway: Arc<Gateway>,
     mut control: GatewaySyncClient<Channel>,
     config: SyncConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(config.report_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = crate::stopped(&mut shutdown) => return,
+            () = shutdown.wait() => return,
         }
         if !gateway.sync.has_config.load(Ordering::Acquire) {
             continue;

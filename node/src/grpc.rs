@@ -1,20 +1,145 @@
-//! What every Gatehouse gRPC server offers besides its own service: server reflection
-//! (so grpcurl needs no .proto files) over Gatehouse's and grpc.health.v1's descriptors.
+//! [`GrpcServer`]: the one way a Gatehouse node serves gRPC.
+//!
+//! Every gRPC port of every node (control's admin API and gateway sync, token-service's
+//! key manager) is built here, so what a port offers besides its own services is the
+//! same everywhere and changes in one place:
+//!
+//! - **Health** (`grpc.health.v1.Health`): SERVING for each service added, and for the
+//!   server as a whole (`""`), for Docker health checks and load balancers.
+//! - **Reflection** v1 and v1alpha (grpcurl 1.8 speaks v1alpha only, newer clients v1),
+//!   listing exactly the services this port serves — never a service of another node
+//!   that happens to live in the same descriptor set.
+//! - **A trace span per call** (`grpc`, named after the method path), continuing the
+//!   caller's W3C trace context from the request metadata, so an admin call's trace
+//!   reaches every node it touches.
+//! - **Graceful shutdown** on the node's [`Shutdown`]: in-flight calls finish.
+//!
+//! # Shared state
+//!
+//! None of its own: the builder is consumed by [`GrpcServer::serve`], and the health
+//! reporter it creates is owned by the health service it serves.
 
-use tonic_reflection::server::{Error, v1, v1alpha};
+use std::convert::Infallible;
 
-/// Reflection v1 and v1alpha: grpcurl 1.8 speaks v1alpha only, newer clients use v1.
-pub fn reflection() -> Result<
-    (
-        v1::ServerReflectionServer<impl v1::ServerReflection>,
-        v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
-    ),
-    Error,
-> {
-    let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+
+use crate::shutdown::Shutdown;
+
+/// Service names every port serves besides its own.
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// Why a gRPC server could not be built or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcServerError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The services of one gRPC port, and the standard ones around them (see the module
+/// docs). Add services with [`add_service`](Self::add_service), then
+/// [`serve`](Self::serve).
+#[derive(Default)]
+pub struct GrpcServer {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl GrpcServer {
+    pub fn new() -> GrpcServer {
+        GrpcServer::default()
+    }
+
+    /// Serves `service` on this port: routed, reported SERVING, listed by reflection.
+    pub fn add_service<S>(mut self, service: S) -> GrpcServer
+    where
+        S: tower_service::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// The names reflection lists on this port: the services added, health and
+    /// reflection itself.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names = self.names.clone();
+        names.extend([HEALTH, REFLECTION_V1, REFLECTION_V1ALPHA]);
+        names
+    }
+
+    /// Serves on `listener` until `shutdown`, then lets in-flight calls finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: Shutdown,
+    ) -> Result<(), GrpcServerError> {
+        let names = self.service_names();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in &self.names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection = || {
+            names.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .include_reflection_service(false)
+                    .register_encoded_file_descriptor_set(gatehouse_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    )
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                    ),
+                |builder, name| builder.with_service_name(*name),
+            )
+        };
+        let mut routes = self.routes;
+        routes
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        tonic::transport::Server::builder()
+            .trace_fn(call_span)
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait_owned())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The span of one call: named after the method path, child of the caller's trace.
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc",
+        otel.name = %request.uri().path(),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::set_parent_from(
+        &span,
+        request
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+    );
+    span
 }

@@ -2,20 +2,31 @@
 //!
 //! - [`LogArgs`]: which event log to use (NATS JetStream or the embedded file log) and
 //!   how to open it.
-//! - [`read_model::ReadModel`]: the domain state folded from the log by a follower task.
+//! - [`read_model::ReadModel`]: the domain state folded from the log by a follower task;
+//!   [`read_model::Follower`] starts one and waits for the rebuild before serving.
 //! - [`commands::CommandExecutor`]: the write path — decide a command against a state
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
 //! - [`status`]: domain and log errors as gRPC statuses.
 //! - [`metrics`]: Prometheus metrics of the fold and the write path.
+//! - [`grpc::GrpcServer`]: the one way a node serves gRPC (health, reflection of exactly
+//!   the services served, a span per call, graceful shutdown).
+//! - [`shutdown::Shutdown`]: the one stop signal every server of a process shares.
+//! - [`process`]: a node as a process — its runtime flags and its `main`.
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
-//! - [`shutdown_signal`]: process plumbing.
 
 pub mod commands;
 pub mod grpc;
 pub mod metrics;
+pub mod process;
 pub mod read_model;
+pub mod shutdown;
 pub mod status;
+
+/// Completes on Ctrl-C or SIGTERM.
+pub use gatehouse_telemetry::shutdown_signal;
+pub use process::{NodeContext, RuntimeArgs, run_node};
+pub use shutdown::Shutdown;
 
 /// Logs and traces (the `gatehouse-telemetry` crate).
 pub use gatehouse_telemetry as telemetry;
@@ -74,25 +85,4 @@ impl LogArgs {
             }
         }
     }
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }

@@ -16,6 +16,7 @@ use gatehouse_eventlog::{EventLog, LogError, Record};
 use gatehouse_proto::events::EventEnvelope;
 use prost::Message;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Why the follower could not fold a record.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,19 @@ pub enum FoldError {
     },
     #[error(transparent)]
     Log(#[from] LogError),
+}
+
+/// Why a node could not rebuild its state before serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("cannot read the end of the event log: {0}")]
+    Log(#[from] LogError),
+    #[error("state not rebuilt from the event log within {timeout:?} (at {applied} of {end})")]
+    TimedOut {
+        timeout: Duration,
+        applied: u64,
+        end: u64,
+    },
 }
 
 /// The folded state, shared by the gRPC handlers (readers) and the follower (the one
@@ -151,5 +165,45 @@ impl ReadModel {
             self.apply_record(&record?)?;
         }
         Ok(())
+    }
+}
+
+/// A [`ReadModel`] with its follower task, caught up with the log at start: what every
+/// folding node (control, token-service) starts with, since neither may answer a call
+/// from a state older than the log it starts on. The follower stops when this is
+/// dropped.
+pub struct Follower {
+    pub model: Arc<ReadModel>,
+    task: JoinHandle<()>,
+}
+
+impl Follower {
+    /// Starts following `log` from the beginning and waits until the state covers every
+    /// record the log held when this was called (at most `timeout`).
+    pub async fn rebuild(
+        log: Arc<dyn EventLog>,
+        timeout: Duration,
+    ) -> Result<Follower, RebuildError> {
+        let model = ReadModel::new();
+        let follower = Follower {
+            task: tokio::spawn(model.clone().follow(log.clone())),
+            model,
+        };
+        let end = log.last_sequence().await?;
+        if !follower.model.wait_for(end, timeout).await {
+            return Err(RebuildError::TimedOut {
+                timeout,
+                applied: follower.model.applied(),
+                end,
+            });
+        }
+        tracing::info!(events = end, "state rebuilt from the event log");
+        Ok(follower)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -1,4 +1,4 @@
-//! Logs and traces of a node.
+//! Logs and traces of a node, and the signal that stops it ([`shutdown_signal`]).
 //!
 //! Tracing follows the OpenTelemetry conventions: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, spans go over OTLP/gRPC to that endpoint
@@ -13,6 +13,10 @@
 //!
 //! Logs go to stderr (or stdout, see [`init_with`]), filtered by `RUST_LOG` (default `info`); `GATEHOUSE_LOG_FORMAT=json`
 //! makes them JSON lines that carry the span fields, the trace id among them.
+
+mod signal;
+
+pub use signal::shutdown_signal;
 
 use std::collections::HashMap;
 

@@ -17,9 +17,10 @@
 //! - [`authority`]: what the HTTPS and gRPC sides share: authenticating clients,
 //!   granting scopes, signing, verifying, rotating keys, the first admin client.
 //! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls).
-//! - [`grpc`]: the `KeyManager` service, with reflection and `grpc.health.v1`.
+//! - [`grpc`]: the `KeyManager` service (served by `gatehouse_node::grpc::GrpcServer`,
+//!   with reflection, `grpc.health.v1` and a span per call).
 //!
-//! [`serve`] wires them.
+//! [`serve`] wires them; [`main`] is the process around it.
 
 pub mod authority;
 pub mod grpc;
@@ -28,18 +29,17 @@ pub mod keystore;
 pub mod secrets;
 pub mod tls;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gatehouse_node::LogArgs;
 use gatehouse_node::commands::CommandExecutor;
-use gatehouse_node::read_model::ReadModel;
+use gatehouse_node::grpc::GrpcServer;
+use gatehouse_node::read_model::Follower;
+use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::authority::{Authority, AuthorityConfig};
 use crate::grpc::KeyManagerService;
@@ -104,6 +104,8 @@ pub struct TokenServiceConfig {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl std::fmt::Debug for TokenServiceConfig {
@@ -123,6 +125,7 @@ impl std::fmt::Debug for TokenServiceConfig {
             )
             .field("metrics_listen", &self.metrics_listen)
             .field("log", &self.log)
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -130,47 +133,36 @@ impl std::fmt::Debug for TokenServiceConfig {
 /// How long start-up waits for the state to be rebuilt from the log.
 const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs token-service until `shutdown` completes: rebuilds the state from the log,
-/// makes sure it has an active signing key and a first admin client, then serves the
-/// HTTPS endpoints and the gRPC API.
-pub async fn serve(
-    config: TokenServiceConfig,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+/// `token-service`'s and `gatehouse token-service`'s main.
+pub fn main(config: TokenServiceConfig) -> std::process::ExitCode {
+    let runtime = config.runtime.clone();
+    gatehouse_node::run_node("token-service", "info", &runtime, |node| {
+        serve(config, node.shutdown)
+    })
+}
+
+/// Runs token-service until `shutdown`: rebuilds the state from the log, makes sure it
+/// has an active signing key and a first admin client, then serves the HTTPS endpoints
+/// and the gRPC API.
+pub async fn serve(config: TokenServiceConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let log = config.log.open(&config.data_dir).await?;
     serve_on_log(config, log, shutdown).await
 }
 
-/// [`serve`] on a log the caller has opened (`config.log` is then only used in the
-/// start-up message): lets one process (the all-in-one) share its embedded log, which
-/// only one opener may hold, between control and token-service.
+/// [`serve`] on a log the caller has opened (`config.log` is then unused): lets one
+/// process (the all-in-one) share its embedded log, which only one opener may hold,
+/// between control and token-service.
 pub async fn serve_on_log(
     config: TokenServiceConfig,
     log: Arc<dyn gatehouse_eventlog::EventLog>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let model = ReadModel::new();
-    let follower = tokio::spawn(model.clone().follow(log.clone()));
-    let result = run(config, log, model, shutdown).await;
-    follower.abort();
-    result
-}
-
-async fn run(
-    config: TokenServiceConfig,
-    log: Arc<dyn gatehouse_eventlog::EventLog>,
-    model: Arc<ReadModel>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let end = log.last_sequence().await?;
-    if !model.wait_for(end, REBUILD_TIMEOUT).await {
-        anyhow::bail!("state not rebuilt from the event log within {REBUILD_TIMEOUT:?}");
-    }
-    tracing::info!(events = end, "state rebuilt from the event log");
+    let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
+    let model = follower.model.clone();
     let described_log = log.describe();
 
     let keys = KeyStore::open(config.data_dir.join("keys"))?;
@@ -221,49 +213,36 @@ async fn run(
         .with_context(|| format!("cannot listen on {}", config.listen_grpc))?;
     let grpc_addr = grpc.local_addr()?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<KeyManagerServer<KeyManagerService>>()
-        .await;
-    let (reflection_v1, reflection_v1alpha) = gatehouse_node::grpc::reflection()?;
-
-    // One shutdown signal for both servers.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let stop_rx_metrics = stop_rx.clone();
-
     println!(
         "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {described_log})"
     );
-    let grpc_server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(KeyManagerServer::new(KeyManagerService::new(
-            authority.clone(),
-        )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx.clone()));
-    let https_server = tls::serve(https, acceptor, http::router(authority), stopped(stop_rx));
-    let grpc_task = tokio::spawn(grpc_server);
-    let https_task = tokio::spawn(https_server);
+    let grpc_task = tokio::spawn(
+        GrpcServer::new()
+            .add_service(KeyManagerServer::new(KeyManagerService::new(
+                authority.clone(),
+            )))
+            .serve(grpc, shutdown.clone()),
+    );
+    let https_task = tokio::spawn(tls::serve(
+        https,
+        acceptor,
+        http::router(authority),
+        shutdown.wait_owned(),
+    ));
     let metrics_task = config.metrics_listen.map(|addr| {
         tokio::spawn(gatehouse_node::metrics::serve(
             addr,
             "token-service",
             model.clone(),
-            stopped(stop_rx_metrics.clone()),
+            shutdown.wait_owned(),
         ))
     });
-    shutdown.await;
-    let _ = stop_tx.send(true);
+    let (grpc_result, https_result) = tokio::join!(grpc_task, https_task);
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    let (grpc_result, https_result) = tokio::join!(grpc_task, https_task);
+    drop(follower);
     https_result.context("HTTPS server task failed")?;
-    grpc_result
-        .context("gRPC server task failed")?
-        .context("gRPC server failed")
+    grpc_result.context("gRPC server task failed")??;
+    Ok(())
 }

@@ -66,15 +66,18 @@ impl Cli {
     }
 }
 
-/// Runs a service binary: parses the command line, then either probes a
-/// running instance (`healthcheck`) or serves `router()` until SIGINT/SIGTERM.
-///
-/// `router` is only called when serving, so the probe stays cheap.
+/// Runs a service binary: parses the command line, then [`run_cli`].
 pub async fn run(info: ServiceInfo, router: impl FnOnce() -> Router) -> ExitCode {
     let cli = match Cli::try_parse_for(info, std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    run_cli(info, cli, router).await
+}
+
+/// Either probes a running instance (`healthcheck`) or serves `router()` until
+/// SIGINT/SIGTERM. `router` is only called when serving, so the probe stays cheap.
+pub async fn run_cli(info: ServiceInfo, cli: Cli, router: impl FnOnce() -> Router) -> ExitCode {
     match cli.command {
         Some(Command::Healthcheck { timeout_ms }) => {
             match healthcheck::check(cli.port, Duration::from_millis(timeout_ms)).await {
@@ -131,37 +134,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Completes on the first SIGINT (Ctrl-C) or, on Unix, SIGTERM (what
-/// `docker stop` sends).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for SIGINT: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    let signal = tokio::select! {
-        () = interrupt => "SIGINT",
-        () = terminate => "SIGTERM",
-    };
-    tracing::info!("received {signal}, shutting down");
-}
+pub use gatehouse_telemetry::shutdown_signal;
 
 /// Installs logging to stdout (filtered by `RUST_LOG`, default `info`; JSON lines
 /// if `GATEHOUSE_LOG_FORMAT=json`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,

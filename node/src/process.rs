@@ -1,0 +1,106 @@
+//! A node as a process: its runtime flags and its `main`.
+//!
+//! Every node has two entry points, its own binary (`control`, `token-service`,
+//! `gateway`) and a `gatehouse` subcommand. Both parse the node's one configuration
+//! struct (which flattens [`RuntimeArgs`]) and hand it to the node's `main`, which is
+//! [`run_node`]: build the Tokio runtime, set up logs and traces, serve until Ctrl-C or
+//! SIGTERM, and turn the outcome into an exit code. So the two entry points cannot
+//! drift: they are the same flags and the same code.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use crate::shutdown::Shutdown;
+
+/// How a node's process runs, whatever the node.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeArgs {
+    /// Threads serving requests. 0: one per available core, and on a single core (e.g.
+    /// pinned with taskset, or a one-CPU container) a current-thread runtime, which
+    /// spares the work-stealing scheduler's synchronisation.
+    #[arg(
+        long = "worker-threads",
+        env = "GATEHOUSE_WORKER_THREADS",
+        default_value_t = 0
+    )]
+    pub worker_threads: usize,
+}
+
+impl RuntimeArgs {
+    /// The Tokio runtime these flags ask for.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut builder = match self.worker_threads {
+            0 if cores == 1 => tokio::runtime::Builder::new_current_thread(),
+            0 => tokio::runtime::Builder::new_multi_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(n);
+                builder
+            }
+        };
+        builder.enable_all().build()
+    }
+}
+
+/// What [`run_node`] gives a node's serve function.
+pub struct NodeContext {
+    /// Triggered on Ctrl-C or SIGTERM.
+    pub shutdown: Shutdown,
+    /// Spans are exported (OTLP is configured): worth making spans on hot paths.
+    pub tracing: bool,
+}
+
+/// A node's `main`: runs `serve` on the runtime `runtime` asks for, with logs and traces
+/// named `name` (default log filter `default_filter`), until Ctrl-C or SIGTERM. Errors
+/// are printed as `<name>: <error chain>` and exit 1.
+pub fn run_node<F, Fut>(
+    name: &str,
+    default_filter: &str,
+    runtime: &RuntimeArgs,
+    serve: F,
+) -> ExitCode
+where
+    F: FnOnce(NodeContext) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match runtime.runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let telemetry = crate::telemetry::init_with_filter(name, default_filter);
+        let context = NodeContext {
+            shutdown: Shutdown::on_signals(),
+            tracing: telemetry.is_exporting(),
+        };
+        match serve(context).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{name}: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// A node's stand-alone binary (`control`, `token-service`, `gateway`): parses the
+/// command line into the node's configuration `C` — the very struct `gatehouse <node>`
+/// parses — and runs the node's `main` with it.
+pub fn standalone<C>(name: &'static str, about: &'static str, main: fn(C) -> ExitCode) -> ExitCode
+where
+    C: clap::Args + clap::FromArgMatches,
+{
+    let command = C::augment_args(
+        clap::Command::new(name)
+            .about(about)
+            .version(env!("CARGO_PKG_VERSION")),
+    );
+    match C::from_arg_matches(&command.get_matches()) {
+        Ok(config) => main(config),
+        Err(e) => e.exit(),
+    }
+}
