@@ -292,13 +292,18 @@ impl State {
                 );
             }
             Event::ApiUpdated(e) => {
-                let definition = e.definition.clone().unwrap_or_default();
-                if definition.is_default_version {
-                    self.clear_default_version(&definition.context, &id);
-                }
+                // The lookup comes first: an unknown API must not take the default-version
+                // flag from the other versions of its context.
                 let api = self.apis.get_mut(&id).ok_or_else(|| unknown("api"))?;
+                let definition = e.definition.clone().unwrap_or_default();
+                let takes_default = definition
+                    .is_default_version
+                    .then(|| definition.context.clone());
                 api.definition = Some(definition);
                 touch_api(api, version, sequence, time);
+                if let Some(context) = takes_default {
+                    self.clear_default_version(&context, &id);
+                }
             }
             Event::ApiLifecycleChanged(e) => {
                 let api = self.apis.get_mut(&id).ok_or_else(|| unknown("api"))?;

@@ -1,11 +1,13 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
 use gatehouse_domain::{
-    Command, Consistency, DomainError, EventMeta, PendingEvent, State, handle, lifecycle as lc,
+    ApplyError, Command, Consistency, DomainError, EventMeta, PendingEvent, State, handle,
+    lifecycle as lc,
 };
 use gatehouse_proto::events::{
-    ApiDefinition, EndpointGroup, Endpoints, Resource, ResponseCache, event_envelope::Event,
-    lifecycle::State as Lc, subscription_status::State as SubState, throttle_policy::Level,
+    ApiDefinition, ApiUpdated, EndpointGroup, Endpoints, EventEnvelope, Resource, ResponseCache,
+    event_envelope::Event, lifecycle::State as Lc, subscription_status::State as SubState,
+    throttle_policy::Level,
 };
 
 /// Applies decided events as the log would store them: next sequence, next version.
@@ -373,6 +375,51 @@ fn new_version_copies_the_definition_and_moves_the_default_flag() {
         },
     );
     assert!(matches!(again, Err(DomainError::AlreadyExists(_))));
+}
+
+/// "On error the state is unchanged": an update of an API the state does not have is
+/// refused before it takes the default-version flag from the other versions of its
+/// context.
+#[test]
+fn an_update_of_an_unknown_api_changes_no_default_version() {
+    let mut s = State::new();
+    let mut d = definition("ClientServiceAPI", "/c", "1.0.0");
+    d.is_default_version = true;
+    run(
+        &mut s,
+        Command::CreateApi {
+            api_id: "a".into(),
+            definition: d.clone(),
+        },
+    )
+    .unwrap();
+    let before = s.clone();
+
+    d.version = "2.0.0".into();
+    let envelope = EventEnvelope {
+        event_id: "evt-ghost".into(),
+        aggregate_id: "ghost".into(),
+        aggregate_version: 2,
+        event: Some(Event::ApiUpdated(ApiUpdated {
+            definition: Some(d),
+        })),
+        ..Default::default()
+    };
+    let result = s.apply(s.sequence() + 1, &envelope);
+    assert!(
+        matches!(result, Err(ApplyError::UnknownAggregate { kind: "api", ref id, .. }) if id == "ghost"),
+        "{result:?}"
+    );
+    assert!(
+        s.api("a")
+            .unwrap()
+            .definition
+            .as_ref()
+            .unwrap()
+            .is_default_version,
+        "a is still the default version of /c"
+    );
+    assert_eq!(s, before, "a refused event changes nothing");
 }
 
 #[test]
