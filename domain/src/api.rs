@@ -20,24 +20,7 @@ pub(crate) fn create(
 ) -> Result<Vec<PendingEvent>, DomainError> {
     check_new_id("api_id", &api_id)?;
     let definition = normalize_definition(state, definition)?;
-    ensure_unique(state, &definition)?;
-    if state.api(&api_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "API {api_id} already exists"
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiCreated(ApiCreated {
-            definition: Some(definition),
-            source_api_id: String::new(),
-        }),
-    }])
+    created(state, api_id, definition, "")
 }
 
 pub(crate) fn create_version(
@@ -58,7 +41,24 @@ pub(crate) fn create_version(
     let mut definition = source.definition.clone().unwrap_or_default();
     definition.version = new_version;
     definition.is_default_version = make_default;
+    created(state, api_id, definition, source_api_id)
+}
+
+/// The creation of a new API — a first one, or a new version of `source_api_id` — once
+/// its context + version and its id are known to be free. A reused id would replace the
+/// API that has it, subscriptions and all.
+fn created(
+    state: &State,
+    api_id: String,
+    definition: ApiDefinition,
+    source_api_id: &str,
+) -> Result<Vec<PendingEvent>, DomainError> {
     ensure_unique(state, &definition)?;
+    if state.api(&api_id).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "API {api_id} already exists"
+        )));
+    }
     Ok(vec![PendingEvent {
         kind: AggregateKind::Api,
         aggregate_id: api_id,

@@ -377,6 +377,33 @@ fn new_version_copies_the_definition_and_moves_the_default_flag() {
     assert!(matches!(again, Err(DomainError::AlreadyExists(_))));
 }
 
+/// A new version is a new API: it cannot reuse the id of one that exists, which would
+/// replace it and leave its subscriptions pointing at the copy.
+#[test]
+fn a_new_version_cannot_reuse_the_id_of_an_existing_api() {
+    let mut s = State::new();
+    create_api(&mut s, "a", "/client", "1.0.0");
+    lifecycle(&mut s, "a", Lc::Published).unwrap();
+    create_app(&mut s, "app", "App", "admin").unwrap();
+    subscribe(&mut s, "s1", "app", "a", "Gold").unwrap();
+    let before = s.clone();
+
+    let reused = run(
+        &mut s,
+        Command::CreateApiVersion {
+            api_id: "a".into(),
+            source_api_id: "a".into(),
+            new_version: "2.0.0".into(),
+            make_default: false,
+        },
+    );
+    assert!(
+        matches!(reused, Err(DomainError::AlreadyExists(ref m)) if m == "API a already exists"),
+        "{reused:?}"
+    );
+    assert_eq!(s, before, "a refused command changes nothing");
+}
+
 /// "On error the state is unchanged": an update of an API the state does not have is
 /// refused before it takes the default-version flag from the other versions of its
 /// context.
