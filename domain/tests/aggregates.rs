@@ -1,34 +1,16 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
+mod support;
+
 use gatehouse_domain::{
-    ApplyError, Command, Consistency, DomainError, EventMeta, PendingEvent, State, handle,
-    lifecycle as lc,
+    ApplyError, Command, Consistency, DomainError, EventMeta, State, handle, lifecycle as lc,
 };
 use gatehouse_proto::events::{
     ApiDefinition, ApiUpdated, EndpointGroup, Endpoints, EventEnvelope, Resource, ResponseCache,
     event_envelope::Event, lifecycle::State as Lc, subscription_status::State as SubState,
     throttle_policy::Level,
 };
-
-/// Applies decided events as the log would store them: next sequence, next version.
-fn commit(state: &mut State, events: Vec<PendingEvent>) {
-    for (n, event) in events.into_iter().enumerate() {
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("evt-{}-{n}", state.sequence() + 1),
-            actor: "tester".into(),
-            ..Default::default()
-        });
-        let next = state.sequence() + 1;
-        state.apply(next, &envelope).expect("apply");
-    }
-}
-
-fn run(state: &mut State, command: Command) -> Result<usize, DomainError> {
-    let events = handle(state, command)?;
-    let n = events.len();
-    commit(state, events);
-    Ok(n)
-}
+use support::{commit, run};
 
 fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {
     ApiDefinition {

@@ -1,27 +1,14 @@
 //! The key manager's aggregates (clients, signing keys, revoked tokens), exercised
 //! through `handle` and `State::apply` only: no I/O.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
-use gatehouse_domain::{Command, DomainError, EventMeta, State, handle};
+use gatehouse_domain::{Command, DomainError, State};
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{OAuthClient, SigningKey, o_auth_client::KeyType};
-
-fn run(state: &mut State, command: Command) -> Result<usize, DomainError> {
-    let events = handle(state, command)?;
-    let n = events.len();
-    for event in events {
-        let next = state.sequence() + 1;
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("evt-{next}"),
-            time: Some(Timestamp::from(SystemTime::now())),
-            actor: "tester".into(),
-            ..Default::default()
-        });
-        state.apply(next, &envelope).expect("apply");
-    }
-    Ok(n)
-}
+use support::run;
 
 fn admin(id: &str) -> Command {
     Command::RegisterClient {
