@@ -5,10 +5,9 @@ use gatehouse_proto::events::{
     event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
-use crate::command::{
-    AggregateKind, Consistency, PendingEvent, check_new_id, not_found, unknown_tier,
-};
-use crate::{DomainError, State, lifecycle as lc, policy, validate};
+use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::policy::{self, unknown_tier};
+use crate::{DomainError, State, lifecycle as lc, validate};
 
 /// Cache TTL used when caching is enabled without one (WSO2's default, 300 s).
 pub const DEFAULT_CACHE_TTL_SECONDS: u32 = 300;

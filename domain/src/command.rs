@@ -7,12 +7,11 @@
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ApiDefinition, ApplicationCreated, ApplicationDeleted, EventEnvelope, OAuthClient,
-    PolicyCreated, SigningKey, SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged,
-    ThrottlePolicy, event_envelope::Event, lifecycle, subscription_status, throttle_policy::Level,
+    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey, ThrottlePolicy,
+    event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
-use crate::{DomainError, State, api, keys, lifecycle as lc, policy, validate};
+use crate::{DomainError, State, api, application, keys, policy, subscription, validate};
 
 /// The kinds of aggregate; each has its own log subject `gatehouse.events.<kind>.<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,7 +228,7 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             unit_seconds,
             unlimited,
             description,
-        } => create_policy(
+        } => policy::create(
             state,
             ThrottlePolicy {
                 name,
@@ -247,7 +246,7 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             owner,
             throttling_tier,
             description,
-        } => create_application(
+        } => application::create(
             state,
             application_id,
             ApplicationCreated {
@@ -257,54 +256,21 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
                 description,
             },
         ),
-        Command::DeleteApplication { application_id } => {
-            let app = state
-                .application(&application_id)
-                .ok_or_else(|| not_found("application", &application_id))?;
-            Ok(vec![PendingEvent {
-                kind: AggregateKind::Application,
-                aggregate_id: application_id,
-                aggregate_version: app.aggregate_version + 1,
-                consistency: Consistency::Log {
-                    last_sequence: state.sequence(),
-                },
-                event: Event::ApplicationDeleted(ApplicationDeleted {}),
-            }])
-        }
+        Command::DeleteApplication { application_id } => application::delete(state, application_id),
         Command::Subscribe {
             subscription_id,
             application_id,
             api_id,
             tier,
-        } => subscribe(state, subscription_id, application_id, api_id, tier),
+        } => subscription::create(state, subscription_id, application_id, api_id, tier),
         Command::BlockSubscription {
             subscription_id,
             production_only,
-        } => {
-            let target = if production_only {
-                subscription_status::State::ProdOnlyBlocked
-            } else {
-                subscription_status::State::Blocked
-            };
-            change_subscription_state(state, subscription_id, target)
-        }
+        } => subscription::block(state, subscription_id, production_only),
         Command::UnblockSubscription { subscription_id } => {
-            change_subscription_state(state, subscription_id, subscription_status::State::Active)
+            subscription::unblock(state, subscription_id)
         }
-        Command::Unsubscribe { subscription_id } => {
-            let s = state
-                .subscription(&subscription_id)
-                .ok_or_else(|| not_found("subscription", &subscription_id))?;
-            Ok(vec![PendingEvent {
-                kind: AggregateKind::Subscription,
-                aggregate_id: subscription_id,
-                aggregate_version: s.aggregate_version + 1,
-                consistency: Consistency::Aggregate {
-                    last_sequence: s.last_sequence,
-                },
-                event: Event::SubscriptionDeleted(SubscriptionDeleted {}),
-            }])
-        }
+        Command::Unsubscribe { subscription_id } => subscription::delete(state, subscription_id),
         Command::RegisterClient { client } => keys::register_client(state, client),
         Command::RegenerateSecret {
             client_id,
@@ -333,208 +299,4 @@ pub(crate) fn not_found(kind: &'static str, id: &str) -> DomainError {
 /// Checks a caller-chosen id is usable as a subject token.
 pub(crate) fn check_new_id(field: &str, id: &str) -> Result<(), DomainError> {
     validate::token_name(field, id)
-}
-
-fn create_policy(state: &State, policy: ThrottlePolicy) -> Result<Vec<PendingEvent>, DomainError> {
-    validate::token_name("name", &policy.name)?;
-    if policy.level() == Level::Unspecified {
-        return Err(DomainError::invalid(
-            "level",
-            "must be SUBSCRIPTION, APPLICATION or API",
-        ));
-    }
-    if !policy.unlimited {
-        if policy.request_count == 0 {
-            return Err(DomainError::invalid(
-                "request_count",
-                "must be greater than 0 (or set unlimited)",
-            ));
-        }
-        if policy.unit_seconds == 0 {
-            return Err(DomainError::invalid(
-                "unit_seconds",
-                "must be greater than 0 (or set unlimited)",
-            ));
-        }
-    }
-    if state.policy(policy.level(), &policy.name).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "a {} policy named {} already exists",
-            policy.level().as_str_name(),
-            policy.name
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Policy,
-        aggregate_id: policy::policy_id(policy.level(), &policy.name),
-        aggregate_version: 1,
-        // The id is the name, so the subject itself guards uniqueness.
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::PolicyCreated(PolicyCreated {
-            policy: Some(policy),
-        }),
-    }])
-}
-
-fn create_application(
-    state: &State,
-    application_id: String,
-    mut created: ApplicationCreated,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    check_new_id("application_id", &application_id)?;
-    created.name = created.name.trim().to_string();
-    validate::name("name", &created.name)?;
-    validate::name("owner", &created.owner)?;
-    if created.throttling_tier.is_empty() {
-        created.throttling_tier = policy::UNLIMITED.to_string();
-    }
-    if state
-        .policy(Level::Application, &created.throttling_tier)
-        .is_none()
-    {
-        return Err(unknown_tier(
-            state,
-            "throttling_tier",
-            Level::Application,
-            &created.throttling_tier,
-        ));
-    }
-    if state.application(&application_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "application {application_id} already exists"
-        )));
-    }
-    if state
-        .applications()
-        .any(|a| a.owner == created.owner && a.name.eq_ignore_ascii_case(&created.name))
-    {
-        return Err(DomainError::AlreadyExists(format!(
-            "{} already has an application named {}",
-            created.owner, created.name
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Application,
-        aggregate_id: application_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApplicationCreated(created),
-    }])
-}
-
-/// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.
-pub(crate) fn unknown_tier(state: &State, field: &str, level: Level, name: &str) -> DomainError {
-    let known: Vec<&str> = state
-        .policies()
-        .filter(|p| p.level() == level)
-        .map(|p| p.name.as_str())
-        .collect();
-    DomainError::invalid(
-        field,
-        format!(
-            "unknown {} tier {name:?}; known: {}",
-            level.as_str_name(),
-            known.join(", ")
-        ),
-    )
-}
-
-fn subscribe(
-    state: &State,
-    subscription_id: String,
-    application_id: String,
-    api_id: String,
-    tier: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    check_new_id("subscription_id", &subscription_id)?;
-    if application_id.is_empty() {
-        return Err(DomainError::invalid("application_id", "must not be empty"));
-    }
-    if api_id.is_empty() {
-        return Err(DomainError::invalid("api_id", "must not be empty"));
-    }
-    if tier.is_empty() {
-        return Err(DomainError::invalid("tier", "must not be empty"));
-    }
-    state
-        .application(&application_id)
-        .ok_or_else(|| not_found("application", &application_id))?;
-    let api = state
-        .api(&api_id)
-        .ok_or_else(|| not_found("api", &api_id))?;
-    let definition = api.definition.clone().unwrap_or_default();
-    if !lc::accepts_subscriptions(api.lifecycle()) {
-        return Err(DomainError::FailedPrecondition(format!(
-            "API {} {} is {}: only PUBLISHED or PROTOTYPED APIs accept subscriptions",
-            definition.name,
-            definition.version,
-            lc::name(api.lifecycle())
-        )));
-    }
-    if state.policy(Level::Subscription, &tier).is_none() {
-        return Err(unknown_tier(state, "tier", Level::Subscription, &tier));
-    }
-    if !definition.subscription_tiers.contains(&tier) {
-        return Err(DomainError::invalid(
-            "tier",
-            format!(
-                "API {} {} does not offer tier {tier}; it offers: {}",
-                definition.name,
-                definition.version,
-                definition.subscription_tiers.join(", ")
-            ),
-        ));
-    }
-    if let Some(existing) = state.subscription_of(&application_id, &api_id) {
-        return Err(DomainError::AlreadyExists(format!(
-            "application {application_id} is already subscribed to API {api_id} (subscription {})",
-            existing.id
-        )));
-    }
-    if state.subscription(&subscription_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "subscription {subscription_id} already exists"
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::SubscriptionCreated(SubscriptionCreated {
-            application_id,
-            api_id,
-            tier,
-        }),
-    }])
-}
-
-/// Block or unblock; asking for the state a subscription already has changes nothing.
-fn change_subscription_state(
-    state: &State,
-    subscription_id: String,
-    target: subscription_status::State,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    let s = state
-        .subscription(&subscription_id)
-        .ok_or_else(|| not_found("subscription", &subscription_id))?;
-    if s.state() == target {
-        return Ok(Vec::new());
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: s.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: s.last_sequence,
-        },
-        event: Event::SubscriptionStateChanged(SubscriptionStateChanged {
-            from: s.state,
-            to: target as i32,
-        }),
-    }])
 }

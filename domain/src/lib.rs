@@ -14,12 +14,14 @@
 //! (see the `gatehouse-proto` crate), so a snapshot is the state itself.
 
 pub mod api;
+pub mod application;
 pub mod command;
 mod error;
 pub mod keys;
 pub mod lifecycle;
 pub mod policy;
 mod state;
+pub mod subscription;
 pub mod validate;
 
 pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};

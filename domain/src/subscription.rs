@@ -1,0 +1,164 @@
+//! The subscription aggregate: an application's right to call one API at one
+//! SUBSCRIPTION-level tier, and whether a gateway lets it through (active, blocked, or
+//! blocked for production keys only).
+//!
+//! # Rules
+//!
+//! Subscribing reads the application, the API (only PUBLISHED or PROTOTYPED APIs accept
+//! subscriptions, and only at a tier the API offers) and the other subscriptions (one per
+//! application and API), so it guards the whole log. Blocking, unblocking and
+//! unsubscribing read only the subscription itself, so they guard its own subject.
+
+use gatehouse_proto::events::{
+    SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged, event_envelope::Event,
+    subscription_status, throttle_policy::Level,
+};
+
+use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::{DomainError, State, lifecycle as lc, policy};
+
+/// Subscribes `application_id` to `api_id` at `tier`, under `subscription_id`.
+pub(crate) fn create(
+    state: &State,
+    subscription_id: String,
+    application_id: String,
+    api_id: String,
+    tier: String,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    check_new_id("subscription_id", &subscription_id)?;
+    if application_id.is_empty() {
+        return Err(DomainError::invalid("application_id", "must not be empty"));
+    }
+    if api_id.is_empty() {
+        return Err(DomainError::invalid("api_id", "must not be empty"));
+    }
+    if tier.is_empty() {
+        return Err(DomainError::invalid("tier", "must not be empty"));
+    }
+    state
+        .application(&application_id)
+        .ok_or_else(|| not_found("application", &application_id))?;
+    let api = state
+        .api(&api_id)
+        .ok_or_else(|| not_found("api", &api_id))?;
+    let definition = api.definition.clone().unwrap_or_default();
+    if !lc::accepts_subscriptions(api.lifecycle()) {
+        return Err(DomainError::FailedPrecondition(format!(
+            "API {} {} is {}: only PUBLISHED or PROTOTYPED APIs accept subscriptions",
+            definition.name,
+            definition.version,
+            lc::name(api.lifecycle())
+        )));
+    }
+    if state.policy(Level::Subscription, &tier).is_none() {
+        return Err(policy::unknown_tier(
+            state,
+            "tier",
+            Level::Subscription,
+            &tier,
+        ));
+    }
+    if !definition.subscription_tiers.contains(&tier) {
+        return Err(DomainError::invalid(
+            "tier",
+            format!(
+                "API {} {} does not offer tier {tier}; it offers: {}",
+                definition.name,
+                definition.version,
+                definition.subscription_tiers.join(", ")
+            ),
+        ));
+    }
+    if let Some(existing) = state.subscription_of(&application_id, &api_id) {
+        return Err(DomainError::AlreadyExists(format!(
+            "application {application_id} is already subscribed to API {api_id} (subscription {})",
+            existing.id
+        )));
+    }
+    if state.subscription(&subscription_id).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "subscription {subscription_id} already exists"
+        )));
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Subscription,
+        aggregate_id: subscription_id,
+        aggregate_version: 1,
+        consistency: Consistency::Log {
+            last_sequence: state.sequence(),
+        },
+        event: Event::SubscriptionCreated(SubscriptionCreated {
+            application_id,
+            api_id,
+            tier,
+        }),
+    }])
+}
+
+/// Blocks a subscription: for every key, or (`production_only`) for production keys,
+/// leaving sandbox ones working.
+pub(crate) fn block(
+    state: &State,
+    subscription_id: String,
+    production_only: bool,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let target = if production_only {
+        subscription_status::State::ProdOnlyBlocked
+    } else {
+        subscription_status::State::Blocked
+    };
+    change_state(state, subscription_id, target)
+}
+
+/// Lets a blocked subscription through again.
+pub(crate) fn unblock(
+    state: &State,
+    subscription_id: String,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    change_state(state, subscription_id, subscription_status::State::Active)
+}
+
+/// Ends a subscription.
+pub(crate) fn delete(
+    state: &State,
+    subscription_id: String,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let s = state
+        .subscription(&subscription_id)
+        .ok_or_else(|| not_found("subscription", &subscription_id))?;
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Subscription,
+        aggregate_id: subscription_id,
+        aggregate_version: s.aggregate_version + 1,
+        consistency: Consistency::Aggregate {
+            last_sequence: s.last_sequence,
+        },
+        event: Event::SubscriptionDeleted(SubscriptionDeleted {}),
+    }])
+}
+
+/// Block or unblock; asking for the state a subscription already has changes nothing.
+fn change_state(
+    state: &State,
+    subscription_id: String,
+    target: subscription_status::State,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let s = state
+        .subscription(&subscription_id)
+        .ok_or_else(|| not_found("subscription", &subscription_id))?;
+    if s.state() == target {
+        return Ok(Vec::new());
+    }
+    Ok(vec![PendingEvent {
+        kind: AggregateKind::Subscription,
+        aggregate_id: subscription_id,
+        aggregate_version: s.aggregate_version + 1,
+        consistency: Consistency::Aggregate {
+            last_sequence: s.last_sequence,
+        },
+        event: Event::SubscriptionStateChanged(SubscriptionStateChanged {
+            from: s.state,
+            to: target as i32,
+        }),
+    }])
+}
