@@ -192,7 +192,9 @@ pub(crate) fn publish_signing_key(
         events.push(PendingEvent {
             kind: AggregateKind::SigningKey,
             aggregate_id: previous.kid.clone(),
-            aggregate_version: 0,
+            // A key's record keeps no version, but its history is fixed: published at 1,
+            // deactivated once (only active keys are) at 2.
+            aggregate_version: 2,
             consistency: Consistency::Aggregate {
                 last_sequence: previous.last_sequence,
             },
