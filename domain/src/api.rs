@@ -58,18 +58,15 @@ fn created(
             "API {api_id} already exists"
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiCreated(ApiCreated {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Api,
+        api_id,
+        Consistency::log(state),
+        Event::ApiCreated(ApiCreated {
             definition: Some(definition),
             source_api_id: source_api_id.to_string(),
         }),
-    }])
+    )])
 }
 
 pub(crate) fn update(
@@ -112,26 +109,22 @@ pub(crate) fn update(
     let definition = normalize_definition(state, definition)?;
     // Taking the default-version flag changes the other versions of the context too.
     let consistency = if definition.is_default_version && !current.is_default_version {
-        Consistency::Log {
-            last_sequence: state.sequence(),
-        }
+        Consistency::log(state)
     } else {
-        Consistency::Aggregate {
-            last_sequence: api.last_sequence,
-        }
+        Consistency::aggregate(api.last_sequence)
     };
     if lc::accepts_subscriptions(api.lifecycle()) {
         ready_to_serve(&definition, api.lifecycle())?;
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Api,
+        api_id,
+        api.aggregate_version,
         consistency,
-        event: Event::ApiUpdated(ApiUpdated {
+        Event::ApiUpdated(ApiUpdated {
             definition: Some(definition),
         }),
-    }])
+    )])
 }
 
 pub(crate) fn change_lifecycle(
@@ -171,18 +164,16 @@ pub(crate) fn change_lifecycle(
     ) {
         ready_to_serve(&api.definition.clone().unwrap_or_default(), target)?;
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: api.last_sequence,
-        },
-        event: Event::ApiLifecycleChanged(ApiLifecycleChanged {
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Api,
+        api_id,
+        api.aggregate_version,
+        Consistency::aggregate(api.last_sequence),
+        Event::ApiLifecycleChanged(ApiLifecycleChanged {
             from: from as i32,
             to: target as i32,
         }),
-    }])
+    )])
 }
 
 pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, DomainError> {
@@ -193,15 +184,13 @@ pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, D
             "API {api_id} has {subscriptions} subscription(s); remove them before deleting it"
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiDeleted(ApiDeleted {}),
-    }])
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Api,
+        api_id,
+        api.aggregate_version,
+        Consistency::log(state),
+        Event::ApiDeleted(ApiDeleted {}),
+    )])
 }
 
 fn existing<'s>(

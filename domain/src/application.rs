@@ -55,15 +55,12 @@ pub(crate) fn create(
             created.owner, created.name
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Application,
-        aggregate_id: application_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApplicationCreated(created),
-    }])
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Application,
+        application_id,
+        Consistency::log(state),
+        Event::ApplicationCreated(created),
+    )])
 }
 
 /// Deletes an application; its subscriptions and keys go with it.
@@ -74,13 +71,11 @@ pub(crate) fn delete(
     let app = state
         .application(&application_id)
         .ok_or_else(|| not_found("application", &application_id))?;
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Application,
-        aggregate_id: application_id,
-        aggregate_version: app.aggregate_version + 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApplicationDeleted(ApplicationDeleted {}),
-    }])
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Application,
+        application_id,
+        app.aggregate_version,
+        Consistency::log(state),
+        Event::ApplicationDeleted(ApplicationDeleted {}),
+    )])
 }

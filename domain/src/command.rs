@@ -79,7 +79,27 @@ pub enum Consistency {
     Log { last_sequence: u64 },
 }
 
+impl Consistency {
+    /// The whole log must still end where `state` has read it: for rules that read other
+    /// aggregates.
+    pub fn log(state: &State) -> Self {
+        Consistency::Log {
+            last_sequence: state.sequence(),
+        }
+    }
+
+    /// The aggregate's own subject must still end at `last_sequence` (0: it has no event
+    /// yet): for rules that read that aggregate only.
+    pub fn aggregate(last_sequence: u64) -> Self {
+        Consistency::Aggregate { last_sequence }
+    }
+}
+
 /// An event decided by a command, not yet appended.
+///
+/// Build one with [`PendingEvent::first`] (a new aggregate) or [`PendingEvent::next`]
+/// (an existing one): the version follows from which, and the [`Consistency`] is always
+/// the caller's explicit choice, because only the command's rules know what they read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
     pub kind: AggregateKind,
@@ -101,6 +121,36 @@ pub struct EventMeta {
 }
 
 impl PendingEvent {
+    /// The first event of a new aggregate: it brings the aggregate to version 1.
+    pub fn first(
+        kind: AggregateKind,
+        aggregate_id: impl Into<String>,
+        consistency: Consistency,
+        event: Event,
+    ) -> Self {
+        PendingEvent {
+            kind,
+            aggregate_id: aggregate_id.into(),
+            aggregate_version: 1,
+            consistency,
+            event,
+        }
+    }
+
+    /// The next event of an aggregate now at `version`: it brings it to `version + 1`.
+    pub fn next(
+        kind: AggregateKind,
+        aggregate_id: impl Into<String>,
+        version: u64,
+        consistency: Consistency,
+        event: Event,
+    ) -> Self {
+        PendingEvent {
+            aggregate_version: version + 1,
+            ..PendingEvent::first(kind, aggregate_id, consistency, event)
+        }
+    }
+
     /// The envelope to append.
     pub fn envelope(&self, meta: EventMeta) -> EventEnvelope {
         EventEnvelope {

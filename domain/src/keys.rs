@@ -94,17 +94,14 @@ pub(crate) fn register_client(
             )));
         }
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client.client_id.clone(),
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ClientRegistered(ClientRegistered {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Client,
+        client.client_id.clone(),
+        Consistency::log(state),
+        Event::ClientRegistered(ClientRegistered {
             client: Some(client),
         }),
-    }])
+    )])
 }
 
 fn live_client<'s>(state: &'s State, client_id: &str) -> Result<&'s OAuthClient, DomainError> {
@@ -130,15 +127,13 @@ pub(crate) fn regenerate_secret(
     if secret_hash.is_empty() {
         return Err(DomainError::invalid("secret_hash", "must not be empty"));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client_id.to_string(),
-        aggregate_version: client.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: client.last_sequence,
-        },
-        event: Event::ClientSecretRegenerated(ClientSecretRegenerated { secret_hash }),
-    }])
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Client,
+        client_id,
+        client.aggregate_version,
+        Consistency::aggregate(client.last_sequence),
+        Event::ClientSecretRegenerated(ClientSecretRegenerated { secret_hash }),
+    )])
 }
 
 pub(crate) fn revoke_client(
@@ -149,15 +144,13 @@ pub(crate) fn revoke_client(
     if client.revoked {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client_id.to_string(),
-        aggregate_version: client.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: client.last_sequence,
-        },
-        event: Event::ClientRevoked(ClientRevoked {}),
-    }])
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Client,
+        client_id,
+        client.aggregate_version,
+        Consistency::aggregate(client.last_sequence),
+        Event::ClientRevoked(ClientRevoked {}),
+    )])
 }
 
 pub(crate) fn publish_signing_key(
@@ -181,27 +174,24 @@ pub(crate) fn publish_signing_key(
     if key.public_jwk.is_empty() {
         return Err(DomainError::invalid("public_jwk", "must not be empty"));
     }
-    let mut events = vec![PendingEvent {
-        kind: AggregateKind::SigningKey,
-        aggregate_id: key.kid.clone(),
-        aggregate_version: 1,
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::SigningKeyPublished(SigningKeyPublished { key: Some(key) }),
-    }];
+    let mut events = vec![PendingEvent::first(
+        AggregateKind::SigningKey,
+        key.kid.clone(),
+        Consistency::aggregate(0),
+        Event::SigningKeyPublished(SigningKeyPublished { key: Some(key) }),
+    )];
     for previous in state.signing_keys().filter(|k| k.active) {
-        events.push(PendingEvent {
-            kind: AggregateKind::SigningKey,
-            aggregate_id: previous.kid.clone(),
-            // A key's record keeps no version, but its history is fixed: published at 1,
-            // deactivated once (only active keys are) at 2.
-            aggregate_version: 2,
-            consistency: Consistency::Aggregate {
-                last_sequence: previous.last_sequence,
-            },
-            event: Event::SigningKeyDeactivated(SigningKeyDeactivated {
+        // A key's record keeps no version, but its history is fixed: published at 1,
+        // deactivated once (only active keys are) at 2.
+        events.push(PendingEvent::next(
+            AggregateKind::SigningKey,
+            &previous.kid,
+            1,
+            Consistency::aggregate(previous.last_sequence),
+            Event::SigningKeyDeactivated(SigningKeyDeactivated {
                 retire_after: retire_previous_after,
             }),
-        });
+        ));
     }
     Ok(events)
 }
@@ -216,14 +206,13 @@ pub(crate) fn revoke_token(
     if state.revoked_token(&jti).is_some() {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Token,
-        aggregate_id: jti,
-        aggregate_version: 1,
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::TokenRevoked(TokenRevoked {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Token,
+        jti,
+        Consistency::aggregate(0),
+        Event::TokenRevoked(TokenRevoked {
             expires_at,
             client_id,
         }),
-    }])
+    )])
 }

@@ -132,16 +132,15 @@ pub(crate) fn create(
             policy.name
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Policy,
-        aggregate_id: policy_id(policy.level(), &policy.name),
-        aggregate_version: 1,
-        // The id is the name, so the subject itself guards uniqueness.
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::PolicyCreated(PolicyCreated {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Policy,
+        policy_id(policy.level(), &policy.name),
+        // The id is the level and name, so the subject itself guards uniqueness.
+        Consistency::aggregate(0),
+        Event::PolicyCreated(PolicyCreated {
             policy: Some(policy),
         }),
-    }])
+    )])
 }
 
 /// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.

@@ -80,19 +80,16 @@ pub(crate) fn create(
             "subscription {subscription_id} already exists"
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::SubscriptionCreated(SubscriptionCreated {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Subscription,
+        subscription_id,
+        Consistency::log(state),
+        Event::SubscriptionCreated(SubscriptionCreated {
             application_id,
             api_id,
             tier,
         }),
-    }])
+    )])
 }
 
 /// Blocks a subscription: for every key, or (`production_only`) for production keys,
@@ -126,15 +123,13 @@ pub(crate) fn delete(
     let s = state
         .subscription(&subscription_id)
         .ok_or_else(|| not_found("subscription", &subscription_id))?;
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: s.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: s.last_sequence,
-        },
-        event: Event::SubscriptionDeleted(SubscriptionDeleted {}),
-    }])
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Subscription,
+        subscription_id,
+        s.aggregate_version,
+        Consistency::aggregate(s.last_sequence),
+        Event::SubscriptionDeleted(SubscriptionDeleted {}),
+    )])
 }
 
 /// Block or unblock; asking for the state a subscription already has changes nothing.
@@ -149,16 +144,14 @@ fn change_state(
     if s.state() == target {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: s.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: s.last_sequence,
-        },
-        event: Event::SubscriptionStateChanged(SubscriptionStateChanged {
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Subscription,
+        subscription_id,
+        s.aggregate_version,
+        Consistency::aggregate(s.last_sequence),
+        Event::SubscriptionStateChanged(SubscriptionStateChanged {
             from: s.state,
             to: target as i32,
         }),
-    }])
+    )])
 }
