@@ -5,18 +5,15 @@ use gatehouse_proto::events::{
     event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
-use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
 use crate::policy::{self, unknown_tier};
+use crate::record::Record;
 use crate::{DomainError, State, lifecycle as lc, validate};
 
 /// Cache TTL used when caching is enabled without one (WSO2's default, 300 s).
 pub const DEFAULT_CACHE_TTL_SECONDS: u32 = 300;
 
-pub(crate) fn create(
-    state: &State,
-    api_id: String,
-    definition: ApiDefinition,
-) -> Result<Vec<PendingEvent>, DomainError> {
+pub(crate) fn create(state: &State, api_id: String, definition: ApiDefinition) -> Decision {
     check_new_id("api_id", &api_id)?;
     let definition = normalize_definition(state, definition)?;
     created(state, api_id, definition, "")
@@ -28,14 +25,10 @@ pub(crate) fn create_version(
     source_api_id: &str,
     new_version: String,
     make_default: bool,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("api_id", &api_id)?;
-    if source_api_id.is_empty() {
-        return Err(DomainError::invalid("source_api_id", "must not be empty"));
-    }
-    let source = state
-        .api(source_api_id)
-        .ok_or_else(|| not_found("api", source_api_id))?;
+    validate::required("source_api_id", source_api_id)?;
+    let source = Api::existing(state, source_api_id)?;
     validate::version("new_version", &new_version)?;
     let mut definition = source.definition.clone().unwrap_or_default();
     definition.version = new_version;
@@ -51,12 +44,10 @@ fn created(
     api_id: String,
     definition: ApiDefinition,
     source_api_id: &str,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     ensure_unique(state, &definition)?;
     if state.api(&api_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "API {api_id} already exists"
-        )));
+        return Err(DomainError::already_exists("API", &api_id));
     }
     Ok(vec![PendingEvent::first(
         AggregateKind::Api,
@@ -74,7 +65,7 @@ pub(crate) fn update(
     api_id: &str,
     mut definition: ApiDefinition,
     expected_version: Option<u64>,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     let api = existing(state, api_id, expected_version)?;
     let current = api.definition.clone().unwrap_or_default();
     for (field, given, fixed) in [
@@ -111,20 +102,15 @@ pub(crate) fn update(
     let consistency = if definition.is_default_version && !current.is_default_version {
         Consistency::log(state)
     } else {
-        Consistency::aggregate(api.last_sequence)
+        api.unchanged()
     };
     if lc::accepts_subscriptions(api.lifecycle()) {
         ready_to_serve(&definition, api.lifecycle())?;
     }
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Api,
-        api_id,
-        api.aggregate_version,
-        consistency,
-        Event::ApiUpdated(ApiUpdated {
-            definition: Some(definition),
-        }),
-    )])
+    let updated = Event::ApiUpdated(ApiUpdated {
+        definition: Some(definition),
+    });
+    Ok(vec![api.next_event(consistency, updated)])
 }
 
 pub(crate) fn change_lifecycle(
@@ -132,7 +118,7 @@ pub(crate) fn change_lifecycle(
     api_id: &str,
     target: lifecycle::State,
     expected_version: Option<u64>,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     let api = existing(state, api_id, expected_version)?;
     if target == lifecycle::State::Unspecified {
         return Err(DomainError::invalid(
@@ -164,19 +150,14 @@ pub(crate) fn change_lifecycle(
     ) {
         ready_to_serve(&api.definition.clone().unwrap_or_default(), target)?;
     }
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Api,
-        api_id,
-        api.aggregate_version,
-        Consistency::aggregate(api.last_sequence),
-        Event::ApiLifecycleChanged(ApiLifecycleChanged {
-            from: from as i32,
-            to: target as i32,
-        }),
-    )])
+    let changed = Event::ApiLifecycleChanged(ApiLifecycleChanged {
+        from: from as i32,
+        to: target as i32,
+    });
+    Ok(vec![api.next_event(api.unchanged(), changed)])
 }
 
-pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, DomainError> {
+pub(crate) fn delete(state: &State, api_id: &str) -> Decision {
     let api = existing(state, api_id, None)?;
     let subscriptions = state.subscriptions().filter(|s| s.api_id == api_id).count();
     if subscriptions > 0 {
@@ -184,13 +165,9 @@ pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, D
             "API {api_id} has {subscriptions} subscription(s); remove them before deleting it"
         )));
     }
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Api,
-        api_id,
-        api.aggregate_version,
-        Consistency::log(state),
-        Event::ApiDeleted(ApiDeleted {}),
-    )])
+    // "Only without subscriptions" reads other aggregates: guard the whole log.
+    let deleted = Event::ApiDeleted(ApiDeleted {});
+    Ok(vec![api.next_event(Consistency::log(state), deleted)])
 }
 
 fn existing<'s>(
@@ -198,10 +175,8 @@ fn existing<'s>(
     api_id: &str,
     expected_version: Option<u64>,
 ) -> Result<&'s Api, DomainError> {
-    if api_id.is_empty() {
-        return Err(DomainError::invalid("api_id", "must not be empty"));
-    }
-    let api = state.api(api_id).ok_or_else(|| not_found("api", api_id))?;
+    validate::required("api_id", api_id)?;
+    let api = Api::existing(state, api_id)?;
     if let Some(expected) = expected_version
         && expected != api.aggregate_version
     {

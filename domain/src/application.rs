@@ -10,10 +10,12 @@
 //! ends its subscriptions and revokes its keys in the fold ([`crate::State`]).
 
 use gatehouse_proto::events::{
-    ApplicationCreated, ApplicationDeleted, event_envelope::Event, throttle_policy::Level,
+    Application, ApplicationCreated, ApplicationDeleted, event_envelope::Event,
+    throttle_policy::Level,
 };
 
-use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
+use crate::record::Record;
 use crate::{DomainError, State, policy, validate};
 
 /// Registers an application under `application_id`; `created` carries what the caller
@@ -22,7 +24,7 @@ pub(crate) fn create(
     state: &State,
     application_id: String,
     mut created: ApplicationCreated,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("application_id", &application_id)?;
     created.name = created.name.trim().to_string();
     validate::name("name", &created.name)?;
@@ -42,9 +44,7 @@ pub(crate) fn create(
         ));
     }
     if state.application(&application_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "application {application_id} already exists"
-        )));
+        return Err(DomainError::already_exists("application", &application_id));
     }
     if state
         .applications()
@@ -64,18 +64,10 @@ pub(crate) fn create(
 }
 
 /// Deletes an application; its subscriptions and keys go with it.
-pub(crate) fn delete(
-    state: &State,
-    application_id: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    let app = state
-        .application(&application_id)
-        .ok_or_else(|| not_found("application", &application_id))?;
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Application,
-        application_id,
-        app.aggregate_version,
-        Consistency::log(state),
-        Event::ApplicationDeleted(ApplicationDeleted {}),
-    )])
+pub(crate) fn delete(state: &State, application_id: &str) -> Decision {
+    let app = Application::existing(state, application_id)?;
+    // The fold also ends its subscriptions and revokes its keys: guard the whole log, so
+    // that none made meanwhile outlives the application.
+    let deleted = Event::ApplicationDeleted(ApplicationDeleted {});
+    Ok(vec![app.next_event(Consistency::log(state), deleted)])
 }

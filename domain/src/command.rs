@@ -306,7 +306,9 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
                 description,
             },
         ),
-        Command::DeleteApplication { application_id } => application::delete(state, application_id),
+        Command::DeleteApplication { application_id } => {
+            application::delete(state, &application_id)
+        }
         Command::Subscribe {
             subscription_id,
             application_id,
@@ -316,11 +318,11 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
         Command::BlockSubscription {
             subscription_id,
             production_only,
-        } => subscription::block(state, subscription_id, production_only),
+        } => subscription::block(state, &subscription_id, production_only),
         Command::UnblockSubscription { subscription_id } => {
-            subscription::unblock(state, subscription_id)
+            subscription::unblock(state, &subscription_id)
         }
-        Command::Unsubscribe { subscription_id } => subscription::delete(state, subscription_id),
+        Command::Unsubscribe { subscription_id } => subscription::delete(state, &subscription_id),
         Command::RegisterClient { client } => keys::register_client(state, client),
         Command::RegenerateSecret {
             client_id,
@@ -339,12 +341,8 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
     }
 }
 
-pub(crate) fn not_found(kind: &'static str, id: &str) -> DomainError {
-    DomainError::NotFound {
-        kind,
-        id: id.to_string(),
-    }
-}
+/// What a command handler returns: the events to append, or why the command is refused.
+pub(crate) type Decision = Result<Vec<PendingEvent>, DomainError>;
 
 /// Checks a caller-chosen id is usable as a subject token.
 pub(crate) fn check_new_id(field: &str, id: &str) -> Result<(), DomainError> {

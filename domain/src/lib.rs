@@ -20,6 +20,7 @@ mod error;
 pub mod keys;
 pub mod lifecycle;
 pub mod policy;
+mod record;
 mod state;
 pub mod subscription;
 pub mod validate;

@@ -14,7 +14,7 @@ use gatehouse_proto::events::{
     PolicyCreated, ThrottlePolicy, event_envelope::Event, throttle_policy::Level,
 };
 
-use crate::command::{AggregateKind, Consistency, PendingEvent};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent};
 use crate::{DomainError, State, validate};
 
 /// The name every level has for "no limit".
@@ -100,10 +100,7 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
 }
 
 /// Creates a custom policy.
-pub(crate) fn create(
-    state: &State,
-    policy: ThrottlePolicy,
-) -> Result<Vec<PendingEvent>, DomainError> {
+pub(crate) fn create(state: &State, policy: ThrottlePolicy) -> Decision {
     validate::token_name("name", &policy.name)?;
     if policy.level() == Level::Unspecified {
         return Err(DomainError::invalid(

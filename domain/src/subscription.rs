@@ -10,12 +10,13 @@
 //! unsubscribing read only the subscription itself, so they guard its own subject.
 
 use gatehouse_proto::events::{
-    SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged, event_envelope::Event,
-    subscription_status, throttle_policy::Level,
+    Api, Application, Subscription, SubscriptionCreated, SubscriptionDeleted,
+    SubscriptionStateChanged, event_envelope::Event, subscription_status, throttle_policy::Level,
 };
 
-use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
-use crate::{DomainError, State, lifecycle as lc, policy};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
+use crate::record::Record;
+use crate::{DomainError, State, lifecycle as lc, policy, validate};
 
 /// Subscribes `application_id` to `api_id` at `tier`, under `subscription_id`.
 pub(crate) fn create(
@@ -24,23 +25,13 @@ pub(crate) fn create(
     application_id: String,
     api_id: String,
     tier: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("subscription_id", &subscription_id)?;
-    if application_id.is_empty() {
-        return Err(DomainError::invalid("application_id", "must not be empty"));
-    }
-    if api_id.is_empty() {
-        return Err(DomainError::invalid("api_id", "must not be empty"));
-    }
-    if tier.is_empty() {
-        return Err(DomainError::invalid("tier", "must not be empty"));
-    }
-    state
-        .application(&application_id)
-        .ok_or_else(|| not_found("application", &application_id))?;
-    let api = state
-        .api(&api_id)
-        .ok_or_else(|| not_found("api", &api_id))?;
+    validate::required("application_id", &application_id)?;
+    validate::required("api_id", &api_id)?;
+    validate::required("tier", &tier)?;
+    Application::existing(state, &application_id)?;
+    let api = Api::existing(state, &api_id)?;
     let definition = api.definition.clone().unwrap_or_default();
     if !lc::accepts_subscriptions(api.lifecycle()) {
         return Err(DomainError::FailedPrecondition(format!(
@@ -76,9 +67,10 @@ pub(crate) fn create(
         )));
     }
     if state.subscription(&subscription_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "subscription {subscription_id} already exists"
-        )));
+        return Err(DomainError::already_exists(
+            "subscription",
+            &subscription_id,
+        ));
     }
     Ok(vec![PendingEvent::first(
         AggregateKind::Subscription,
@@ -94,11 +86,7 @@ pub(crate) fn create(
 
 /// Blocks a subscription: for every key, or (`production_only`) for production keys,
 /// leaving sandbox ones working.
-pub(crate) fn block(
-    state: &State,
-    subscription_id: String,
-    production_only: bool,
-) -> Result<Vec<PendingEvent>, DomainError> {
+pub(crate) fn block(state: &State, subscription_id: &str, production_only: bool) -> Decision {
     let target = if production_only {
         subscription_status::State::ProdOnlyBlocked
     } else {
@@ -108,50 +96,30 @@ pub(crate) fn block(
 }
 
 /// Lets a blocked subscription through again.
-pub(crate) fn unblock(
-    state: &State,
-    subscription_id: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
+pub(crate) fn unblock(state: &State, subscription_id: &str) -> Decision {
     change_state(state, subscription_id, subscription_status::State::Active)
 }
 
 /// Ends a subscription.
-pub(crate) fn delete(
-    state: &State,
-    subscription_id: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    let s = state
-        .subscription(&subscription_id)
-        .ok_or_else(|| not_found("subscription", &subscription_id))?;
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Subscription,
-        subscription_id,
-        s.aggregate_version,
-        Consistency::aggregate(s.last_sequence),
-        Event::SubscriptionDeleted(SubscriptionDeleted {}),
-    )])
+pub(crate) fn delete(state: &State, subscription_id: &str) -> Decision {
+    let s = Subscription::existing(state, subscription_id)?;
+    let deleted = Event::SubscriptionDeleted(SubscriptionDeleted {});
+    Ok(vec![s.next_event(s.unchanged(), deleted)])
 }
 
 /// Block or unblock; asking for the state a subscription already has changes nothing.
 fn change_state(
     state: &State,
-    subscription_id: String,
+    subscription_id: &str,
     target: subscription_status::State,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    let s = state
-        .subscription(&subscription_id)
-        .ok_or_else(|| not_found("subscription", &subscription_id))?;
+) -> Decision {
+    let s = Subscription::existing(state, subscription_id)?;
     if s.state() == target {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent::next(
-        AggregateKind::Subscription,
-        subscription_id,
-        s.aggregate_version,
-        Consistency::aggregate(s.last_sequence),
-        Event::SubscriptionStateChanged(SubscriptionStateChanged {
-            from: s.state,
-            to: target as i32,
-        }),
-    )])
+    let changed = Event::SubscriptionStateChanged(SubscriptionStateChanged {
+        from: s.state,
+        to: target as i32,
+    });
+    Ok(vec![s.next_event(s.unchanged(), changed)])
 }

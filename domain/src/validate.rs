@@ -12,6 +12,15 @@ pub const MAX_NAME_LEN: usize = 100;
 /// Longest upstream timeout accepted, in milliseconds.
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
 
+/// Any value, as long as there is one.
+pub(crate) fn required(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A display name: not blank, at most [`MAX_NAME_LEN`] characters, no control characters.
 pub(crate) fn name(field: &str, value: &str) -> Result<(), DomainError> {
     if value.trim().is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
