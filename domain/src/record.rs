@@ -1,10 +1,11 @@
-//! The folded record of an existing aggregate, as the command handlers see it.
+//! The folded record of an aggregate, as the command handlers and the fold see it.
 //!
 //! Every handler that changes an existing aggregate does the same two things: find its
 //! record (or refuse with NOT_FOUND), then decide the record's next event — same kind,
-//! same id, the version after the record's. [`Record`] says once, for each kind of record
-//! that keeps a version, where those come from, so no handler can pair the wrong kind,
-//! id or version.
+//! same id, the version after the record's. Every event the fold applies to a record
+//! stamps it with its version and sequence. [`Record`] says once, for each kind of record
+//! that keeps a version, where those live, so no handler can pair the wrong kind, id or
+//! version and no fold arm can forget one of the two stamps.
 
 use gatehouse_proto::events::{Api, Application, OAuthClient, Subscription, event_envelope::Event};
 
@@ -26,6 +27,8 @@ pub(crate) trait Record: Sized {
     fn version(&self) -> u64;
     /// The sequence of the aggregate's last event.
     fn last_sequence(&self) -> u64;
+    /// Records that the event at `sequence` brought the aggregate to `version`.
+    fn stamp(&mut self, version: u64, sequence: u64);
 
     /// The record with this id, or NOT_FOUND.
     fn existing<'s>(state: &'s State, id: &str) -> Result<&'s Self, DomainError> {
@@ -63,6 +66,10 @@ macro_rules! record {
             }
             fn last_sequence(&self) -> u64 {
                 self.last_sequence
+            }
+            fn stamp(&mut self, version: u64, sequence: u64) {
+                self.aggregate_version = version;
+                self.last_sequence = sequence;
             }
         }
     };
