@@ -1,4 +1,17 @@
 //! The API aggregate: creation, new versions, updates, lifecycle and deletion.
+//!
+//! # Rules
+//!
+//! An API is one version of a context (`/client` 1.0.0): context + version are unique,
+//! and a new version is a new API with its own id, copied from its source. Name, context
+//! and version never change afterwards. At most one version of a context is the default
+//! (the fold moves the flag). The lifecycle follows [`crate::lifecycle`]; an API a
+//! gateway serves (PUBLISHED or PROTOTYPED) needs a production endpoint and resources,
+//! and a RETIRED one cannot change. An API with subscriptions cannot be deleted.
+//!
+//! Creating, deleting and taking the default flag read other APIs or subscriptions, so
+//! they guard the whole log; other updates and lifecycle changes guard the API's own
+//! subject.
 
 use gatehouse_proto::events::{
     Api, ApiCreated, ApiDefinition, ApiDeleted, ApiLifecycleChanged, ApiUpdated, EndpointGroup,
@@ -13,12 +26,15 @@ use crate::{DomainError, State, lifecycle as lc, validate};
 /// Cache TTL used when caching is enabled without one (WSO2's default, 300 s).
 pub const DEFAULT_CACHE_TTL_SECONDS: u32 = 300;
 
+/// Creates an API under `api_id`, in CREATED, with its definition checked and defaulted.
 pub(crate) fn create(state: &State, api_id: String, definition: ApiDefinition) -> Decision {
     check_new_id("api_id", &api_id)?;
     let definition = normalize_definition(state, definition)?;
     created(state, api_id, definition, "")
 }
 
+/// Creates `api_id` as a copy of `source_api_id` at `new_version`, optionally the
+/// default version of the context.
 pub(crate) fn create_version(
     state: &State,
     api_id: String,
@@ -60,6 +76,7 @@ fn created(
     )])
 }
 
+/// Replaces an API's definition; name, context and version stay as they are.
 pub(crate) fn update(
     state: &State,
     api_id: &str,
@@ -113,6 +130,7 @@ pub(crate) fn update(
     Ok(vec![api.next_event(consistency, updated)])
 }
 
+/// Moves an API to `target`, if the lifecycle allows it from where it is.
 pub(crate) fn change_lifecycle(
     state: &State,
     api_id: &str,
@@ -157,6 +175,7 @@ pub(crate) fn change_lifecycle(
     Ok(vec![api.next_event(api.unchanged(), changed)])
 }
 
+/// Deletes an API that has no subscriptions.
 pub(crate) fn delete(state: &State, api_id: &str) -> Decision {
     let api = existing(state, api_id, None)?;
     let subscriptions = state.subscriptions().filter(|s| s.api_id == api_id).count();
@@ -170,6 +189,7 @@ pub(crate) fn delete(state: &State, api_id: &str) -> Decision {
     Ok(vec![api.next_event(Consistency::log(state), deleted)])
 }
 
+/// The API `api_id`, at `expected_version` if the caller gave one.
 fn existing<'s>(
     state: &'s State,
     api_id: &str,
@@ -190,6 +210,7 @@ fn existing<'s>(
     Ok(api)
 }
 
+/// Context + version are free.
 fn ensure_unique(state: &State, definition: &ApiDefinition) -> Result<(), DomainError> {
     if let Some(other) = state.api_by_context_version(&definition.context, &definition.version) {
         return Err(DomainError::AlreadyExists(format!(

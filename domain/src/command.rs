@@ -4,6 +4,19 @@
 //! targets, and returns the events to append — or the reason it refuses. Ids, times and
 //! actors come from the caller, so the same command on the same state always decides the
 //! same way. Appending, retrying and folding the events back are the edge's job.
+//!
+//! [`handle`] only dispatches: the rules of each aggregate live in its own module
+//! ([`crate::api`], [`crate::policy`], [`crate::application`], [`crate::subscription`],
+//! [`crate::keys`]).
+//!
+//! # Consistency
+//!
+//! A decision is only as good as the state it read. Each [`PendingEvent`] carries the
+//! [`Consistency`] the edge must check when it appends: the aggregate's own subject is
+//! unchanged when the rules read that aggregate only (updating an API, blocking a
+//! subscription), the whole log is unchanged when they read others (context + version
+//! uniqueness, "only subscribe to a published API"). The edge appends with that expected
+//! sequence; if someone else appended first, it re-reads and decides again.
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
@@ -16,9 +29,13 @@ use crate::{DomainError, State, api, application, keys, policy, subscription, va
 /// The kinds of aggregate; each has its own log subject `gatehouse.events.<kind>.<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AggregateKind {
+    /// An API version (its definition and lifecycle).
     Api,
+    /// A throttling policy.
     Policy,
+    /// An application of a consumer.
     Application,
+    /// An application's subscription to an API.
     Subscription,
     /// OAuth2 client credentials (token-service).
     Client,
@@ -102,10 +119,12 @@ impl Consistency {
 /// the caller's explicit choice, because only the command's rules know what they read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
+    /// The aggregate kind: with `aggregate_id`, the log subject to append to.
     pub kind: AggregateKind,
     pub aggregate_id: String,
     /// The aggregate's version once this event is applied.
     pub aggregate_version: u64,
+    /// What must still hold when the event is appended.
     pub consistency: Consistency,
     pub event: Event,
 }
@@ -113,9 +132,13 @@ pub struct PendingEvent {
 /// What the edge adds to a decided event: identity, time, actor and trace context.
 #[derive(Debug, Clone, Default)]
 pub struct EventMeta {
+    /// A unique id, chosen by the edge (the domain has no randomness).
     pub event_id: String,
+    /// When the event was decided (the domain has no clock).
     pub time: Option<Timestamp>,
+    /// Who asked for it: the authenticated user or client.
     pub actor: String,
+    /// W3C trace context of the request that decided it, so readers can join the trace.
     pub traceparent: String,
     pub tracestate: String,
 }
@@ -169,29 +192,33 @@ impl PendingEvent {
 /// Every change an admin can ask for. Ids of new aggregates are chosen by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// A new API, in CREATED.
     CreateApi {
         api_id: String,
         definition: ApiDefinition,
     },
+    /// A new API copied from `source_api_id` under another version of its context.
     CreateApiVersion {
         api_id: String,
         source_api_id: String,
         new_version: String,
         make_default: bool,
     },
+    /// A new definition for an API; empty name, context and version keep the current ones.
     UpdateApi {
         api_id: String,
         definition: ApiDefinition,
         expected_version: Option<u64>,
     },
+    /// A lifecycle transition (see [`crate::lifecycle`]).
     ChangeLifecycle {
         api_id: String,
         target: lifecycle::State,
         expected_version: Option<u64>,
     },
-    DeleteApi {
-        api_id: String,
-    },
+    /// Deletes an API without subscriptions.
+    DeleteApi { api_id: String },
+    /// A custom throttling policy.
     CreatePolicy {
         name: String,
         level: Level,
@@ -200,6 +227,7 @@ pub enum Command {
         unlimited: bool,
         description: String,
     },
+    /// A consumer's application; an empty tier means `Unlimited`.
     CreateApplication {
         application_id: String,
         name: String,
@@ -207,42 +235,40 @@ pub enum Command {
         throttling_tier: String,
         description: String,
     },
-    DeleteApplication {
-        application_id: String,
-    },
+    /// Deletes an application, its subscriptions and its keys.
+    DeleteApplication { application_id: String },
+    /// Subscribes an application to a PUBLISHED or PROTOTYPED API at a tier it offers.
     Subscribe {
         subscription_id: String,
         application_id: String,
         api_id: String,
         tier: String,
     },
+    /// Blocks a subscription, or only its production keys.
     BlockSubscription {
         subscription_id: String,
         production_only: bool,
     },
-    UnblockSubscription {
-        subscription_id: String,
-    },
-    Unsubscribe {
-        subscription_id: String,
-    },
+    /// Makes a blocked subscription active again.
+    UnblockSubscription { subscription_id: String },
+    /// Ends a subscription.
+    Unsubscribe { subscription_id: String },
     /// New client credentials: an application's keys, or an admin client.
-    RegisterClient {
-        client: OAuthClient,
-    },
+    RegisterClient { client: OAuthClient },
+    /// A new secret (its hash) for live client credentials.
     RegenerateSecret {
         client_id: String,
         secret_hash: String,
     },
-    RevokeClient {
-        client_id: String,
-    },
+    /// Revokes client credentials; revoking revoked ones changes nothing.
+    RevokeClient { client_id: String },
     /// A new active signing key; the active one, if any, signs no more and stays in the
     /// JWKS until `retire_previous_after`.
     PublishSigningKey {
         key: SigningKey,
         retire_previous_after: Option<Timestamp>,
     },
+    /// Revokes an access token until it expires (RFC 7009); a second time changes nothing.
     RevokeToken {
         jti: String,
         expires_at: Option<Timestamp>,

@@ -25,6 +25,7 @@ pub const MAX_TOKEN_LIFETIME_SECONDS: u32 = 365 * 24 * 3600;
 /// Signing algorithms token-service may use.
 pub const SIGNING_ALGORITHMS: &[&str] = &["RS256", "ES256"];
 
+/// Registers client credentials: an application's keys of one type, or an admin client.
 pub(crate) fn register_client(state: &State, mut client: OAuthClient) -> Decision {
     check_new_id("client_id", &client.client_id)?;
     if state.client(&client.client_id).is_some() {
@@ -95,11 +96,13 @@ pub(crate) fn register_client(state: &State, mut client: OAuthClient) -> Decisio
     )])
 }
 
+/// The client `client_id`, revoked or not.
 fn live_client<'s>(state: &'s State, client_id: &str) -> Result<&'s OAuthClient, DomainError> {
     validate::required("client_id", client_id)?;
     OAuthClient::existing(state, client_id)
 }
 
+/// Replaces the secret of live client credentials.
 pub(crate) fn regenerate_secret(state: &State, client_id: &str, secret_hash: String) -> Decision {
     let client = live_client(state, client_id)?;
     if client.revoked {
@@ -112,6 +115,7 @@ pub(crate) fn regenerate_secret(state: &State, client_id: &str, secret_hash: Str
     Ok(vec![client.next_event(client.unchanged(), regenerated)])
 }
 
+/// Revokes client credentials; revoking revoked ones changes nothing.
 pub(crate) fn revoke_client(state: &State, client_id: &str) -> Decision {
     let client = live_client(state, client_id)?;
     if client.revoked {
@@ -121,6 +125,7 @@ pub(crate) fn revoke_client(state: &State, client_id: &str) -> Decision {
     Ok(vec![client.next_event(client.unchanged(), revoked)])
 }
 
+/// Publishes a new active signing key and deactivates the active ones.
 pub(crate) fn publish_signing_key(
     state: &State,
     key: SigningKey,
@@ -159,6 +164,7 @@ pub(crate) fn publish_signing_key(
     Ok(events)
 }
 
+/// Records a revoked token once.
 pub(crate) fn revoke_token(
     state: &State,
     jti: String,

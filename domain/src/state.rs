@@ -5,6 +5,15 @@
 //! `Application`, ...), so a [`Snapshot`] is the state as it is, with no mapping layer
 //! that could drift. Maps are `BTreeMap`s so that iteration (listings, snapshots, the
 //! config hash of a gateway) is in a stable order on every node.
+//!
+//! # Shared state
+//!
+//! Each reader owns its `State` and is its only writer: control's read model, the
+//! token-service's client registry and every gateway fold the same log into their own
+//! copy, in log order, so two readers at the same sequence hold equal states. To keep
+//! that true, an event the fold refuses must change nothing — every arm of the fold
+//! checks what it needs (the aggregate exists) before it changes anything, so a refused
+//! event leaves the state exactly as it was and the reader can resync from a snapshot.
 
 use std::collections::BTreeMap;
 
