@@ -1,84 +1,88 @@
 //! The API aggregate: creation, new versions, updates, lifecycle and deletion.
+//!
+//! # Rules
+//!
+//! An API is one version of a context (`/client` 1.0.0): context + version are unique,
+//! and a new version is a new API with its own id, copied from its source. Name, context
+//! and version never change afterwards. At most one version of a context is the default
+//! (the fold moves the flag). The lifecycle follows [`crate::lifecycle`]; an API a
+//! gateway serves (PUBLISHED or PROTOTYPED) needs a production endpoint and resources,
+//! and a RETIRED one cannot change. An API with subscriptions cannot be deleted.
+//!
+//! Creating, deleting and taking the default flag read other APIs or subscriptions, so
+//! they guard the whole log; other updates and lifecycle changes guard the API's own
+//! subject.
 
 use gatehouse_proto::events::{
     Api, ApiCreated, ApiDefinition, ApiDeleted, ApiLifecycleChanged, ApiUpdated, EndpointGroup,
     event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
-use crate::command::{
-    AggregateKind, Consistency, PendingEvent, check_new_id, not_found, unknown_tier,
-};
-use crate::{DomainError, State, lifecycle as lc, policy, validate};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
+use crate::policy::{self, unknown_tier};
+use crate::record::Record;
+use crate::{DomainError, State, lifecycle as lc, validate};
 
 /// Cache TTL used when caching is enabled without one (WSO2's default, 300 s).
 pub const DEFAULT_CACHE_TTL_SECONDS: u32 = 300;
 
-pub(crate) fn create(
-    state: &State,
-    api_id: String,
-    definition: ApiDefinition,
-) -> Result<Vec<PendingEvent>, DomainError> {
+/// Creates an API under `api_id`, in CREATED, with its definition checked and defaulted.
+pub(crate) fn create(state: &State, api_id: String, definition: ApiDefinition) -> Decision {
     check_new_id("api_id", &api_id)?;
     let definition = normalize_definition(state, definition)?;
-    ensure_unique(state, &definition)?;
-    if state.api(&api_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "API {api_id} already exists"
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiCreated(ApiCreated {
-            definition: Some(definition),
-            source_api_id: String::new(),
-        }),
-    }])
+    created(state, api_id, definition, "")
 }
 
+/// Creates `api_id` as a copy of `source_api_id` at `new_version`, optionally the
+/// default version of the context.
 pub(crate) fn create_version(
     state: &State,
     api_id: String,
     source_api_id: &str,
     new_version: String,
     make_default: bool,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("api_id", &api_id)?;
-    if source_api_id.is_empty() {
-        return Err(DomainError::invalid("source_api_id", "must not be empty"));
-    }
-    let source = state
-        .api(source_api_id)
-        .ok_or_else(|| not_found("api", source_api_id))?;
+    validate::required("source_api_id", source_api_id)?;
+    let source = Api::existing(state, source_api_id)?;
     validate::version("new_version", &new_version)?;
     let mut definition = source.definition.clone().unwrap_or_default();
     definition.version = new_version;
     definition.is_default_version = make_default;
+    created(state, api_id, definition, source_api_id)
+}
+
+/// The creation of a new API — a first one, or a new version of `source_api_id` — once
+/// its context + version and its id are known to be free. A reused id would replace the
+/// API that has it, subscriptions and all.
+fn created(
+    state: &State,
+    api_id: String,
+    definition: ApiDefinition,
+    source_api_id: &str,
+) -> Decision {
     ensure_unique(state, &definition)?;
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiCreated(ApiCreated {
+    if state.api(&api_id).is_some() {
+        return Err(DomainError::already_exists("API", &api_id));
+    }
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Api,
+        api_id,
+        Consistency::log(state),
+        Event::ApiCreated(ApiCreated {
             definition: Some(definition),
             source_api_id: source_api_id.to_string(),
         }),
-    }])
+    )])
 }
 
+/// Replaces an API's definition; name, context and version stay as they are.
 pub(crate) fn update(
     state: &State,
     api_id: &str,
     mut definition: ApiDefinition,
     expected_version: Option<u64>,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     let api = existing(state, api_id, expected_version)?;
     let current = api.definition.clone().unwrap_or_default();
     for (field, given, fixed) in [
@@ -113,34 +117,26 @@ pub(crate) fn update(
     let definition = normalize_definition(state, definition)?;
     // Taking the default-version flag changes the other versions of the context too.
     let consistency = if definition.is_default_version && !current.is_default_version {
-        Consistency::Log {
-            last_sequence: state.sequence(),
-        }
+        Consistency::log(state)
     } else {
-        Consistency::Aggregate {
-            last_sequence: api.last_sequence,
-        }
+        api.unchanged()
     };
     if lc::accepts_subscriptions(api.lifecycle()) {
         ready_to_serve(&definition, api.lifecycle())?;
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
-        consistency,
-        event: Event::ApiUpdated(ApiUpdated {
-            definition: Some(definition),
-        }),
-    }])
+    let updated = Event::ApiUpdated(ApiUpdated {
+        definition: Some(definition),
+    });
+    Ok(vec![api.next_event(consistency, updated)])
 }
 
+/// Moves an API to `target`, if the lifecycle allows it from where it is.
 pub(crate) fn change_lifecycle(
     state: &State,
     api_id: &str,
     target: lifecycle::State,
     expected_version: Option<u64>,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     let api = existing(state, api_id, expected_version)?;
     if target == lifecycle::State::Unspecified {
         return Err(DomainError::invalid(
@@ -172,21 +168,15 @@ pub(crate) fn change_lifecycle(
     ) {
         ready_to_serve(&api.definition.clone().unwrap_or_default(), target)?;
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: api.last_sequence,
-        },
-        event: Event::ApiLifecycleChanged(ApiLifecycleChanged {
-            from: from as i32,
-            to: target as i32,
-        }),
-    }])
+    let changed = Event::ApiLifecycleChanged(ApiLifecycleChanged {
+        from: from as i32,
+        to: target as i32,
+    });
+    Ok(vec![api.next_event(api.unchanged(), changed)])
 }
 
-pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, DomainError> {
+/// Deletes an API that has no subscriptions.
+pub(crate) fn delete(state: &State, api_id: &str) -> Decision {
     let api = existing(state, api_id, None)?;
     let subscriptions = state.subscriptions().filter(|s| s.api_id == api_id).count();
     if subscriptions > 0 {
@@ -194,26 +184,19 @@ pub(crate) fn delete(state: &State, api_id: &str) -> Result<Vec<PendingEvent>, D
             "API {api_id} has {subscriptions} subscription(s); remove them before deleting it"
         )));
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Api,
-        aggregate_id: api_id.to_string(),
-        aggregate_version: api.aggregate_version + 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApiDeleted(ApiDeleted {}),
-    }])
+    // "Only without subscriptions" reads other aggregates: guard the whole log.
+    let deleted = Event::ApiDeleted(ApiDeleted {});
+    Ok(vec![api.next_event(Consistency::log(state), deleted)])
 }
 
+/// The API `api_id`, at `expected_version` if the caller gave one.
 fn existing<'s>(
     state: &'s State,
     api_id: &str,
     expected_version: Option<u64>,
 ) -> Result<&'s Api, DomainError> {
-    if api_id.is_empty() {
-        return Err(DomainError::invalid("api_id", "must not be empty"));
-    }
-    let api = state.api(api_id).ok_or_else(|| not_found("api", api_id))?;
+    validate::required("api_id", api_id)?;
+    let api = Api::existing(state, api_id)?;
     if let Some(expected) = expected_version
         && expected != api.aggregate_version
     {
@@ -227,6 +210,7 @@ fn existing<'s>(
     Ok(api)
 }
 
+/// Context + version are free.
 fn ensure_unique(state: &State, definition: &ApiDefinition) -> Result<(), DomainError> {
     if let Some(other) = state.api_by_context_version(&definition.context, &definition.version) {
         return Err(DomainError::AlreadyExists(format!(

@@ -4,22 +4,38 @@
 //! targets, and returns the events to append — or the reason it refuses. Ids, times and
 //! actors come from the caller, so the same command on the same state always decides the
 //! same way. Appending, retrying and folding the events back are the edge's job.
+//!
+//! [`handle`] only dispatches: the rules of each aggregate live in its own module
+//! ([`crate::api`], [`crate::policy`], [`crate::application`], [`crate::subscription`],
+//! [`crate::keys`]).
+//!
+//! # Consistency
+//!
+//! A decision is only as good as the state it read. Each [`PendingEvent`] carries the
+//! [`Consistency`] the edge must check when it appends: the aggregate's own subject is
+//! unchanged when the rules read that aggregate only (updating an API, blocking a
+//! subscription), the whole log is unchanged when they read others (context + version
+//! uniqueness, "only subscribe to a published API"). The edge appends with that expected
+//! sequence; if someone else appended first, it re-reads and decides again.
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ApiDefinition, ApplicationCreated, ApplicationDeleted, EventEnvelope, OAuthClient,
-    PolicyCreated, SigningKey, SubscriptionCreated, SubscriptionDeleted, SubscriptionStateChanged,
-    ThrottlePolicy, event_envelope::Event, lifecycle, subscription_status, throttle_policy::Level,
+    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey, ThrottlePolicy,
+    event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
-use crate::{DomainError, State, api, keys, lifecycle as lc, policy, validate};
+use crate::{DomainError, State, api, application, keys, policy, subscription, validate};
 
 /// The kinds of aggregate; each has its own log subject `gatehouse.events.<kind>.<id>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AggregateKind {
+    /// An API version (its definition and lifecycle).
     Api,
+    /// A throttling policy.
     Policy,
+    /// An application of a consumer.
     Application,
+    /// An application's subscription to an API.
     Subscription,
     /// OAuth2 client credentials (token-service).
     Client,
@@ -80,13 +96,35 @@ pub enum Consistency {
     Log { last_sequence: u64 },
 }
 
+impl Consistency {
+    /// The whole log must still end where `state` has read it: for rules that read other
+    /// aggregates.
+    pub fn log(state: &State) -> Self {
+        Consistency::Log {
+            last_sequence: state.sequence(),
+        }
+    }
+
+    /// The aggregate's own subject must still end at `last_sequence` (0: it has no event
+    /// yet): for rules that read that aggregate only.
+    pub fn aggregate(last_sequence: u64) -> Self {
+        Consistency::Aggregate { last_sequence }
+    }
+}
+
 /// An event decided by a command, not yet appended.
+///
+/// Build one with [`PendingEvent::first`] (a new aggregate) or [`PendingEvent::next`]
+/// (an existing one): the version follows from which, and the [`Consistency`] is always
+/// the caller's explicit choice, because only the command's rules know what they read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
+    /// The aggregate kind: with `aggregate_id`, the log subject to append to.
     pub kind: AggregateKind,
     pub aggregate_id: String,
     /// The aggregate's version once this event is applied.
     pub aggregate_version: u64,
+    /// What must still hold when the event is appended.
     pub consistency: Consistency,
     pub event: Event,
 }
@@ -94,14 +132,48 @@ pub struct PendingEvent {
 /// What the edge adds to a decided event: identity, time, actor and trace context.
 #[derive(Debug, Clone, Default)]
 pub struct EventMeta {
+    /// A unique id, chosen by the edge (the domain has no randomness).
     pub event_id: String,
+    /// When the event was decided (the domain has no clock).
     pub time: Option<Timestamp>,
+    /// Who asked for it: the authenticated user or client.
     pub actor: String,
+    /// W3C trace context of the request that decided it, so readers can join the trace.
     pub traceparent: String,
     pub tracestate: String,
 }
 
 impl PendingEvent {
+    /// The first event of a new aggregate: it brings the aggregate to version 1.
+    pub fn first(
+        kind: AggregateKind,
+        aggregate_id: impl Into<String>,
+        consistency: Consistency,
+        event: Event,
+    ) -> Self {
+        PendingEvent {
+            kind,
+            aggregate_id: aggregate_id.into(),
+            aggregate_version: 1,
+            consistency,
+            event,
+        }
+    }
+
+    /// The next event of an aggregate now at `version`: it brings it to `version + 1`.
+    pub fn next(
+        kind: AggregateKind,
+        aggregate_id: impl Into<String>,
+        version: u64,
+        consistency: Consistency,
+        event: Event,
+    ) -> Self {
+        PendingEvent {
+            aggregate_version: version + 1,
+            ..PendingEvent::first(kind, aggregate_id, consistency, event)
+        }
+    }
+
     /// The envelope to append.
     pub fn envelope(&self, meta: EventMeta) -> EventEnvelope {
         EventEnvelope {
@@ -120,29 +192,33 @@ impl PendingEvent {
 /// Every change an admin can ask for. Ids of new aggregates are chosen by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// A new API, in CREATED.
     CreateApi {
         api_id: String,
         definition: ApiDefinition,
     },
+    /// A new API copied from `source_api_id` under another version of its context.
     CreateApiVersion {
         api_id: String,
         source_api_id: String,
         new_version: String,
         make_default: bool,
     },
+    /// A new definition for an API; empty name, context and version keep the current ones.
     UpdateApi {
         api_id: String,
         definition: ApiDefinition,
         expected_version: Option<u64>,
     },
+    /// A lifecycle transition (see [`crate::lifecycle`]).
     ChangeLifecycle {
         api_id: String,
         target: lifecycle::State,
         expected_version: Option<u64>,
     },
-    DeleteApi {
-        api_id: String,
-    },
+    /// Deletes an API without subscriptions.
+    DeleteApi { api_id: String },
+    /// A custom throttling policy.
     CreatePolicy {
         name: String,
         level: Level,
@@ -151,6 +227,7 @@ pub enum Command {
         unlimited: bool,
         description: String,
     },
+    /// A consumer's application; an empty tier means `Unlimited`.
     CreateApplication {
         application_id: String,
         name: String,
@@ -158,42 +235,40 @@ pub enum Command {
         throttling_tier: String,
         description: String,
     },
-    DeleteApplication {
-        application_id: String,
-    },
+    /// Deletes an application, its subscriptions and its keys.
+    DeleteApplication { application_id: String },
+    /// Subscribes an application to a PUBLISHED or PROTOTYPED API at a tier it offers.
     Subscribe {
         subscription_id: String,
         application_id: String,
         api_id: String,
         tier: String,
     },
+    /// Blocks a subscription, or only its production keys.
     BlockSubscription {
         subscription_id: String,
         production_only: bool,
     },
-    UnblockSubscription {
-        subscription_id: String,
-    },
-    Unsubscribe {
-        subscription_id: String,
-    },
+    /// Makes a blocked subscription active again.
+    UnblockSubscription { subscription_id: String },
+    /// Ends a subscription.
+    Unsubscribe { subscription_id: String },
     /// New client credentials: an application's keys, or an admin client.
-    RegisterClient {
-        client: OAuthClient,
-    },
+    RegisterClient { client: OAuthClient },
+    /// A new secret (its hash) for live client credentials.
     RegenerateSecret {
         client_id: String,
         secret_hash: String,
     },
-    RevokeClient {
-        client_id: String,
-    },
+    /// Revokes client credentials; revoking revoked ones changes nothing.
+    RevokeClient { client_id: String },
     /// A new active signing key; the active one, if any, signs no more and stays in the
     /// JWKS until `retire_previous_after`.
     PublishSigningKey {
         key: SigningKey,
         retire_previous_after: Option<Timestamp>,
     },
+    /// Revokes an access token until it expires (RFC 7009); a second time changes nothing.
     RevokeToken {
         jti: String,
         expires_at: Option<Timestamp>,
@@ -229,7 +304,7 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             unit_seconds,
             unlimited,
             description,
-        } => create_policy(
+        } => policy::create(
             state,
             ThrottlePolicy {
                 name,
@@ -247,7 +322,7 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             owner,
             throttling_tier,
             description,
-        } => create_application(
+        } => application::create(
             state,
             application_id,
             ApplicationCreated {
@@ -258,53 +333,22 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             },
         ),
         Command::DeleteApplication { application_id } => {
-            let app = state
-                .application(&application_id)
-                .ok_or_else(|| not_found("application", &application_id))?;
-            Ok(vec![PendingEvent {
-                kind: AggregateKind::Application,
-                aggregate_id: application_id,
-                aggregate_version: app.aggregate_version + 1,
-                consistency: Consistency::Log {
-                    last_sequence: state.sequence(),
-                },
-                event: Event::ApplicationDeleted(ApplicationDeleted {}),
-            }])
+            application::delete(state, &application_id)
         }
         Command::Subscribe {
             subscription_id,
             application_id,
             api_id,
             tier,
-        } => subscribe(state, subscription_id, application_id, api_id, tier),
+        } => subscription::create(state, subscription_id, application_id, api_id, tier),
         Command::BlockSubscription {
             subscription_id,
             production_only,
-        } => {
-            let target = if production_only {
-                subscription_status::State::ProdOnlyBlocked
-            } else {
-                subscription_status::State::Blocked
-            };
-            change_subscription_state(state, subscription_id, target)
-        }
+        } => subscription::block(state, &subscription_id, production_only),
         Command::UnblockSubscription { subscription_id } => {
-            change_subscription_state(state, subscription_id, subscription_status::State::Active)
+            subscription::unblock(state, &subscription_id)
         }
-        Command::Unsubscribe { subscription_id } => {
-            let s = state
-                .subscription(&subscription_id)
-                .ok_or_else(|| not_found("subscription", &subscription_id))?;
-            Ok(vec![PendingEvent {
-                kind: AggregateKind::Subscription,
-                aggregate_id: subscription_id,
-                aggregate_version: s.aggregate_version + 1,
-                consistency: Consistency::Aggregate {
-                    last_sequence: s.last_sequence,
-                },
-                event: Event::SubscriptionDeleted(SubscriptionDeleted {}),
-            }])
-        }
+        Command::Unsubscribe { subscription_id } => subscription::delete(state, &subscription_id),
         Command::RegisterClient { client } => keys::register_client(state, client),
         Command::RegenerateSecret {
             client_id,
@@ -323,218 +367,10 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
     }
 }
 
-pub(crate) fn not_found(kind: &'static str, id: &str) -> DomainError {
-    DomainError::NotFound {
-        kind,
-        id: id.to_string(),
-    }
-}
+/// What a command handler returns: the events to append, or why the command is refused.
+pub(crate) type Decision = Result<Vec<PendingEvent>, DomainError>;
 
 /// Checks a caller-chosen id is usable as a subject token.
 pub(crate) fn check_new_id(field: &str, id: &str) -> Result<(), DomainError> {
     validate::token_name(field, id)
-}
-
-fn create_policy(state: &State, policy: ThrottlePolicy) -> Result<Vec<PendingEvent>, DomainError> {
-    validate::token_name("name", &policy.name)?;
-    if policy.level() == Level::Unspecified {
-        return Err(DomainError::invalid(
-            "level",
-            "must be SUBSCRIPTION, APPLICATION or API",
-        ));
-    }
-    if !policy.unlimited {
-        if policy.request_count == 0 {
-            return Err(DomainError::invalid(
-                "request_count",
-                "must be greater than 0 (or set unlimited)",
-            ));
-        }
-        if policy.unit_seconds == 0 {
-            return Err(DomainError::invalid(
-                "unit_seconds",
-                "must be greater than 0 (or set unlimited)",
-            ));
-        }
-    }
-    if state.policy(policy.level(), &policy.name).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "a {} policy named {} already exists",
-            policy.level().as_str_name(),
-            policy.name
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Policy,
-        aggregate_id: policy::policy_id(policy.level(), &policy.name),
-        aggregate_version: 1,
-        // The id is the name, so the subject itself guards uniqueness.
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::PolicyCreated(PolicyCreated {
-            policy: Some(policy),
-        }),
-    }])
-}
-
-fn create_application(
-    state: &State,
-    application_id: String,
-    mut created: ApplicationCreated,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    check_new_id("application_id", &application_id)?;
-    created.name = created.name.trim().to_string();
-    validate::name("name", &created.name)?;
-    validate::name("owner", &created.owner)?;
-    if created.throttling_tier.is_empty() {
-        created.throttling_tier = policy::UNLIMITED.to_string();
-    }
-    if state
-        .policy(Level::Application, &created.throttling_tier)
-        .is_none()
-    {
-        return Err(unknown_tier(
-            state,
-            "throttling_tier",
-            Level::Application,
-            &created.throttling_tier,
-        ));
-    }
-    if state.application(&application_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "application {application_id} already exists"
-        )));
-    }
-    if state
-        .applications()
-        .any(|a| a.owner == created.owner && a.name.eq_ignore_ascii_case(&created.name))
-    {
-        return Err(DomainError::AlreadyExists(format!(
-            "{} already has an application named {}",
-            created.owner, created.name
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Application,
-        aggregate_id: application_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ApplicationCreated(created),
-    }])
-}
-
-/// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.
-pub(crate) fn unknown_tier(state: &State, field: &str, level: Level, name: &str) -> DomainError {
-    let known: Vec<&str> = state
-        .policies()
-        .filter(|p| p.level() == level)
-        .map(|p| p.name.as_str())
-        .collect();
-    DomainError::invalid(
-        field,
-        format!(
-            "unknown {} tier {name:?}; known: {}",
-            level.as_str_name(),
-            known.join(", ")
-        ),
-    )
-}
-
-fn subscribe(
-    state: &State,
-    subscription_id: String,
-    application_id: String,
-    api_id: String,
-    tier: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    check_new_id("subscription_id", &subscription_id)?;
-    if application_id.is_empty() {
-        return Err(DomainError::invalid("application_id", "must not be empty"));
-    }
-    if api_id.is_empty() {
-        return Err(DomainError::invalid("api_id", "must not be empty"));
-    }
-    if tier.is_empty() {
-        return Err(DomainError::invalid("tier", "must not be empty"));
-    }
-    state
-        .application(&application_id)
-        .ok_or_else(|| not_found("application", &application_id))?;
-    let api = state
-        .api(&api_id)
-        .ok_or_else(|| not_found("api", &api_id))?;
-    let definition = api.definition.clone().unwrap_or_default();
-    if !lc::accepts_subscriptions(api.lifecycle()) {
-        return Err(DomainError::FailedPrecondition(format!(
-            "API {} {} is {}: only PUBLISHED or PROTOTYPED APIs accept subscriptions",
-            definition.name,
-            definition.version,
-            lc::name(api.lifecycle())
-        )));
-    }
-    if state.policy(Level::Subscription, &tier).is_none() {
-        return Err(unknown_tier(state, "tier", Level::Subscription, &tier));
-    }
-    if !definition.subscription_tiers.contains(&tier) {
-        return Err(DomainError::invalid(
-            "tier",
-            format!(
-                "API {} {} does not offer tier {tier}; it offers: {}",
-                definition.name,
-                definition.version,
-                definition.subscription_tiers.join(", ")
-            ),
-        ));
-    }
-    if let Some(existing) = state.subscription_of(&application_id, &api_id) {
-        return Err(DomainError::AlreadyExists(format!(
-            "application {application_id} is already subscribed to API {api_id} (subscription {})",
-            existing.id
-        )));
-    }
-    if state.subscription(&subscription_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "subscription {subscription_id} already exists"
-        )));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::SubscriptionCreated(SubscriptionCreated {
-            application_id,
-            api_id,
-            tier,
-        }),
-    }])
-}
-
-/// Block or unblock; asking for the state a subscription already has changes nothing.
-fn change_subscription_state(
-    state: &State,
-    subscription_id: String,
-    target: subscription_status::State,
-) -> Result<Vec<PendingEvent>, DomainError> {
-    let s = state
-        .subscription(&subscription_id)
-        .ok_or_else(|| not_found("subscription", &subscription_id))?;
-    if s.state() == target {
-        return Ok(Vec::new());
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Subscription,
-        aggregate_id: subscription_id,
-        aggregate_version: s.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: s.last_sequence,
-        },
-        event: Event::SubscriptionStateChanged(SubscriptionStateChanged {
-            from: s.state,
-            to: target as i32,
-        }),
-    }])
 }

@@ -32,11 +32,25 @@ pub enum DomainError {
 }
 
 impl DomainError {
+    /// `field` breaks `rule`.
     pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Self {
         DomainError::InvalidArgument {
             field: field.into(),
             rule: rule.into(),
         }
+    }
+
+    /// No `kind` aggregate has this id.
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        DomainError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+    /// A new aggregate's caller-chosen id is taken: `<kind> <id> already exists`.
+    pub(crate) fn already_exists(kind: &str, id: &str) -> Self {
+        DomainError::AlreadyExists(format!("{kind} {id} already exists"))
     }
 }
 

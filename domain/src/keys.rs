@@ -4,12 +4,13 @@
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ClientRegistered, ClientRevoked, ClientSecretRegenerated, OAuthClient, SigningKey,
+    Application, ClientRegistered, ClientRevoked, ClientSecretRegenerated, OAuthClient, SigningKey,
     SigningKeyDeactivated, SigningKeyPublished, TokenRevoked, event_envelope::Event,
     o_auth_client::KeyType,
 };
 
-use crate::command::{AggregateKind, Consistency, PendingEvent, check_new_id, not_found};
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
+use crate::record::Record;
 use crate::{DomainError, State, validate};
 
 /// The only grant type Gatehouse issues tokens for (RFC 6749 §4.4).
@@ -24,20 +25,13 @@ pub const MAX_TOKEN_LIFETIME_SECONDS: u32 = 365 * 24 * 3600;
 /// Signing algorithms token-service may use.
 pub const SIGNING_ALGORITHMS: &[&str] = &["RS256", "ES256"];
 
-pub(crate) fn register_client(
-    state: &State,
-    mut client: OAuthClient,
-) -> Result<Vec<PendingEvent>, DomainError> {
+/// Registers client credentials: an application's keys of one type, or an admin client.
+pub(crate) fn register_client(state: &State, mut client: OAuthClient) -> Decision {
     check_new_id("client_id", &client.client_id)?;
     if state.client(&client.client_id).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "client {} already exists",
-            client.client_id
-        )));
+        return Err(DomainError::already_exists("client", &client.client_id));
     }
-    if client.secret_hash.is_empty() {
-        return Err(DomainError::invalid("secret_hash", "must not be empty"));
-    }
+    validate::required("secret_hash", &client.secret_hash)?;
     if client.grant_types.is_empty() {
         client.grant_types.push(CLIENT_CREDENTIALS.to_string());
     }
@@ -76,9 +70,7 @@ pub(crate) fn register_client(
                 "only admin clients (without an application) have admin scopes",
             ));
         }
-        let app = state
-            .application(&client.application_id)
-            .ok_or_else(|| not_found("application", &client.application_id))?;
+        let app = Application::existing(state, &client.application_id)?;
         if client.key_type() == KeyType::Unspecified {
             return Err(DomainError::invalid(
                 "key_type",
@@ -94,83 +86,54 @@ pub(crate) fn register_client(
             )));
         }
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client.client_id.clone(),
-        aggregate_version: 1,
-        consistency: Consistency::Log {
-            last_sequence: state.sequence(),
-        },
-        event: Event::ClientRegistered(ClientRegistered {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Client,
+        client.client_id.clone(),
+        Consistency::log(state),
+        Event::ClientRegistered(ClientRegistered {
             client: Some(client),
         }),
-    }])
+    )])
 }
 
+/// The client `client_id`, revoked or not.
 fn live_client<'s>(state: &'s State, client_id: &str) -> Result<&'s OAuthClient, DomainError> {
-    if client_id.is_empty() {
-        return Err(DomainError::invalid("client_id", "must not be empty"));
-    }
-    state
-        .client(client_id)
-        .ok_or_else(|| not_found("client", client_id))
+    validate::required("client_id", client_id)?;
+    OAuthClient::existing(state, client_id)
 }
 
-pub(crate) fn regenerate_secret(
-    state: &State,
-    client_id: &str,
-    secret_hash: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
+/// Replaces the secret of live client credentials.
+pub(crate) fn regenerate_secret(state: &State, client_id: &str, secret_hash: String) -> Decision {
     let client = live_client(state, client_id)?;
     if client.revoked {
         return Err(DomainError::FailedPrecondition(format!(
             "client {client_id} is revoked; generate new keys instead"
         )));
     }
-    if secret_hash.is_empty() {
-        return Err(DomainError::invalid("secret_hash", "must not be empty"));
-    }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client_id.to_string(),
-        aggregate_version: client.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: client.last_sequence,
-        },
-        event: Event::ClientSecretRegenerated(ClientSecretRegenerated { secret_hash }),
-    }])
+    validate::required("secret_hash", &secret_hash)?;
+    let regenerated = Event::ClientSecretRegenerated(ClientSecretRegenerated { secret_hash });
+    Ok(vec![client.next_event(client.unchanged(), regenerated)])
 }
 
-pub(crate) fn revoke_client(
-    state: &State,
-    client_id: &str,
-) -> Result<Vec<PendingEvent>, DomainError> {
+/// Revokes client credentials; revoking revoked ones changes nothing.
+pub(crate) fn revoke_client(state: &State, client_id: &str) -> Decision {
     let client = live_client(state, client_id)?;
     if client.revoked {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Client,
-        aggregate_id: client_id.to_string(),
-        aggregate_version: client.aggregate_version + 1,
-        consistency: Consistency::Aggregate {
-            last_sequence: client.last_sequence,
-        },
-        event: Event::ClientRevoked(ClientRevoked {}),
-    }])
+    let revoked = Event::ClientRevoked(ClientRevoked {});
+    Ok(vec![client.next_event(client.unchanged(), revoked)])
 }
 
+/// Publishes a new active signing key and deactivates the active ones.
 pub(crate) fn publish_signing_key(
     state: &State,
     key: SigningKey,
     retire_previous_after: Option<Timestamp>,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("kid", &key.kid)?;
     if state.signing_key(&key.kid).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "signing key {} already exists",
-            key.kid
-        )));
+        return Err(DomainError::already_exists("signing key", &key.kid));
     }
     if !SIGNING_ALGORITHMS.contains(&key.alg.as_str()) {
         return Err(DomainError::invalid(
@@ -178,50 +141,47 @@ pub(crate) fn publish_signing_key(
             format!("must be one of {}", SIGNING_ALGORITHMS.join(", ")),
         ));
     }
-    if key.public_jwk.is_empty() {
-        return Err(DomainError::invalid("public_jwk", "must not be empty"));
-    }
-    let mut events = vec![PendingEvent {
-        kind: AggregateKind::SigningKey,
-        aggregate_id: key.kid.clone(),
-        aggregate_version: 1,
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::SigningKeyPublished(SigningKeyPublished { key: Some(key) }),
-    }];
+    validate::required("public_jwk", &key.public_jwk)?;
+    let mut events = vec![PendingEvent::first(
+        AggregateKind::SigningKey,
+        key.kid.clone(),
+        Consistency::aggregate(0),
+        Event::SigningKeyPublished(SigningKeyPublished { key: Some(key) }),
+    )];
     for previous in state.signing_keys().filter(|k| k.active) {
-        events.push(PendingEvent {
-            kind: AggregateKind::SigningKey,
-            aggregate_id: previous.kid.clone(),
-            aggregate_version: 0,
-            consistency: Consistency::Aggregate {
-                last_sequence: previous.last_sequence,
-            },
-            event: Event::SigningKeyDeactivated(SigningKeyDeactivated {
+        // A key's record keeps no version, but its history is fixed: published at 1,
+        // deactivated once (only active keys are) at 2.
+        events.push(PendingEvent::next(
+            AggregateKind::SigningKey,
+            &previous.kid,
+            1,
+            Consistency::aggregate(previous.last_sequence),
+            Event::SigningKeyDeactivated(SigningKeyDeactivated {
                 retire_after: retire_previous_after,
             }),
-        });
+        ));
     }
     Ok(events)
 }
 
+/// Records a revoked token once.
 pub(crate) fn revoke_token(
     state: &State,
     jti: String,
     expires_at: Option<Timestamp>,
     client_id: String,
-) -> Result<Vec<PendingEvent>, DomainError> {
+) -> Decision {
     check_new_id("jti", &jti)?;
     if state.revoked_token(&jti).is_some() {
         return Ok(Vec::new());
     }
-    Ok(vec![PendingEvent {
-        kind: AggregateKind::Token,
-        aggregate_id: jti,
-        aggregate_version: 1,
-        consistency: Consistency::Aggregate { last_sequence: 0 },
-        event: Event::TokenRevoked(TokenRevoked {
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Token,
+        jti,
+        Consistency::aggregate(0),
+        Event::TokenRevoked(TokenRevoked {
             expires_at,
             client_id,
         }),
-    }])
+    )])
 }

@@ -12,14 +12,42 @@
 //!
 //! The events and the state records are the protobuf messages of `gatehouse.events.v1`
 //! (see the `gatehouse-proto` crate), so a snapshot is the state itself.
+//!
+//! # Where each part lives
+//!
+//! One module per aggregate, holding its command handlers and its rules:
+//!
+//! | aggregate | log subject kind | module |
+//! | --- | --- | --- |
+//! | API (and its lifecycle, in [`lifecycle`]) | `api` | [`api`] |
+//! | throttling policy (and WSO2's built-in ones) | `policy` | [`policy`] |
+//! | application | `application` | [`application`] |
+//! | subscription | `subscription` | [`subscription`] |
+//! | OAuth client, signing key, revoked token | `client`, `signingkey`, `token` | [`keys`] |
+//!
+//! Around them:
+//!
+//! - [`command`]: the [`Command`]s, [`handle`] (which only dispatches to the aggregate's
+//!   module), and what a decision is made of — [`PendingEvent`], its [`Consistency`]
+//!   guard, the [`AggregateKind`] and the [`EventMeta`] the edge adds.
+//! - `state.rs`: [`State`] and the fold, [`State::apply`], for every aggregate at once,
+//!   since one event may touch several (deleting an application ends its subscriptions
+//!   and revokes its keys).
+//! - [`validate`]: input rules shared by the aggregates; `error.rs`: [`DomainError`] and
+//!   [`ApplyError`].
+//! - `record.rs`: what every versioned record shares — finding it or NOT_FOUND, deciding
+//!   its next event, stamping it with version and sequence in the fold.
 
 pub mod api;
+pub mod application;
 pub mod command;
 mod error;
 pub mod keys;
 pub mod lifecycle;
 pub mod policy;
+mod record;
 mod state;
+pub mod subscription;
 pub mod validate;
 
 pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};

@@ -1,7 +1,21 @@
-//! Throttling policies: WSO2's defaults, seeded into every state, and the rules for
-//! custom ones.
+//! The throttling policy aggregate: WSO2's defaults, seeded into every state, and the
+//! rules for custom ones.
+//!
+//! # Rules
+//!
+//! A policy limits requests at one level — SUBSCRIPTION (a subscription's tier),
+//! APPLICATION (an application's tier) or API (an API's or a resource's tier) — to
+//! `request_count` per `unit_seconds`, or not at all (`unlimited`). Its id is its level
+//! and name ([`policy_id`]), so one name may exist at several levels (`Unlimited` does at
+//! all three) and the subject itself guards uniqueness. Policies are only ever added:
+//! the built-in ones are in every state from the start ([`built_in`]).
 
-use gatehouse_proto::events::{ThrottlePolicy, throttle_policy::Level};
+use gatehouse_proto::events::{
+    PolicyCreated, ThrottlePolicy, event_envelope::Event, throttle_policy::Level,
+};
+
+use crate::command::{AggregateKind, Consistency, Decision, PendingEvent};
+use crate::{DomainError, State, validate};
 
 /// The name every level has for "no limit".
 pub const UNLIMITED: &str = "Unlimited";
@@ -83,6 +97,64 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
     } else {
         format!("{}/{}s", policy.request_count, policy.unit_seconds)
     }
+}
+
+/// Creates a custom policy.
+pub(crate) fn create(state: &State, policy: ThrottlePolicy) -> Decision {
+    validate::token_name("name", &policy.name)?;
+    if policy.level() == Level::Unspecified {
+        return Err(DomainError::invalid(
+            "level",
+            "must be SUBSCRIPTION, APPLICATION or API",
+        ));
+    }
+    if !policy.unlimited {
+        if policy.request_count == 0 {
+            return Err(DomainError::invalid(
+                "request_count",
+                "must be greater than 0 (or set unlimited)",
+            ));
+        }
+        if policy.unit_seconds == 0 {
+            return Err(DomainError::invalid(
+                "unit_seconds",
+                "must be greater than 0 (or set unlimited)",
+            ));
+        }
+    }
+    if state.policy(policy.level(), &policy.name).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "a {} policy named {} already exists",
+            policy.level().as_str_name(),
+            policy.name
+        )));
+    }
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Policy,
+        policy_id(policy.level(), &policy.name),
+        // The id is the level and name, so the subject itself guards uniqueness.
+        Consistency::aggregate(0),
+        Event::PolicyCreated(PolicyCreated {
+            policy: Some(policy),
+        }),
+    )])
+}
+
+/// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.
+pub(crate) fn unknown_tier(state: &State, field: &str, level: Level, name: &str) -> DomainError {
+    let known: Vec<&str> = state
+        .policies()
+        .filter(|p| p.level() == level)
+        .map(|p| p.name.as_str())
+        .collect();
+    DomainError::invalid(
+        field,
+        format!(
+            "unknown {} tier {name:?}; known: {}",
+            level.as_str_name(),
+            known.join(", ")
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -5,6 +5,15 @@
 //! `Application`, ...), so a [`Snapshot`] is the state as it is, with no mapping layer
 //! that could drift. Maps are `BTreeMap`s so that iteration (listings, snapshots, the
 //! config hash of a gateway) is in a stable order on every node.
+//!
+//! # Shared state
+//!
+//! Each reader owns its `State` and is its only writer: control's read model, the
+//! token-service's client registry and every gateway fold the same log into their own
+//! copy, in log order, so two readers at the same sequence hold equal states. To keep
+//! that true, an event the fold refuses must change nothing — every arm of the fold
+//! checks what it needs (the aggregate exists) before it changes anything, so a refused
+//! event leaves the state exactly as it was and the reader can resync from a snapshot.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +26,7 @@ use gatehouse_proto::events::{
 
 use crate::ApplyError;
 use crate::policy;
+use crate::record::Record;
 
 /// Everything the log says, as of `sequence`.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,14 +55,10 @@ impl Default for State {
 impl State {
     /// The state of an empty log: no APIs, and WSO2's default throttling policies.
     pub fn new() -> Self {
-        let policies = policy::built_in()
-            .into_iter()
-            .map(|p| (policy::policy_id(p.level(), &p.name), p))
-            .collect();
         State {
             sequence: 0,
             apis: BTreeMap::new(),
-            policies,
+            policies: by_key(policy::built_in(), policy_key),
             applications: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             clients: BTreeMap::new(),
@@ -66,41 +72,13 @@ impl State {
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut state = State::new();
         state.sequence = snapshot.sequence;
-        for p in snapshot.policies {
-            state
-                .policies
-                .insert(policy::policy_id(p.level(), &p.name), p);
-        }
-        state.apis = snapshot
-            .apis
-            .into_iter()
-            .map(|a| (a.id.clone(), a))
-            .collect();
-        state.applications = snapshot
-            .applications
-            .into_iter()
-            .map(|a| (a.id.clone(), a))
-            .collect();
-        state.subscriptions = snapshot
-            .subscriptions
-            .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
-        state.clients = snapshot
-            .clients
-            .into_iter()
-            .map(|c| (c.client_id.clone(), c))
-            .collect();
-        state.signing_keys = snapshot
-            .signing_keys
-            .into_iter()
-            .map(|k| (k.kid.clone(), k))
-            .collect();
-        state.revoked_tokens = snapshot
-            .revoked_tokens
-            .into_iter()
-            .map(|t| (t.jti.clone(), t))
-            .collect();
+        state.policies.extend(by_key(snapshot.policies, policy_key));
+        state.apis = by_key(snapshot.apis, |a| a.id.clone());
+        state.applications = by_key(snapshot.applications, |a| a.id.clone());
+        state.subscriptions = by_key(snapshot.subscriptions, |s| s.id.clone());
+        state.clients = by_key(snapshot.clients, |c| c.client_id.clone());
+        state.signing_keys = by_key(snapshot.signing_keys, |k| k.kid.clone());
+        state.revoked_tokens = by_key(snapshot.revoked_tokens, |t| t.jti.clone());
         state
     }
 
@@ -292,13 +270,18 @@ impl State {
                 );
             }
             Event::ApiUpdated(e) => {
-                let definition = e.definition.clone().unwrap_or_default();
-                if definition.is_default_version {
-                    self.clear_default_version(&definition.context, &id);
-                }
+                // The lookup comes first: an unknown API must not take the default-version
+                // flag from the other versions of its context.
                 let api = self.apis.get_mut(&id).ok_or_else(|| unknown("api"))?;
+                let definition = e.definition.clone().unwrap_or_default();
+                let takes_default = definition
+                    .is_default_version
+                    .then(|| definition.context.clone());
                 api.definition = Some(definition);
                 touch_api(api, version, sequence, time);
+                if let Some(context) = takes_default {
+                    self.clear_default_version(&context, &id);
+                }
             }
             Event::ApiLifecycleChanged(e) => {
                 let api = self.apis.get_mut(&id).ok_or_else(|| unknown("api"))?;
@@ -314,8 +297,7 @@ impl State {
                 policy.built_in = false;
                 policy.aggregate_version = version;
                 policy.last_sequence = sequence;
-                self.policies
-                    .insert(policy::policy_id(policy.level(), &policy.name), policy);
+                self.policies.insert(policy_key(&policy), policy);
             }
             Event::ApplicationCreated(e) => {
                 self.applications.insert(
@@ -366,8 +348,7 @@ impl State {
                     .get_mut(&id)
                     .ok_or_else(|| unknown("subscription"))?;
                 s.state = e.to;
-                s.aggregate_version = version;
-                s.last_sequence = sequence;
+                s.stamp(version, sequence);
             }
             Event::SubscriptionDeleted(_) => {
                 self.subscriptions
@@ -378,32 +359,32 @@ impl State {
                 let mut client = e.client.clone().unwrap_or_default();
                 client.client_id.clone_from(&id);
                 client.revoked = false;
-                client.aggregate_version = version;
-                client.last_sequence = sequence;
                 client.created_at = time;
                 client.secret_updated_at = time;
+                client.stamp(version, sequence);
                 self.clients.insert(id, client);
             }
             Event::ClientSecretRegenerated(e) => {
                 let client = self.clients.get_mut(&id).ok_or_else(|| unknown("client"))?;
                 client.secret_hash.clone_from(&e.secret_hash);
                 client.secret_updated_at = time;
-                client.aggregate_version = version;
-                client.last_sequence = sequence;
+                client.stamp(version, sequence);
             }
             Event::ClientRevoked(_) => {
                 let client = self.clients.get_mut(&id).ok_or_else(|| unknown("client"))?;
                 client.revoked = true;
                 client.revoked_at = time;
-                client.aggregate_version = version;
-                client.last_sequence = sequence;
+                client.stamp(version, sequence);
             }
             Event::SigningKeyPublished(e) => {
-                let mut key = e.key.clone().unwrap_or_default();
-                key.kid.clone_from(&id);
-                key.active = true;
-                key.created_at = time;
-                key.last_sequence = sequence;
+                // The key as published, but for what the log itself says.
+                let key = SigningKey {
+                    kid: id.clone(),
+                    active: true,
+                    created_at: time,
+                    last_sequence: sequence,
+                    ..e.key.clone().unwrap_or_default()
+                };
                 self.signing_keys.insert(id, key);
             }
             Event::SigningKeyDeactivated(e) => {
@@ -442,8 +423,17 @@ impl State {
     }
 }
 
+/// Records keyed for one of the state's maps.
+fn by_key<T>(records: Vec<T>, key: impl Fn(&T) -> String) -> BTreeMap<String, T> {
+    records.into_iter().map(|r| (key(&r), r)).collect()
+}
+
+/// The key of a policy in [`State`]'s map: its [`policy::policy_id`].
+fn policy_key(policy: &ThrottlePolicy) -> String {
+    policy::policy_id(policy.level(), &policy.name)
+}
+
 fn touch_api(api: &mut Api, version: u64, sequence: u64, time: Option<Timestamp>) {
-    api.aggregate_version = version;
-    api.last_sequence = sequence;
+    api.stamp(version, sequence);
     api.updated_at = time;
 }

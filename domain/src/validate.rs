@@ -12,6 +12,15 @@ pub const MAX_NAME_LEN: usize = 100;
 /// Longest upstream timeout accepted, in milliseconds.
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
 
+/// Any value, as long as there is one.
+pub(crate) fn required(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A display name: not blank, at most [`MAX_NAME_LEN`] characters, no control characters.
 pub(crate) fn name(field: &str, value: &str) -> Result<(), DomainError> {
     if value.trim().is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
@@ -271,53 +280,62 @@ mod tests {
         }
     }
 
+    /// Asserts that `check` accepts every value in `ok`, and refuses every value in
+    /// `bad` with an INVALID_ARGUMENT that names the field it was given.
+    fn sorts(check: fn(&str, &str) -> Result<(), DomainError>, ok: &[&str], bad: &[&str]) {
+        for value in ok {
+            assert!(check("f", value).is_ok(), "{value} should pass");
+        }
+        for value in bad {
+            let refused = check("f", value).expect_err(value);
+            assert_eq!(field_of(refused), "f", "{value}");
+        }
+    }
+
     #[test]
     fn contexts() {
-        for ok in ["/client", "/shop/orders", "/a-b_c.d~e"] {
-            assert!(context("c", ok).is_ok(), "{ok}");
-        }
-        for bad in ["client", "/", "/a/../b", "/a//b", "/a/", "/a b", "/{x}"] {
-            assert_eq!(field_of(context("c", bad).unwrap_err()), "c", "{bad}");
-        }
+        sorts(
+            context,
+            &["/client", "/shop/orders", "/a-b_c.d~e"],
+            &["client", "/", "/a/../b", "/a//b", "/a/", "/a b", "/{x}"],
+        );
     }
 
     #[test]
     fn versions() {
-        for ok in ["1.0.0", "v2", "2024-01", "1_0"] {
-            assert!(version("v", ok).is_ok(), "{ok}");
-        }
-        for bad in ["", ".1", "1..0", "1 0", "1/0", "-1", &"1".repeat(31)] {
-            assert!(version("v", bad).is_err(), "{bad}");
-        }
+        sorts(
+            version,
+            &["1.0.0", "v2", "2024-01", "1_0"],
+            &["", ".1", "1..0", "1 0", "1/0", "-1", &"1".repeat(31)],
+        );
     }
 
     #[test]
     fn path_templates() {
-        for ok in [
-            "/",
-            "/users",
-            "/users/{id}",
-            "/users/{id}/orders/{order_id}",
-            "/files/*",
-            "/a:b",
-        ] {
-            assert!(path_template("p", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "users",
-            "/users/",
-            "//x",
-            "/{id",
-            "/{1d}",
-            "/{}",
-            "/*/x",
-            "/{id}/{id}",
-            "/a b",
-            "/a/../b",
-            "/a{b}",
-        ] {
-            assert!(path_template("p", bad).is_err(), "{bad}");
-        }
+        sorts(
+            path_template,
+            &[
+                "/",
+                "/users",
+                "/users/{id}",
+                "/users/{id}/orders/{order_id}",
+                "/files/*",
+                "/a:b",
+            ],
+            &[
+                "users",
+                "/users/",
+                "//x",
+                "/{id",
+                "/{1d}",
+                "/{}",
+                "/*/x",
+                "/{id}/{id}",
+                "/a b",
+                "/a/../b",
+                "/a{b}",
+            ],
+        );
     }
 
     #[test]
@@ -330,25 +348,29 @@ mod tests {
 
     #[test]
     fn endpoint_urls() {
-        for ok in [
-            "http://localhost:8001",
-            "https://api.example.com/base",
-            "http://[::1]:80",
-            "http://client-service:8000",
-        ] {
-            assert!(endpoint_url("e", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "ftp://x",
-            "localhost:8001",
-            "http://",
-            "http://:80",
-            "http://a b",
-            "http://x:99999",
-            "http://x/?q=1",
-        ] {
-            assert!(endpoint_url("e", bad).is_err(), "{bad}");
-        }
+        sorts(
+            endpoint_url,
+            &[
+                "http://localhost:8001",
+                "https://api.example.com/base",
+                "http://[::1]:80",
+                "http://client-service:8000",
+            ],
+            &[
+                "ftp://x",
+                "localhost:8001",
+                "http://",
+                "http://:80",
+                "http://a b",
+                "http://x:99999",
+                "http://x/?q=1",
+            ],
+        );
+    }
+
+    #[test]
+    fn required_values() {
+        sorts(required, &["x", " "], &[""]);
     }
 
     #[test]

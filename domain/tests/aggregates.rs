@@ -1,32 +1,16 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
+mod support;
+
 use gatehouse_domain::{
-    Command, Consistency, DomainError, EventMeta, PendingEvent, State, handle, lifecycle as lc,
+    ApplyError, Command, Consistency, DomainError, EventMeta, State, handle, lifecycle as lc,
 };
 use gatehouse_proto::events::{
-    ApiDefinition, EndpointGroup, Endpoints, Resource, ResponseCache, event_envelope::Event,
-    lifecycle::State as Lc, subscription_status::State as SubState, throttle_policy::Level,
+    ApiDefinition, ApiUpdated, EndpointGroup, Endpoints, EventEnvelope, Resource, ResponseCache,
+    event_envelope::Event, lifecycle::State as Lc, subscription_status::State as SubState,
+    throttle_policy::Level,
 };
-
-/// Applies decided events as the log would store them: next sequence, next version.
-fn commit(state: &mut State, events: Vec<PendingEvent>) {
-    for (n, event) in events.into_iter().enumerate() {
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("evt-{}-{n}", state.sequence() + 1),
-            actor: "tester".into(),
-            ..Default::default()
-        });
-        let next = state.sequence() + 1;
-        state.apply(next, &envelope).expect("apply");
-    }
-}
-
-fn run(state: &mut State, command: Command) -> Result<usize, DomainError> {
-    let events = handle(state, command)?;
-    let n = events.len();
-    commit(state, events);
-    Ok(n)
-}
+use support::{commit, run};
 
 fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {
     ApiDefinition {
@@ -50,15 +34,40 @@ fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {
     }
 }
 
-fn create_api(state: &mut State, id: &str, context: &str, version: &str) {
+fn create_api_as(
+    state: &mut State,
+    id: &str,
+    definition: ApiDefinition,
+) -> Result<usize, DomainError> {
     run(
         state,
         Command::CreateApi {
             api_id: id.into(),
-            definition: definition("ClientServiceAPI", context, version),
+            definition,
         },
     )
-    .expect("create api");
+}
+
+fn create_api(state: &mut State, id: &str, context: &str, version: &str) {
+    create_api_as(state, id, definition("ClientServiceAPI", context, version)).expect("create api");
+}
+
+fn new_version(
+    state: &mut State,
+    id: &str,
+    source: &str,
+    version: &str,
+    make_default: bool,
+) -> Result<usize, DomainError> {
+    run(
+        state,
+        Command::CreateApiVersion {
+            api_id: id.into(),
+            source_api_id: source.into(),
+            new_version: version.into(),
+            make_default,
+        },
+    )
 }
 
 fn lifecycle(state: &mut State, id: &str, target: Lc) -> Result<usize, DomainError> {
@@ -128,13 +137,7 @@ fn creating_an_api_folds_into_a_created_api_with_normalised_definition() {
 fn context_and_version_are_unique() {
     let mut s = State::new();
     create_api(&mut s, "a1", "/client", "1.0.0");
-    let again = run(
-        &mut s,
-        Command::CreateApi {
-            api_id: "a2".into(),
-            definition: definition("Other", "/client", "1.0.0"),
-        },
-    );
+    let again = create_api_as(&mut s, "a2", definition("Other", "/client", "1.0.0"));
     assert!(
         matches!(again, Err(DomainError::AlreadyExists(ref m)) if m.contains("/client")),
         "{again:?}"
@@ -215,14 +218,7 @@ fn defaults_are_filled() {
         enabled: true,
         ttl_seconds: 0,
     });
-    run(
-        &mut s,
-        Command::CreateApi {
-            api_id: "x".into(),
-            definition: d,
-        },
-    )
-    .unwrap();
+    create_api_as(&mut s, "x", d).unwrap();
     let d = s.api("x").unwrap().definition.clone().unwrap();
     assert_eq!(d.subscription_tiers, vec!["Unlimited"]);
     assert_eq!(d.cache.unwrap().ttl_seconds, 300);
@@ -307,14 +303,7 @@ fn publishing_needs_an_endpoint_and_resources() {
     let mut s = State::new();
     let mut d = definition("X", "/x", "1.0.0");
     d.endpoints = None;
-    run(
-        &mut s,
-        Command::CreateApi {
-            api_id: "x".into(),
-            definition: d,
-        },
-    )
-    .unwrap();
+    create_api_as(&mut s, "x", d).unwrap();
     let err = lifecycle(&mut s, "x", Lc::Published).unwrap_err();
     assert!(
         matches!(err, DomainError::FailedPrecondition(ref m) if m.contains("production endpoint")),
@@ -328,24 +317,8 @@ fn new_version_copies_the_definition_and_moves_the_default_flag() {
     let mut d = definition("ClientServiceAPI", "/client", "1.0.0");
     d.is_default_version = true;
     d.description = "users".into();
-    run(
-        &mut s,
-        Command::CreateApi {
-            api_id: "v1".into(),
-            definition: d,
-        },
-    )
-    .unwrap();
-    run(
-        &mut s,
-        Command::CreateApiVersion {
-            api_id: "v2".into(),
-            source_api_id: "v1".into(),
-            new_version: "2.0.0".into(),
-            make_default: true,
-        },
-    )
-    .unwrap();
+    create_api_as(&mut s, "v1", d).unwrap();
+    new_version(&mut s, "v2", "v1", "2.0.0", true).unwrap();
     let v2 = s.api("v2").unwrap();
     let d2 = v2.definition.as_ref().unwrap();
     assert_eq!(d2.version, "2.0.0");
@@ -363,16 +336,65 @@ fn new_version_copies_the_definition_and_moves_the_default_flag() {
             .is_default_version
     );
     // The same version twice is refused.
-    let again = run(
-        &mut s,
-        Command::CreateApiVersion {
-            api_id: "v3".into(),
-            source_api_id: "v1".into(),
-            new_version: "2.0.0".into(),
-            make_default: false,
-        },
-    );
+    let again = new_version(&mut s, "v3", "v1", "2.0.0", false);
     assert!(matches!(again, Err(DomainError::AlreadyExists(_))));
+}
+
+/// A new version is a new API: it cannot reuse the id of one that exists, which would
+/// replace it and leave its subscriptions pointing at the copy.
+#[test]
+fn a_new_version_cannot_reuse_the_id_of_an_existing_api() {
+    let mut s = State::new();
+    create_api(&mut s, "a", "/client", "1.0.0");
+    lifecycle(&mut s, "a", Lc::Published).unwrap();
+    create_app(&mut s, "app", "App", "admin").unwrap();
+    subscribe(&mut s, "s1", "app", "a", "Gold").unwrap();
+    let before = s.clone();
+
+    let reused = new_version(&mut s, "a", "a", "2.0.0", false);
+    assert!(
+        matches!(reused, Err(DomainError::AlreadyExists(ref m)) if m == "API a already exists"),
+        "{reused:?}"
+    );
+    assert_eq!(s, before, "a refused command changes nothing");
+}
+
+/// "On error the state is unchanged": an update of an API the state does not have is
+/// refused before it takes the default-version flag from the other versions of its
+/// context.
+#[test]
+fn an_update_of_an_unknown_api_changes_no_default_version() {
+    let mut s = State::new();
+    let mut d = definition("ClientServiceAPI", "/c", "1.0.0");
+    d.is_default_version = true;
+    create_api_as(&mut s, "a", d.clone()).unwrap();
+    let before = s.clone();
+
+    d.version = "2.0.0".into();
+    let envelope = EventEnvelope {
+        event_id: "evt-ghost".into(),
+        aggregate_id: "ghost".into(),
+        aggregate_version: 2,
+        event: Some(Event::ApiUpdated(ApiUpdated {
+            definition: Some(d),
+        })),
+        ..Default::default()
+    };
+    let result = s.apply(s.sequence() + 1, &envelope);
+    assert!(
+        matches!(result, Err(ApplyError::UnknownAggregate { kind: "api", ref id, .. }) if id == "ghost"),
+        "{result:?}"
+    );
+    assert!(
+        s.api("a")
+            .unwrap()
+            .definition
+            .as_ref()
+            .unwrap()
+            .is_default_version,
+        "a is still the default version of /c"
+    );
+    assert_eq!(s, before, "a refused event changes nothing");
 }
 
 #[test]
@@ -631,14 +653,7 @@ fn custom_policies() {
     // The new tier can be offered by an API.
     let mut d = definition("X", "/x", "1.0.0");
     d.subscription_tiers = vec!["Platinum".into()];
-    run(
-        &mut s,
-        Command::CreateApi {
-            api_id: "x".into(),
-            definition: d,
-        },
-    )
-    .unwrap();
+    create_api_as(&mut s, "x", d).unwrap();
 }
 
 #[test]

@@ -1,27 +1,14 @@
 //! The key manager's aggregates (clients, signing keys, revoked tokens), exercised
 //! through `handle` and `State::apply` only: no I/O.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
-use gatehouse_domain::{Command, DomainError, EventMeta, State, handle};
+use gatehouse_domain::{Command, DomainError, State, handle};
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{OAuthClient, SigningKey, o_auth_client::KeyType};
-
-fn run(state: &mut State, command: Command) -> Result<usize, DomainError> {
-    let events = handle(state, command)?;
-    let n = events.len();
-    for event in events {
-        let next = state.sequence() + 1;
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("evt-{next}"),
-            time: Some(Timestamp::from(SystemTime::now())),
-            actor: "tester".into(),
-            ..Default::default()
-        });
-        state.apply(next, &envelope).expect("apply");
-    }
-    Ok(n)
-}
+use support::run;
 
 fn admin(id: &str) -> Command {
     Command::RegisterClient {
@@ -273,6 +260,24 @@ fn publishing_a_key_deactivates_the_previous_one() {
         )
         .is_err()
     );
+}
+
+/// A key's events carry its version like every other aggregate's: published at 1,
+/// deactivated (once) at 2.
+#[test]
+fn a_deactivation_is_the_second_version_of_its_key() {
+    let mut state = State::new();
+    let publish = |kid: &str| Command::PublishSigningKey {
+        key: key(kid),
+        retire_previous_after: None,
+    };
+    run(&mut state, publish("kid-1")).unwrap();
+    let events = handle(&state, publish("kid-2")).unwrap();
+    let versions: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| (e.aggregate_id.as_str(), e.aggregate_version))
+        .collect();
+    assert_eq!(versions, [("kid-2", 1), ("kid-1", 2)]);
 }
 
 #[test]
