@@ -13,6 +13,9 @@
 //!   caller's W3C trace context from the request metadata, so an admin call's trace
 //!   reaches every node it touches.
 //! - **Graceful shutdown** on the node's [`Shutdown`]: in-flight calls finish.
+//! - **TLS**, when given a configuration ([`GrpcServer::tls`]): handshakes off the
+//!   accept loop, bounded in number and time, and each call knows its caller's node
+//!   identity ([`crate::tls::caller_node`]).
 //!
 //! # Shared state
 //!
@@ -20,15 +23,16 @@
 //! reporter it creates is owned by the health service it serves.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 
 use crate::shutdown::Shutdown;
+use crate::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, plain_incoming, tls_incoming};
 
 /// Service names every port serves besides its own.
 const HEALTH: &str = "grpc.health.v1.Health";
@@ -51,6 +55,7 @@ pub enum GrpcServerError {
 pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl GrpcServer {
@@ -72,6 +77,13 @@ impl GrpcServer {
     {
         self.routes.add_service(service);
         self.names.push(S::NAME);
+        self
+    }
+
+    /// Serves TLS with `config` (see [`crate::tls`]): calls then carry their caller's
+    /// [`crate::tls::Peer`]. Without it the port is plain TCP and no call proves a node.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> GrpcServer {
+        self.tls = Some(config);
         self
     }
 
@@ -116,11 +128,22 @@ impl GrpcServer {
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?);
-        tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
             .trace_fn(call_span)
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait_owned())
-            .await?;
+            .add_routes(routes.routes());
+        match self.tls {
+            Some(config) => {
+                let incoming = tls_incoming(listener, config, MAX_HANDSHAKES, HANDSHAKE_TIMEOUT);
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown.wait_owned())
+                    .await?
+            }
+            None => {
+                server
+                    .serve_with_incoming_shutdown(plain_incoming(listener), shutdown.wait_owned())
+                    .await?
+            }
+        }
         Ok(())
     }
 }

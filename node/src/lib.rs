@@ -13,15 +13,18 @@
 //!   the services served, a span per call, graceful shutdown).
 //! - [`shutdown::Shutdown`]: the one stop signal every server of a process shares.
 //! - [`process`]: a node as a process — its runtime flags and its `main`.
+//! - [`pki`] and [`tls`]: the cluster CA, node identities, mutual TLS between nodes.
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
 
 pub mod commands;
 pub mod grpc;
 pub mod metrics;
+pub mod pki;
 pub mod process;
 pub mod read_model;
 pub mod shutdown;
 pub mod status;
+pub mod tls;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub use gatehouse_telemetry::shutdown_signal;
