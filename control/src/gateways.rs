@@ -62,9 +62,7 @@ impl GatewayRegistry {
 /// The state as served over gRPC: everything but the secret hashes.
 pub fn public_snapshot(model: &ReadModel) -> Snapshot {
     let mut snapshot = model.read().to_snapshot();
-    for client in &mut snapshot.clients {
-        client.secret_hash.clear();
-    }
+    gatehouse_domain::redact::redact_snapshot(&mut snapshot);
     snapshot
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use gatehouse_domain::Command;
+use gatehouse_domain::redact::redact_event;
 use gatehouse_eventlog::EventLog;
 use gatehouse_proto::admin::{self, control_plane_server::ControlPlane};
 use gatehouse_proto::events::{
@@ -129,16 +130,18 @@ pub async fn watch_stream(log: &Arc<dyn EventLog>, from: u64) -> Result<WatchStr
     let records = log.follow(from.max(1)).await.map_err(log_status)?;
     let stream = records.map(|record| {
         let record = record.map_err(log_status)?;
-        let event = EventEnvelope::decode(record.payload.as_ref()).map_err(|e| {
-            Status::data_loss(format!(
-                "record {} on {} is not an event envelope: {e}",
-                record.sequence, record.subject
-            ))
-        })?;
+        // A record that is not an envelope goes on without one: every reader then
+        // quarantines it the same way (see `gatehouse_node::fold`).
+        let event = EventEnvelope::decode(record.payload.as_ref())
+            .ok()
+            .map(|mut event| {
+                redact_event(&mut event);
+                event
+            });
         Ok(admin::WatchEventsResponse {
             sequence: record.sequence,
             subject: record.subject,
-            event: Some(event),
+            event,
         })
     });
     Ok(Box::pin(stream))

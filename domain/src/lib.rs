@@ -35,6 +35,8 @@
 //!   and revokes its keys).
 //! - [`validate`]: input rules shared by the aggregates; `error.rs`: [`DomainError`] and
 //!   [`ApplyError`].
+//! - [`redact`]: secret hashes cleared from events and snapshots for every reader but
+//!   token-service.
 //! - `record.rs`: what every versioned record shares — finding it or NOT_FOUND, deciding
 //!   its next event, stamping it with version and sequence in the fold.
 
@@ -46,6 +48,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod policy;
 mod record;
+pub mod redact;
 mod state;
 pub mod subscription;
 pub mod validate;

@@ -37,7 +37,7 @@ mod nats;
 pub mod testing;
 
 pub use file::FileLog;
-pub use nats::{NatsLog, NatsLogConfig};
+pub use nats::{NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
 
 /// Prefix of every Gatehouse subject.
 pub const SUBJECT_PREFIX: &str = "gatehouse.events";

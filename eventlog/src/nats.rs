@@ -38,6 +38,7 @@
 //! the stream's name.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -66,16 +67,74 @@ const MIN_FOLLOW_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two attempts to recreate a follower's consumer.
 const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Where the NATS-backed log lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the NATS-backed log lives, and how this node proves who it is to NATS.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NatsLogConfig {
-    /// Server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
+    /// Server URL, or a comma-separated seed list for a cluster
+    /// (`nats://a:4222,nats://b:4222,nats://c:4222`): the client connects to any, learns
+    /// the others from the cluster, and fails over between them.
     pub url: String,
     /// Name of the JetStream stream (default `GATEHOUSE`).
     pub stream: String,
     /// Number of replicas of the stream when it is created (default 1; 3 in a cluster
     /// of three). An existing stream is used as it is.
     pub replicas: usize,
+    /// This node's NATS credentials (none: an anonymous connection).
+    pub credentials: NatsCredentials,
+    /// TLS to NATS.
+    pub tls: NatsTls,
+}
+
+/// How a node authenticates to NATS: one of user and password, a token, an NKey seed,
+/// or a `.creds` file (a JWT and its NKey seed, for operator-mode deployments).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NatsCredentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// An NKey seed (`SU...`).
+    pub nkey_seed: Option<String>,
+    pub creds_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsCredentials")
+            .field("user", &self.user)
+            .field("password", &secret(&self.password))
+            .field("token", &secret(&self.token))
+            .field("nkey_seed", &secret(&self.nkey_seed))
+            .field("creds_file", &self.creds_file)
+            .finish()
+    }
+}
+
+/// TLS to NATS: the CA that signed the servers' certificates, and this node's client
+/// certificate when the servers verify clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl NatsTls {
+    fn enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some()
+    }
+}
+
+impl std::fmt::Debug for NatsLogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLogConfig")
+            .field("url", &self.url)
+            .field("stream", &self.stream)
+            .field("replicas", &self.replicas)
+            .field("credentials", &self.credentials)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl NatsLogConfig {
@@ -86,6 +145,83 @@ impl NatsLogConfig {
             ..NatsLogConfig::default()
         }
     }
+
+    /// The servers of [`url`](Self::url): one, or each of a comma-separated seed list.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, LogError> {
+        let servers: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse().map_err(|e| {
+                    LogError::Unavailable(format!("invalid NATS server URL {u:?}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err(LogError::Unavailable("no NATS server URL given".into()));
+        }
+        Ok(servers)
+    }
+
+    /// The client options: name, timeouts, reconnects, credentials, TLS.
+    async fn options(&self) -> Result<async_nats::ConnectOptions, LogError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("gatehouse-eventlog")
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None);
+        let c = &self.credentials;
+        let given = [
+            c.user.is_some() || c.password.is_some(),
+            c.token.is_some(),
+            c.nkey_seed.is_some(),
+            c.creds_file.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(LogError::Unavailable(
+                "NATS credentials: give one of user/password, token, NKey seed or .creds file"
+                    .into(),
+            ));
+        }
+        if let (Some(user), Some(password)) = (&c.user, &c.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        } else if c.user.is_some() || c.password.is_some() {
+            return Err(LogError::Unavailable(
+                "NATS credentials: a user needs a password (and a password a user)".into(),
+            ));
+        }
+        if let Some(token) = &c.token {
+            options = options.token(token.clone());
+        }
+        if let Some(seed) = &c.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(path) = &c.creds_file {
+            options = options.credentials_file(path).await.map_err(|e| {
+                LogError::Unavailable(format!("NATS credentials file {}: {e}", path.display()))
+            })?;
+        }
+        if self.tls.enabled() {
+            options = options.require_tls(true);
+            if let Some(ca) = &self.tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            match (&self.tls.cert, &self.tls.key) {
+                (Some(cert), Some(key)) => {
+                    options = options.add_client_certificate(cert.clone(), key.clone())
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(LogError::Unavailable(
+                        "NATS TLS: a client certificate needs its key (and a key its certificate)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
 }
 
 impl Default for NatsLogConfig {
@@ -94,6 +230,8 @@ impl Default for NatsLogConfig {
             url: "nats://127.0.0.1:4222".to_string(),
             stream: "GATEHOUSE".to_string(),
             replicas: 1,
+            credentials: NatsCredentials::default(),
+            tls: NatsTls::default(),
         }
     }
 }
@@ -137,10 +275,10 @@ impl NatsLog {
     /// its own, forever.
     pub async fn connect(config: NatsLogConfig) -> Result<NatsLog, LogError> {
         let (connections_tx, connections) = watch::channel(0u64);
-        let client = async_nats::ConnectOptions::new()
-            .name("gatehouse-eventlog")
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
+        let servers = config.servers()?;
+        let client = config
+            .options()
+            .await?
             .event_callback(move |event| {
                 if matches!(event, async_nats::Event::Connected) {
                     connections_tx.send_modify(|count| *count += 1);
@@ -153,7 +291,7 @@ impl NatsLog {
                     }
                 }
             })
-            .connect(config.url.as_str())
+            .connect(servers)
             .await
             .map_err(|err| {
                 LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))

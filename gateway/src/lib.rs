@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use gatehouse_eventlog::{EventLog, NatsLogConfig};
+use gatehouse_eventlog::EventLog;
 use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -260,13 +260,9 @@ pub async fn start(
         metrics,
     });
 
-    let log_source = match (log, &config.log.nats_url) {
+    let log_source = match (log, config.log.nats_config()?) {
         (Some(log), _) => LogSource::Provided(log),
-        (None, Some(url)) => LogSource::Nats(NatsLogConfig {
-            url: url.clone(),
-            stream: config.log.nats_stream.clone(),
-            replicas: config.log.nats_replicas,
-        }),
+        (None, Some(nats)) => LogSource::Nats(nats),
         (None, None) => LogSource::None,
     };
     tracing::info!(gateway_id = %id, source = ?log_source, control = %config.control_url, "gateway starting");

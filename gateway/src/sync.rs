@@ -49,11 +49,13 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 use gatehouse_domain::State;
+use gatehouse_domain::redact::{redact_event, redact_snapshot};
 use gatehouse_eventlog::{EventLog, LogError, NatsLog, NatsLogConfig};
 use gatehouse_node::Shutdown;
+use gatehouse_node::fold;
 use gatehouse_proto::admin::gateway_sync_client::GatewaySyncClient;
 use gatehouse_proto::admin::{GatewayStatus, GetSnapshotRequest, WatchEventsRequest};
-use gatehouse_proto::events::{EventEnvelope, Snapshot, event_envelope::Event};
+use gatehouse_proto::events::{EventEnvelope, Snapshot};
 use prost::Message;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -116,7 +118,15 @@ enum End {
     Disconnected(String),
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<(u64, EventEnvelope), End>> + Send>>;
+/// One record of the log as the syncer receives it: from NATS, or from control's
+/// `WatchEvents` (which forwards a record it cannot decode without its envelope).
+struct StoredEvent {
+    sequence: u64,
+    subject: String,
+    envelope: Option<EventEnvelope>,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<StoredEvent, End>> + Send>>;
 
 /// The one writer of the gateway's state. See the module docs.
 pub struct Syncer {
@@ -325,14 +335,11 @@ impl Syncer {
                             }
                             other => End::Disconnected(other.to_string()),
                         })?;
-                        let envelope =
-                            EventEnvelope::decode(record.payload.as_ref()).map_err(|e| {
-                                End::Resync(format!(
-                                    "record {} on {} is not an event: {e}",
-                                    record.sequence, record.subject
-                                ))
-                            })?;
-                        Ok((record.sequence, envelope))
+                        Ok(StoredEvent {
+                            envelope: EventEnvelope::decode(record.payload.as_ref()).ok(),
+                            sequence: record.sequence,
+                            subject: record.subject,
+                        })
                     });
                     return Ok(Box::pin(stream));
                 }
@@ -347,13 +354,11 @@ impl Syncer {
         match tokio::time::timeout(SOURCE_TIMEOUT, watch).await {
             Ok(Ok(response)) => {
                 let stream = response.into_inner().map(|item| match item {
-                    Ok(item) => match item.event {
-                        Some(envelope) => Ok((item.sequence, envelope)),
-                        None => Err(End::Resync(format!(
-                            "event {} came without its envelope",
-                            item.sequence
-                        ))),
-                    },
+                    Ok(item) => Ok(StoredEvent {
+                        sequence: item.sequence,
+                        subject: item.subject,
+                        envelope: item.event,
+                    }),
                     Err(status) if status.code() == tonic::Code::DataLoss => {
                         Err(End::Resync(status.message().to_string()))
                     }
@@ -455,18 +460,23 @@ impl Syncer {
     }
 }
 
-/// Applies one event; `Ok(false)` for one already applied (a re-delivery).
-fn apply(state: &mut State, (sequence, mut envelope): (u64, EventEnvelope)) -> Result<bool, End> {
+/// Applies one event; `Ok(false)` for one already applied (a re-delivery). A record
+/// that can never be folded is quarantined (see `gatehouse_node::fold`), a gap resyncs.
+fn apply(state: &mut State, event: StoredEvent) -> Result<bool, End> {
+    let StoredEvent {
+        sequence,
+        subject,
+        envelope,
+    } = event;
     if sequence <= state.sequence() {
         return Ok(false);
     }
-    if sequence != state.sequence() + 1 {
-        return Err(End::Resync(format!(
-            "gap in the log: expected sequence {}, got {sequence}",
-            state.sequence() + 1
-        )));
-    }
-    strip_secrets(&mut envelope);
+    let Some(mut envelope) = envelope else {
+        fold::quarantine_undecodable(state, sequence, &subject)
+            .map_err(|e| End::Resync(e.to_string()))?;
+        return Ok(true);
+    };
+    redact_event(&mut envelope);
     // The trace of the admin call that caused the event goes on into each replica.
     let span = tracing::info_span!(
         "apply event",
@@ -484,30 +494,14 @@ fn apply(state: &mut State, (sequence, mut envelope): (u64, EventEnvelope)) -> R
         );
     }
     let _entered = span.enter();
-    state
-        .apply(sequence, &envelope)
-        .map_err(|e| End::Resync(format!("event {sequence}: {e}")))?;
+    fold::fold_event(state, sequence, &subject, &envelope)
+        .map_err(|e| End::Resync(format!("gap in the log: {e}")))?;
     Ok(true)
-}
-
-/// Clears secret hashes from a client event before the gateway applies it.
-pub fn strip_secrets(envelope: &mut EventEnvelope) {
-    match envelope.event.as_mut() {
-        Some(Event::ClientRegistered(e)) => {
-            if let Some(client) = e.client.as_mut() {
-                client.secret_hash.clear();
-            }
-        }
-        Some(Event::ClientSecretRegenerated(e)) => e.secret_hash.clear(),
-        _ => {}
-    }
 }
 
 /// The state of a snapshot, without secret hashes.
 pub fn public_state(mut snapshot: Snapshot) -> State {
-    for client in &mut snapshot.clients {
-        client.secret_hash.clear();
-    }
+    redact_snapshot(&mut snapshot);
     State::from_snapshot(snapshot)
 }
 
@@ -519,9 +513,12 @@ async fn replay(log: &dyn EventLog) -> Result<State, String> {
         .map_err(|e| e.to_string())?;
     let mut state = State::new();
     for record in records {
-        let envelope = EventEnvelope::decode(record.payload.as_ref())
-            .map_err(|e| format!("record {} is not an event: {e}", record.sequence))?;
-        apply(&mut state, (record.sequence, envelope)).map_err(|end| format!("{end:?}"))?;
+        let event = StoredEvent {
+            envelope: EventEnvelope::decode(record.payload.as_ref()).ok(),
+            sequence: record.sequence,
+            subject: record.subject,
+        };
+        apply(&mut state, event).map_err(|end| format!("{end:?}"))?;
     }
     Ok(state)
 }

@@ -7,6 +7,7 @@
 //! - [`commands::CommandExecutor`]: the write path — decide a command against a state
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
+//! - [`fold`]: folding one record, with the checks that quarantine poison records.
 //! - [`status`]: domain and log errors as gRPC statuses.
 //! - [`metrics`]: Prometheus metrics of the fold and the write path.
 //! - [`grpc::GrpcServer`]: the one way a node serves gRPC (health, reflection of exactly
@@ -17,6 +18,7 @@
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
 
 pub mod commands;
+pub mod fold;
 pub mod grpc;
 pub mod metrics;
 pub mod pki;
@@ -34,17 +36,19 @@ pub use shutdown::Shutdown;
 /// Logs and traces (the `gatehouse-telemetry` crate).
 pub use gatehouse_telemetry as telemetry;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
+use gatehouse_eventlog::{EventLog, FileLog, NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
 
 /// Where the event log lives: NATS JetStream when a URL is given, else an embedded file
-/// log in the node's data directory.
-#[derive(clap::Args, Debug, Clone, Default)]
+/// log in the node's data directory. With NATS, also how this node proves who it is to
+/// NATS (its own NATS user: see `nats/nats.conf`) and TLS to NATS.
+#[derive(clap::Args, Clone, Default)]
 pub struct LogArgs {
-    /// NATS server URL (e.g. nats://localhost:4222). Without it: control and
+    /// NATS server URL, or a comma-separated seed list of a cluster's servers (e.g.
+    /// nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222). Without it: control and
     /// token-service use an embedded log in their data directory; a gateway follows
     /// control's WatchEvents stream.
     #[arg(long = "nats-url", env = "GATEHOUSE_NATS_URL")]
@@ -63,20 +67,91 @@ pub struct LogArgs {
         default_value_t = 1
     )]
     pub nats_replicas: usize,
+    /// This node's NATS user (with GATEHOUSE_NATS_PASSWORD).
+    #[arg(long = "nats-user", env = "GATEHOUSE_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// The NATS user's password (set it by environment, not on the command line).
+    #[arg(
+        long = "nats-password",
+        env = "GATEHOUSE_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// A NATS token, instead of a user.
+    #[arg(
+        long = "nats-token",
+        env = "GATEHOUSE_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub nats_token: Option<String>,
+    /// A file holding this node's NATS NKey seed (`SU...`), instead of a user.
+    #[arg(long = "nats-nkey-file", env = "GATEHOUSE_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// A NATS `.creds` file (JWT and NKey seed, for operator-mode NATS), instead of a user.
+    #[arg(long = "nats-creds", env = "GATEHOUSE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the NATS servers' certificates: turns TLS on.
+    #[arg(long = "nats-ca", env = "GATEHOUSE_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// This node's client certificate for NATS (PEM), when the servers verify clients.
+    #[arg(long = "nats-cert", env = "GATEHOUSE_NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// The key of `--nats-cert` (PEM).
+    #[arg(long = "nats-key", env = "GATEHOUSE_NATS_KEY", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LogArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.nats_config() {
+            Ok(Some(config)) => config.fmt(f),
+            _ => f.write_str("embedded log"),
+        }
+    }
 }
 
 impl LogArgs {
+    /// The NATS log these flags describe, if a URL is given.
+    pub fn nats_config(&self) -> anyhow::Result<Option<NatsLogConfig>> {
+        let Some(url) = &self.nats_url else {
+            return Ok(None);
+        };
+        let nkey_seed = match &self.nats_nkey_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the NATS NKey seed {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Some(NatsLogConfig {
+            url: url.clone(),
+            stream: self.nats_stream.clone(),
+            replicas: self.nats_replicas,
+            credentials: NatsCredentials {
+                user: self.nats_user.clone(),
+                password: self.nats_password.clone(),
+                token: self.nats_token.clone(),
+                nkey_seed,
+                creds_file: self.nats_creds.clone(),
+            },
+            tls: NatsTls {
+                ca: self.nats_ca.clone(),
+                cert: self.nats_cert.clone(),
+                key: self.nats_key.clone(),
+            },
+        }))
+    }
+
     /// Opens the configured log; `data_dir` holds the embedded one.
     pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
-        match &self.nats_url {
-            Some(url) => {
-                let log = NatsLog::connect(NatsLogConfig {
-                    url: url.clone(),
-                    stream: self.nats_stream.clone(),
-                    replicas: self.nats_replicas,
-                })
-                .await
-                .with_context(|| format!("cannot use the event log on NATS at {url}"))?;
+        match self.nats_config()? {
+            Some(config) => {
+                let url = config.url.clone();
+                let log = NatsLog::connect(config)
+                    .await
+                    .with_context(|| format!("cannot use the event log on NATS at {url}"))?;
                 Ok(Arc::new(log))
             }
             None => {

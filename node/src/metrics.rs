@@ -45,6 +45,12 @@ pub fn render(node: &str, model: &ReadModel) -> String {
         EVENTS_APPLIED.load(Relaxed),
     );
     metric(
+        "gatehouse_events_quarantined_total",
+        "counter",
+        "Records that could not be folded (undecodable, kind not matching the subject, refused by the fold): skipped by every node alike.",
+        crate::fold::QUARANTINED.load(Relaxed),
+    );
+    metric(
         "gatehouse_state_rebuilds_total",
         "counter",
         "Rebuilds of the state from the start of the log.",

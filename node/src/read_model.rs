@@ -13,25 +13,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use gatehouse_domain::State;
 use gatehouse_eventlog::{EventLog, LogError, Record};
-use gatehouse_proto::events::EventEnvelope;
-use prost::Message;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::fold::{OutOfOrder, fold_record};
 
 /// Why the follower could not fold a record.
 #[derive(Debug, thiserror::Error)]
 pub enum FoldError {
-    #[error("record {sequence} on {subject} is not an event envelope: {source}")]
-    Decode {
-        sequence: u64,
-        subject: String,
-        source: prost::DecodeError,
-    },
-    #[error("record {sequence}: {source}")]
-    Apply {
-        sequence: u64,
-        source: gatehouse_domain::ApplyError,
-    },
+    #[error(transparent)]
+    OutOfOrder(#[from] OutOfOrder),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -87,7 +78,8 @@ impl ReadModel {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Decodes and folds one record, in an "apply event" span that continues the trace
+    /// Decodes, checks and folds one record (see [`crate::fold`]: a poison record is
+    /// quarantined, a gap is an error), in an "apply event" span that continues the trace
     /// of the call that caused the event (its `traceparent` header).
     pub fn apply_record(&self, record: &Record) -> Result<(), FoldError> {
         let span = tracing::info_span!(
@@ -102,20 +94,14 @@ impl ReadModel {
             record.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let _entered = span.enter();
-        let envelope =
-            EventEnvelope::decode(record.payload.as_ref()).map_err(|source| FoldError::Decode {
-                sequence: record.sequence,
-                subject: record.subject.clone(),
-                source,
-            })?;
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            state
-                .apply(record.sequence, &envelope)
-                .map_err(|source| FoldError::Apply {
-                    sequence: record.sequence,
-                    source,
-                })?;
+            fold_record(
+                &mut state,
+                record.sequence,
+                &record.subject,
+                &record.payload,
+            )?;
         }
         self.applied.send_replace(record.sequence);
         crate::metrics::EVENTS_APPLIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -132,8 +118,9 @@ impl ReadModel {
     /// Follows the log forever from the state's sequence + 1, folding every record.
     ///
     /// On a broken stream (broker restart) it follows again from where it stopped. On a
-    /// record it cannot fold (a gap, a decode failure) it never skips: it logs the cause
-    /// and rebuilds the state from the start of the log, after a pause.
+    /// gap it never skips: it logs the cause and rebuilds the state from the start of
+    /// the log, after a pause. (A record that can never be folded is quarantined by
+    /// [`crate::fold`], the same way on every node, rather than replayed forever.)
     pub async fn follow(self: Arc<Self>, log: Arc<dyn EventLog>) {
         loop {
             let from = self.applied() + 1;

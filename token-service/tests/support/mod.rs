@@ -403,7 +403,7 @@ pub async fn open_log(options: &Options) -> Arc<dyn EventLog> {
             NatsLog::connect(NatsLogConfig {
                 url: url.clone(),
                 stream: stream.clone(),
-                replicas: 1,
+                ..NatsLogConfig::default()
             })
             .await
             .unwrap(),
