@@ -13,6 +13,7 @@
 //! | [`auth`] | Bearer JWT verification with a verified-token cache |
 //! | [`throttle`] | fixed-window counters; each replica enforces its share of a limit |
 //! | [`cache`] | the opt-in response cache |
+//! | [`shards`] | the sharded map behind the token cache, the response cache and the throttle counters |
 //! | [`upstream`] | pooled keep-alive client, load balancing, failover, timeouts |
 //! | [`errors`] | WSO2's JSON error bodies and codes |
 //! | [`sync`] | snapshot → follow the log → rebuild and swap; resync on gaps; status reports |
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod shards;
 pub mod sync;
 pub mod table;
 pub mod throttle;

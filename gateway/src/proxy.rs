@@ -646,7 +646,7 @@ impl Gateway {
                 let (parts, body) = response.into_parts();
                 Ok(Response::from_parts(
                     parts,
-                    GatewayBody::upstream_prefetched(body).await,
+                    GatewayBody::streamed_prefetched(body).await,
                 ))
             }
         }

@@ -23,7 +23,7 @@
 //!   default). `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto`
 //!   and `X-Forwarded-Host` say how the client called; `Host` becomes the backend's;
 //!   `traceparent`/`tracestate` pass on unchanged.
-//! - **Bodies** stream both ways, frame by frame.
+//! - **Bodies** stream both ways, frame by frame ([`GatewayBody`]).
 //!
 //! # Shared state
 //!
@@ -47,7 +47,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::UpstreamBody;
+use crate::body::GatewayBody;
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
 use crate::table::{Endpoints, Target};
@@ -70,7 +70,7 @@ pub struct Forwarded<'a> {
 
 /// The upstream client and endpoint health.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
     down_until: RwLock<HashMap<Arc<str>, Instant>>,
     metrics: Arc<Metrics>,
 }
@@ -175,12 +175,12 @@ impl Upstream {
         let mut headers = parts.headers;
         prepare_request_headers(&mut headers, forwarded);
         let query = parts.uri.query();
-        let mut body = if body.is_end_stream() {
-            Some(UpstreamBody::Empty)
+        let retryable = body.is_end_stream();
+        let mut body = Some(if retryable {
+            GatewayBody::empty()
         } else {
-            Some(UpstreamBody::Incoming { body })
-        };
-        let retryable = matches!(body, Some(UpstreamBody::Empty));
+            GatewayBody::streamed(body)
+        });
         let mut last_error = String::from("no endpoint");
         let order = self.order(endpoints);
         let attempts = if retryable { order.len() } else { 1 };
@@ -189,7 +189,7 @@ impl Upstream {
                 break;
             };
             if retryable {
-                body = Some(UpstreamBody::Empty);
+                body = Some(GatewayBody::empty());
             }
             // The last attempt takes the headers; earlier ones need a copy.
             let attempt_headers = if attempt + 1 == attempts {
