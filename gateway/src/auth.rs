@@ -16,21 +16,21 @@
 //!
 //! # Shared state
 //!
-//! [`TokenCache`]: 16 shards of `RwLock<HashMap<token, claims>>`. A hit takes one read
-//! lock and clones an `Arc`; a miss verifies without any lock held and takes the write
-//! lock only to insert. Each shard holds at most [`MAX_CACHED_PER_SHARD`] tokens: when
-//! full, expired entries are dropped, and if that is not enough the shard is emptied
-//! (cached tokens are only a shortcut: they are verified again on their next use).
+//! [`TokenCache`]: a [`ShardedMap`] of 16 shards, token string → claims. A hit
+//! takes one read lock and clones an `Arc`; a miss verifies without any lock held and
+//! takes the write lock only to insert. Each shard holds at most
+//! [`MAX_CACHED_PER_SHARD`] tokens: when full, expired entries are dropped, and if that
+//! is not enough the shard is emptied (cached tokens are only a shortcut: they are
+//! verified again on their next use).
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gatehouse_tokens::{AccessClaims, TokenError, Verifier, check_revocation};
 use http::HeaderValue;
 
 use crate::errors::GatewayError;
+use crate::shards::ShardedMap;
 use crate::table::RoutingTable;
 
 const SHARDS: usize = 16;
@@ -38,8 +38,10 @@ const SHARDS: usize = 16;
 /// Tokens remembered per shard (16 shards).
 pub const MAX_CACHED_PER_SHARD: usize = 8192;
 
+/// One verified token in the cache.
 struct Cached {
     claims: Arc<AccessClaims>,
+    /// The routing table's `keys_generation` it was verified under.
     keys_generation: u64,
     /// Unix second after which the token is expired (its `exp` plus the leeway).
     valid_until: i64,
@@ -47,66 +49,46 @@ struct Cached {
 
 /// Verified tokens, by token string.
 pub struct TokenCache {
-    hasher: foldhash::fast::RandomState,
-    shards: Vec<RwLock<HashMap<Box<str>, Cached, foldhash::fast::RandomState>>>,
+    tokens: ShardedMap<Box<str>, Cached>,
 }
 
 impl Default for TokenCache {
     fn default() -> Self {
         TokenCache {
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            tokens: ShardedMap::new(SHARDS),
         }
     }
 }
 
 impl TokenCache {
-    fn shard(
-        &self,
-        token: &str,
-    ) -> &RwLock<HashMap<Box<str>, Cached, foldhash::fast::RandomState>> {
-        &self.shards[(self.hasher.hash_one(token) as usize) % SHARDS]
-    }
-
     fn get(&self, token: &str, keys_generation: u64, now: i64) -> Option<Arc<AccessClaims>> {
-        let shard = self.shard(token).read().unwrap_or_else(|e| e.into_inner());
-        let cached = shard.get(token)?;
-        (cached.keys_generation == keys_generation && now <= cached.valid_until)
-            .then(|| cached.claims.clone())
+        self.tokens.read(token, |cached| {
+            cached
+                .filter(|c| c.keys_generation == keys_generation && now <= c.valid_until)
+                .map(|c| c.claims.clone())
+        })
     }
 
     fn insert(&self, token: &str, cached: Cached, now: i64) {
-        let mut shard = self.shard(token).write().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= MAX_CACHED_PER_SHARD {
-            shard.retain(|_, c| c.valid_until >= now);
-            if shard.len() >= MAX_CACHED_PER_SHARD {
-                shard.clear();
-            }
-        }
-        shard.insert(token.into(), cached);
+        self.tokens
+            .insert_bounded(token.into(), cached, MAX_CACHED_PER_SHARD, |_, c| {
+                c.valid_until >= now
+            });
     }
 
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.tokens.is_empty()
     }
 
     /// Drops expired tokens (called periodically).
     pub fn sweep(&self) {
         let now = unix_now();
-        for shard in &self.shards {
-            shard
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, c| c.valid_until >= now);
-        }
+        self.tokens.retain(|_, c| c.valid_until >= now);
     }
 }
 
@@ -124,7 +106,8 @@ pub fn bearer(header: Option<&HeaderValue>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Verifies tokens for the gateway.
+/// Verifies tokens for the gateway: the verifier (immutable) and the cache of verified
+/// tokens (synchronised inside).
 pub struct Authenticator {
     verifier: Verifier,
     cache: TokenCache,
@@ -154,17 +137,14 @@ impl Authenticator {
             Some(claims) => claims,
             None => {
                 let claims = Arc::new(self.verifier.verify(token, &table.keys).map_err(describe)?);
-                self.cache.insert(
-                    token,
-                    Cached {
-                        claims: claims.clone(),
-                        keys_generation: table.keys_generation,
-                        valid_until: claims
-                            .exp
-                            .saturating_add(self.verifier.leeway_seconds() as i64),
-                    },
-                    now,
-                );
+                let cached = Cached {
+                    claims: claims.clone(),
+                    keys_generation: table.keys_generation,
+                    valid_until: claims
+                        .exp
+                        .saturating_add(self.verifier.leeway_seconds() as i64),
+                };
+                self.cache.insert(token, cached, now);
                 claims
             }
         };

@@ -32,21 +32,20 @@
 //!
 //! One `u64` per counter packs the window number (high 32 bits) and the count (low 32
 //! bits), updated with a compare-and-swap loop: no lock while counting. Counters live in
-//! 32 shards of `RwLock<HashMap<key, counter>>`; the read lock is all a known key needs,
-//! and the write lock is taken only to add a key (the first call of a client in a
-//! while) or to sweep counters whose window has passed. Keys are 64-bit SipHash values of
+//! a [`ShardedMap`] of 32 shards; the read lock is all a known key needs, and the write
+//! lock is taken only to add a key (the first call of a client in a while) or to sweep
+//! counters whose window has passed. Keys are 64-bit SipHash values of
 //! (tier level, application, API, resource), with the process's random hash keys, so they
 //! cost no allocation; two distinct keys sharing a counter needs a 64-bit collision
 //! under unknown keys, which we accept. Counters survive routing-table swaps: a policy
 //! change applies to the current window's count.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::errors::{GatewayError, codes};
+use crate::shards::ShardedMap;
 use crate::table::Limit;
 
 const SHARDS: usize = 32;
@@ -90,6 +89,7 @@ pub struct RateLimitStatus {
     pub reset: u64,
 }
 
+/// One counter: a window and its count.
 struct Counter {
     /// Window number << 32 | count.
     state: AtomicU64,
@@ -97,11 +97,12 @@ struct Counter {
     window_end: AtomicU64,
 }
 
-/// Every counter of this replica.
+/// Every counter of this replica, and the replica's share of each limit.
 pub struct Throttler {
     replica_count: u64,
+    /// Hashes a check's key into a counter's key.
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>>>,
+    counters: ShardedMap<u64, Counter>,
 }
 
 impl std::fmt::Debug for Throttler {
@@ -124,7 +125,7 @@ impl Throttler {
         Throttler {
             replica_count: u64::from(replica_count.max(1)),
             hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            counters: ShardedMap::new(SHARDS),
         }
     }
 
@@ -188,38 +189,30 @@ impl Throttler {
         self.hasher.hash_one((check.tier, check.key))
     }
 
-    fn shard(&self, key: u64) -> &RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>> {
-        &self.shards[(key as usize) % SHARDS]
-    }
-
     /// Takes one unit in `window`; returns the count after it, or `None` when the
     /// window's limit is reached.
     fn take(&self, key: u64, window: u64, limit: u64, window_end: u64) -> Option<u64> {
-        let shard = self.shard(key);
-        {
-            let counters = shard.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(counter) = counters.get(&key) {
-                return take_from(counter, window, limit, window_end);
-            }
-        }
-        let mut counters = shard.write().unwrap_or_else(|e| e.into_inner());
-        let counter = counters.entry(key).or_insert_with(|| Counter {
-            state: AtomicU64::new(window << 32),
-            window_end: AtomicU64::new(window_end),
-        });
-        take_from(counter, window, limit, window_end)
+        self.counters.with_or_insert(
+            key,
+            || Counter {
+                state: AtomicU64::new(window << 32),
+                window_end: AtomicU64::new(window_end),
+            },
+            |counter| take_from(counter, window, limit, window_end),
+        )
     }
 
     /// Returns a unit taken in `window` (if the window has not moved on since).
     fn give_back(&self, key: u64, window: u64) {
-        let counters = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        if let Some(counter) = counters.get(&key) {
-            let _ = counter
-                .state
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                    (state >> 32 == window && state & 0xffff_ffff > 0).then(|| state - 1)
-                });
-        }
+        self.counters.read(&key, |counter| {
+            if let Some(counter) = counter {
+                let _ = counter
+                    .state
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                        (state >> 32 == window && state & 0xffff_ffff > 0).then(|| state - 1)
+                    });
+            }
+        });
     }
 
     /// Drops counters whose window has ended (called periodically).
@@ -229,24 +222,17 @@ impl Throttler {
 
     /// [`sweep`](Self::sweep) at a given Unix time (tests).
     pub fn sweep_at(&self, now: u64) {
-        for shard in &self.shards {
-            shard
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, c| c.window_end.load(Ordering::Relaxed) > now);
-        }
+        self.counters
+            .retain(|_, c| c.window_end.load(Ordering::Relaxed) > now);
     }
 
     /// Number of live counters.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.counters.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.counters.is_empty()
     }
 }
 
