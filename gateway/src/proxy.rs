@@ -51,7 +51,7 @@ use crate::cache::ResponseCache;
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
 use crate::table::{Endpoints, Route, RouteMatch, RoutingTable};
-use crate::throttle::{Check, RateLimitStatus, Throttler, Tier};
+use crate::throttle::{Check, RateLimitStatus, ThrottleKey, Throttler};
 use crate::upstream::{Forwarded, Upstream};
 
 /// Sync status the request path reports (`/readyz`), written by [`crate::sync`].
@@ -497,54 +497,48 @@ impl Gateway {
         let resource = route.resource();
         let mut checks: Vec<Check<'_>> = Vec::new();
         if let Some(claims) = ctx.claims.as_ref() {
-            let app = claims.application_id.as_str();
-            if let Some(limit) = api.subscriptions.get(app).and_then(|s| s.limit.as_ref()) {
-                checks.push(Check {
-                    tier: Tier::Subscription,
-                    limit,
-                    key: (app, &api.id, ""),
-                });
+            let application = claims.application_id.as_str();
+            let subscription = api.subscriptions.get(application);
+            if let Some(limit) = subscription.and_then(|s| s.limit.as_ref()) {
+                let key = ThrottleKey::Subscription {
+                    application,
+                    api: &api.id,
+                };
+                checks.push(Check { key, limit });
             }
-            if let Some(limit) = ctx.table.application(app).and_then(|a| a.limit.as_ref()) {
-                checks.push(Check {
-                    tier: Tier::Application,
-                    limit,
-                    key: (app, "", ""),
-                });
+            if let Some(limit) = ctx
+                .table
+                .application(application)
+                .and_then(|a| a.limit.as_ref())
+            {
+                let key = ThrottleKey::Application { application };
+                checks.push(Check { key, limit });
             }
         }
         if let Some(limit) = api.limit.as_ref() {
-            checks.push(Check {
-                tier: Tier::Api,
-                limit,
-                key: ("", &api.id, ""),
-            });
+            let key = ThrottleKey::Api { api: &api.id };
+            checks.push(Check { key, limit });
         }
         if let Some(limit) = resource.limit.as_ref() {
-            checks.push(Check {
-                tier: Tier::Resource,
-                limit,
-                key: (resource.method.as_str(), &api.id, &resource.template),
-            });
+            let key = ThrottleKey::Resource {
+                api: &api.id,
+                method: &resource.method,
+                template: &resource.template,
+            };
+            checks.push(Check { key, limit });
         }
         if checks.is_empty() {
             return Ok(());
         }
-        match self.throttler.admit(&checks) {
+        let admitted = self.throttler.admit(&checks);
+        match admitted {
             Ok(status) => {
                 ctx.rate_limit = status;
                 Ok(())
             }
-            Err(error) => {
-                if let Some(&check) = checks.iter().find(|c| c.tier.code() == error.code) {
-                    let limit = self.throttler.share(check.limit.count);
-                    ctx.rate_limit = Some(RateLimitStatus {
-                        limit,
-                        remaining: 0,
-                        reset: error.retry_after.unwrap_or(0),
-                    });
-                }
-                Err(error)
+            Err(refusal) => {
+                ctx.rate_limit = Some(refusal.rate_limit());
+                Err(refusal.into())
             }
         }
     }
