@@ -14,9 +14,12 @@
 //! cached token verified under another set of keys (one was added or retired) is verified
 //! again. Refused tokens are never cached.
 //!
+//! The verified claims come with the key type parsed once ([`Caller`]), so no phase
+//! compares key-type strings.
+//!
 //! # Shared state
 //!
-//! [`TokenCache`]: a [`ShardedMap`] of 16 shards, token string → claims. A hit
+//! [`TokenCache`]: a [`ShardedMap`] of 16 shards, token string → [`Caller`]. A hit
 //! takes one read lock and clones an `Arc`; a miss verifies without any lock held and
 //! takes the write lock only to insert. Each shard holds at most
 //! [`MAX_CACHED_PER_SHARD`] tokens: when full, expired entries are dropped, and if that
@@ -26,7 +29,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_tokens::{AccessClaims, TokenError, Verifier, check_revocation};
+use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, check_revocation};
 use http::HeaderValue;
 
 use crate::errors::GatewayError;
@@ -38,9 +41,28 @@ const SHARDS: usize = 16;
 /// Tokens remembered per shard (16 shards).
 pub const MAX_CACHED_PER_SHARD: usize = 8192;
 
+/// Who makes a call: a verified token's claims, and its key type parsed once, when the
+/// token is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub claims: AccessClaims,
+    /// Which endpoints the token's keys reach. A `key_type` claim other than `SANDBOX`
+    /// counts as production, as it always has at this gateway: token-service issues
+    /// only these two, and admin tokens (with an empty one) are refused by audience.
+    pub key_type: KeyType,
+}
+
+impl Caller {
+    /// The caller of a verified token.
+    pub fn new(claims: AccessClaims) -> Caller {
+        let key_type = claims.parsed_key_type().unwrap_or(KeyType::Production);
+        Caller { claims, key_type }
+    }
+}
+
 /// One verified token in the cache.
 struct Cached {
-    claims: Arc<AccessClaims>,
+    caller: Arc<Caller>,
     /// The routing table's `keys_generation` it was verified under.
     keys_generation: u64,
     /// Unix second after which the token is expired (its `exp` plus the leeway).
@@ -61,11 +83,11 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
-    fn get(&self, token: &str, keys_generation: u64, now: i64) -> Option<Arc<AccessClaims>> {
+    fn get(&self, token: &str, keys_generation: u64, now: i64) -> Option<Arc<Caller>> {
         self.tokens.read(token, |cached| {
             cached
                 .filter(|c| c.keys_generation == keys_generation && now <= c.valid_until)
-                .map(|c| c.claims.clone())
+                .map(|c| c.caller.clone())
         })
     }
 
@@ -125,31 +147,34 @@ impl Authenticator {
         &self.cache
     }
 
-    /// The claims of the request's bearer token, or the 401 to answer.
+    /// The caller of the request's bearer token, or the 401 to answer: 900902 without
+    /// a bearer token, 900901 when it does not verify or is revoked.
     pub fn authenticate(
         &self,
         table: &RoutingTable,
         authorization: Option<&HeaderValue>,
-    ) -> Result<Arc<AccessClaims>, GatewayError> {
+    ) -> Result<Arc<Caller>, GatewayError> {
         let token = bearer(authorization).ok_or_else(GatewayError::missing_credentials)?;
         let now = unix_now();
-        let claims = match self.cache.get(token, table.keys_generation, now) {
-            Some(claims) => claims,
+        let caller = match self.cache.get(token, table.keys_generation, now) {
+            Some(caller) => caller,
             None => {
-                let claims = Arc::new(self.verifier.verify(token, &table.keys).map_err(describe)?);
+                let claims = self.verifier.verify(token, &table.keys).map_err(describe)?;
+                let valid_until = claims
+                    .exp
+                    .saturating_add(self.verifier.leeway_seconds() as i64);
+                let caller = Arc::new(Caller::new(claims));
                 let cached = Cached {
-                    claims: claims.clone(),
+                    caller: caller.clone(),
                     keys_generation: table.keys_generation,
-                    valid_until: claims
-                        .exp
-                        .saturating_add(self.verifier.leeway_seconds() as i64),
+                    valid_until,
                 };
                 self.cache.insert(token, cached, now);
-                claims
+                caller
             }
         };
-        check_revocation(&claims, &table.state).map_err(describe)?;
-        Ok(claims)
+        check_revocation(&caller.claims, &table.state).map_err(describe)?;
+        Ok(caller)
     }
 }
 
