@@ -46,12 +46,13 @@
 //! 15. [`response_headers`](Gateway::response_headers) — CORS and `X-RateLimit-*`.
 //! 16. [`logging`](Gateway::logging) — access log line and metrics.
 //!
-//! Phases 2–13 may refuse with a [`GatewayError`] (phase 3 with an [`Unrouted`], phase 9
-//! with a [`Throttled`], both of which become one): the first refusal ends the request
-//! with its WSO2-shaped answer. Each phase takes what it works on as parameters and
-//! returns what it found; [`RequestCtx`] only records those results for the response
-//! phases and the trace. The request head needs no socket: a test builds the `Parts`
-//! and a routing table in memory and runs it, or any one phase (`tests/phases.rs`).
+//! Every phase that can refuse (2–9, 11, 13) returns a `Result` whose error is a
+//! [`GatewayError`], or becomes one (phase 3's [`Unrouted`], phase 9's [`Throttled`]):
+//! the first refusal ends the request with its WSO2-shaped answer. Each phase takes
+//! what it works on as parameters and returns what it found; [`RequestCtx`] only
+//! records those results for the response phases and the trace. The request head needs
+//! no socket: a test builds the `Parts` and a routing table in memory and runs it, or
+//! any one phase (`tests/phases.rs`).
 //!
 //! # Shared state
 //!
