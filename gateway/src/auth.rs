@@ -14,23 +14,26 @@
 //! cached token verified under another set of keys (one was added or retired) is verified
 //! again. Refused tokens are never cached.
 //!
+//! The verified claims come with the key type parsed once ([`Caller`]), so no phase
+//! compares key-type strings.
+//!
 //! # Shared state
 //!
-//! [`TokenCache`]: 16 shards of `RwLock<HashMap<token, claims>>`. A hit takes one read
-//! lock and clones an `Arc`; a miss verifies without any lock held and takes the write
-//! lock only to insert. Each shard holds at most [`MAX_CACHED_PER_SHARD`] tokens: when
-//! full, expired entries are dropped, and if that is not enough the shard is emptied
-//! (cached tokens are only a shortcut: they are verified again on their next use).
+//! [`TokenCache`]: a [`ShardedMap`] of 16 shards, token string → [`Caller`]. A hit
+//! takes one read lock and clones an `Arc`; a miss verifies without any lock held and
+//! takes the write lock only to insert. Each shard holds at most
+//! [`MAX_CACHED_PER_SHARD`] tokens: when full, expired entries are dropped, and if that
+//! is not enough the shard is emptied (cached tokens are only a shortcut: they are
+//! verified again on their next use).
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_tokens::{AccessClaims, TokenError, Verifier, check_revocation};
+use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, check_revocation};
 use http::HeaderValue;
 
 use crate::errors::GatewayError;
+use crate::shards::ShardedMap;
 use crate::table::RoutingTable;
 
 const SHARDS: usize = 16;
@@ -38,8 +41,29 @@ const SHARDS: usize = 16;
 /// Tokens remembered per shard (16 shards).
 pub const MAX_CACHED_PER_SHARD: usize = 8192;
 
+/// Who makes a call: a verified token's claims, and its key type parsed once, when the
+/// token is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub claims: AccessClaims,
+    /// Which endpoints the token's keys reach. A `key_type` claim other than `SANDBOX`
+    /// counts as production, as it always has at this gateway: token-service issues
+    /// only these two, and admin tokens (with an empty one) are refused by audience.
+    pub key_type: KeyType,
+}
+
+impl Caller {
+    /// The caller of a verified token.
+    pub fn new(claims: AccessClaims) -> Caller {
+        let key_type = claims.parsed_key_type().unwrap_or(KeyType::Production);
+        Caller { claims, key_type }
+    }
+}
+
+/// One verified token in the cache.
 struct Cached {
-    claims: Arc<AccessClaims>,
+    caller: Arc<Caller>,
+    /// The routing table's `keys_generation` it was verified under.
     keys_generation: u64,
     /// Unix second after which the token is expired (its `exp` plus the leeway).
     valid_until: i64,
@@ -47,66 +71,46 @@ struct Cached {
 
 /// Verified tokens, by token string.
 pub struct TokenCache {
-    hasher: foldhash::fast::RandomState,
-    shards: Vec<RwLock<HashMap<Box<str>, Cached, foldhash::fast::RandomState>>>,
+    tokens: ShardedMap<Box<str>, Cached>,
 }
 
 impl Default for TokenCache {
     fn default() -> Self {
         TokenCache {
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            tokens: ShardedMap::new(SHARDS),
         }
     }
 }
 
 impl TokenCache {
-    fn shard(
-        &self,
-        token: &str,
-    ) -> &RwLock<HashMap<Box<str>, Cached, foldhash::fast::RandomState>> {
-        &self.shards[(self.hasher.hash_one(token) as usize) % SHARDS]
-    }
-
-    fn get(&self, token: &str, keys_generation: u64, now: i64) -> Option<Arc<AccessClaims>> {
-        let shard = self.shard(token).read().unwrap_or_else(|e| e.into_inner());
-        let cached = shard.get(token)?;
-        (cached.keys_generation == keys_generation && now <= cached.valid_until)
-            .then(|| cached.claims.clone())
+    fn get(&self, token: &str, keys_generation: u64, now: i64) -> Option<Arc<Caller>> {
+        self.tokens.read(token, |cached| {
+            cached
+                .filter(|c| c.keys_generation == keys_generation && now <= c.valid_until)
+                .map(|c| c.caller.clone())
+        })
     }
 
     fn insert(&self, token: &str, cached: Cached, now: i64) {
-        let mut shard = self.shard(token).write().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= MAX_CACHED_PER_SHARD {
-            shard.retain(|_, c| c.valid_until >= now);
-            if shard.len() >= MAX_CACHED_PER_SHARD {
-                shard.clear();
-            }
-        }
-        shard.insert(token.into(), cached);
+        self.tokens
+            .insert_bounded(token.into(), cached, MAX_CACHED_PER_SHARD, |_, c| {
+                c.valid_until >= now
+            });
     }
 
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.tokens.is_empty()
     }
 
     /// Drops expired tokens (called periodically).
     pub fn sweep(&self) {
         let now = unix_now();
-        for shard in &self.shards {
-            shard
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, c| c.valid_until >= now);
-        }
+        self.tokens.retain(|_, c| c.valid_until >= now);
     }
 }
 
@@ -124,7 +128,8 @@ pub fn bearer(header: Option<&HeaderValue>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Verifies tokens for the gateway.
+/// Verifies tokens for the gateway: the verifier (immutable) and the cache of verified
+/// tokens (synchronised inside).
 pub struct Authenticator {
     verifier: Verifier,
     cache: TokenCache,
@@ -142,34 +147,34 @@ impl Authenticator {
         &self.cache
     }
 
-    /// The claims of the request's bearer token, or the 401 to answer.
+    /// The caller of the request's bearer token, or the 401 to answer: 900902 without
+    /// a bearer token, 900901 when it does not verify or is revoked.
     pub fn authenticate(
         &self,
         table: &RoutingTable,
         authorization: Option<&HeaderValue>,
-    ) -> Result<Arc<AccessClaims>, GatewayError> {
+    ) -> Result<Arc<Caller>, GatewayError> {
         let token = bearer(authorization).ok_or_else(GatewayError::missing_credentials)?;
         let now = unix_now();
-        let claims = match self.cache.get(token, table.keys_generation, now) {
-            Some(claims) => claims,
+        let caller = match self.cache.get(token, table.keys_generation, now) {
+            Some(caller) => caller,
             None => {
-                let claims = Arc::new(self.verifier.verify(token, &table.keys).map_err(describe)?);
-                self.cache.insert(
-                    token,
-                    Cached {
-                        claims: claims.clone(),
-                        keys_generation: table.keys_generation,
-                        valid_until: claims
-                            .exp
-                            .saturating_add(self.verifier.leeway_seconds() as i64),
-                    },
-                    now,
-                );
-                claims
+                let claims = self.verifier.verify(token, &table.keys).map_err(describe)?;
+                let valid_until = claims
+                    .exp
+                    .saturating_add(self.verifier.leeway_seconds() as i64);
+                let caller = Arc::new(Caller::new(claims));
+                let cached = Cached {
+                    caller: caller.clone(),
+                    keys_generation: table.keys_generation,
+                    valid_until,
+                };
+                self.cache.insert(token, cached, now);
+                caller
             }
         };
-        check_revocation(&claims, &table.state).map_err(describe)?;
-        Ok(claims)
+        check_revocation(&caller.claims, &table.state).map_err(describe)?;
+        Ok(caller)
     }
 }
 

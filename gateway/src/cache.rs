@@ -7,32 +7,31 @@
 //! response fetched for another. A hit answers from memory with `X-Cache: HIT`;
 //! the backend is not called.
 //!
-//! A miss streams the backend's body to the client as usual while [`CachingBody`]
+//! A miss streams the backend's body to the client as usual while a [`CacheCopy`]
 //! keeps a copy of the frames (`Bytes` clones: no copy of the data); when the body ends
 //! within [`MAX_CACHED_BODY`] bytes, the response is stored. A larger body stops being
 //! copied and is not cached.
 //!
 //! # Shared state
 //!
-//! 16 shards of `Mutex<HashMap<key, entry>>` holding `Arc`s, so a lock is held only to
-//! find or insert. Keys are the exact strings (no hash-only keys: a collision must never
-//! serve one caller another's response). Each shard holds at most
+//! A [`ShardedMap`] of 16 shards, key → `Arc<CachedResponse>`: a lookup takes one read
+//! lock and clones an `Arc` (the write lock only to drop an entry found expired), a
+//! store takes one write lock. Keys are the exact strings (no hash-only keys: a
+//! collision must never serve one caller another's response). Each shard holds at most
 //! [`MAX_ENTRIES_PER_SHARD`] entries; when full, expired entries go first, then the
 //! whole shard (a cache may forget).
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Frame;
 use hyper::body::Incoming;
 
 use crate::body::GatewayBody;
+use crate::shards::ShardedMap;
 
 const SHARDS: usize = 16;
 
@@ -53,15 +52,13 @@ pub struct CachedResponse {
 
 /// The response cache of one gateway.
 pub struct ResponseCache {
-    hasher: foldhash::fast::RandomState,
-    shards: Vec<Mutex<HashMap<Box<str>, Arc<CachedResponse>>>>,
+    entries: ShardedMap<Box<str>, Arc<CachedResponse>>,
 }
 
 impl Default for ResponseCache {
     fn default() -> Self {
         ResponseCache {
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            entries: ShardedMap::new(SHARDS),
         }
     }
 }
@@ -72,21 +69,13 @@ impl ResponseCache {
         format!("{api_id}\n{method}\n{path_and_query}\n{caller}")
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Arc<CachedResponse>>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
-    }
-
     /// The stored response for `key`, if fresh.
     pub fn lookup(&self, key: &str) -> Option<Response<GatewayBody>> {
-        let entry = {
-            let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-            let entry = shard.get(key)?.clone();
-            if entry.expires <= Instant::now() {
-                shard.remove(key);
-                return None;
-            }
-            entry
-        };
+        let entry = self.entries.read(key, |entry| entry.cloned())?;
+        if entry.expires <= Instant::now() {
+            self.entries.remove_if(key, |e| e.expires <= Instant::now());
+            return None;
+        }
         let mut response = Response::new(GatewayBody::full(entry.body.clone()));
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
@@ -97,15 +86,11 @@ impl ResponseCache {
     }
 
     fn store(&self, key: Box<str>, response: CachedResponse) {
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= MAX_ENTRIES_PER_SHARD {
-            let now = Instant::now();
-            shard.retain(|_, e| e.expires > now);
-            if shard.len() >= MAX_ENTRIES_PER_SHARD {
-                shard.clear();
-            }
-        }
-        shard.insert(key, Arc::new(response));
+        let now = Instant::now();
+        self.entries
+            .insert_bounded(key, Arc::new(response), MAX_ENTRIES_PER_SHARD, |_, e| {
+                e.expires > now
+            });
     }
 
     /// Whether a backend response may be stored.
@@ -133,46 +118,43 @@ impl ResponseCache {
         let (parts, body) = response.into_parts();
         let mut headers = parts.headers.clone();
         headers.remove(header::DATE);
-        let caching = CachingBody {
-            inner: body,
-            pending: Some(Pending {
-                cache: self.clone(),
-                key: key.into_boxed_str(),
-                status: parts.status,
-                headers,
-                ttl,
-                chunks: Vec::new(),
-                size: 0,
-            }),
+        let copy = CacheCopy {
+            cache: self.clone(),
+            key: key.into_boxed_str(),
+            status: parts.status,
+            headers,
+            ttl,
+            chunks: Vec::new(),
+            size: 0,
         };
-        Response::from_parts(parts, GatewayBody::Caching { body: caching })
+        Response::from_parts(
+            parts,
+            GatewayBody::Caching {
+                body,
+                copy: Some(copy),
+            },
+        )
     }
 
     /// Number of stored responses (fresh or not).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
 
     /// Drops expired responses (called periodically).
     pub fn sweep(&self) {
         let now = Instant::now();
-        for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, e| e.expires > now);
-        }
+        self.entries.retain(|_, e| e.expires > now);
     }
 }
 
-struct Pending {
+/// The copy of a backend response being streamed to the client, stored in the cache
+/// once its body has ended (owned by the response body: see [`GatewayBody::Caching`]).
+pub struct CacheCopy {
     cache: Arc<ResponseCache>,
     key: Box<str>,
     status: StatusCode,
@@ -182,7 +164,43 @@ struct Pending {
     size: usize,
 }
 
-impl Pending {
+impl CacheCopy {
+    /// Follows one poll of the body being copied: keeps a data frame, stores the copy
+    /// when the body has ended (`ended`, or a final `None`), gives it up on an error or
+    /// past [`MAX_CACHED_BODY`].
+    pub(crate) fn observe(
+        slot: &mut Option<CacheCopy>,
+        polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+        ended: bool,
+    ) {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Some(copy) = slot.as_mut()
+                {
+                    copy.size += data.len();
+                    if copy.size > MAX_CACHED_BODY {
+                        *slot = None;
+                    } else {
+                        copy.chunks.push(data.clone());
+                    }
+                }
+                // With a known length, the server stops polling once it has every byte:
+                // the body is complete now, not at a final `None` that never comes.
+                if ended && let Some(copy) = slot.take() {
+                    copy.store();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => *slot = None,
+            Poll::Ready(None) => {
+                if let Some(copy) = slot.take() {
+                    copy.store();
+                }
+            }
+            Poll::Pending => {}
+        }
+    }
+
     fn store(self) {
         let body = if self.chunks.len() == 1 {
             self.chunks[0].clone()
@@ -202,65 +220,6 @@ impl Pending {
                 expires: Instant::now() + self.ttl,
             },
         );
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A backend body passed through frame by frame, with a copy kept for the cache.
-    pub struct CachingBody {
-        #[pin]
-        inner: Incoming,
-        pending: Option<Pending>,
-    }
-}
-
-impl Body for CachingBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && let Some(pending) = this.pending.as_mut()
-                {
-                    pending.size += data.len();
-                    if pending.size > MAX_CACHED_BODY {
-                        *this.pending = None;
-                    } else {
-                        pending.chunks.push(data.clone());
-                    }
-                }
-                // With a known length, the server stops polling once it has every byte:
-                // the body is complete now, not at a final `None` that never comes.
-                if this.inner.is_end_stream()
-                    && let Some(pending) = this.pending.take()
-                {
-                    pending.store();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => *this.pending = None,
-            Poll::Ready(None) => {
-                if let Some(pending) = this.pending.take() {
-                    pending.store();
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

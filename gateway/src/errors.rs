@@ -47,6 +47,10 @@ pub mod codes {
     pub const NO_MATCHING_RESOURCE: u32 = 404;
     /// The path matches a resource, the method does not.
     pub const METHOD_NOT_ALLOWED: u32 = 405;
+    /// A CORS preflight from an origin the API does not allow.
+    pub const CORS_ORIGIN_NOT_ALLOWED: u32 = 403;
+    /// The gateway has no configuration yet (WSO2's code for an unavailable back end).
+    pub const NOT_READY: u32 = BACKEND_UNREACHABLE;
 }
 
 /// A refusal made by the gateway, rendered as WSO2's JSON error.
@@ -60,6 +64,8 @@ pub struct GatewayError {
     pub retry_after: Option<u64>,
     /// `Allow` header of a 405.
     pub allow: Option<String>,
+    /// `Vary` header, for an answer that depends on a request header (CORS: `Origin`).
+    pub vary: Option<&'static str>,
 }
 
 impl GatewayError {
@@ -71,6 +77,7 @@ impl GatewayError {
             description,
             retry_after: None,
             allow: None,
+            vary: None,
         }
     }
 
@@ -199,11 +206,25 @@ impl GatewayError {
         error
     }
 
-    /// 503 while the gateway has no configuration at all yet.
+    /// 403 / 403 with `Vary: Origin`: a CORS preflight from an origin the API does not
+    /// allow.
+    pub fn cors_origin_not_allowed() -> Self {
+        let mut error = Self::new(
+            StatusCode::FORBIDDEN,
+            codes::CORS_ORIGIN_NOT_ALLOWED,
+            "Forbidden",
+            "CORS request from this origin is not allowed".to_string(),
+        );
+        error.vary = Some("Origin");
+        error
+    }
+
+    /// 503 / 101503 with `Retry-After: 1` while the gateway has no configuration at
+    /// all yet.
     pub fn not_ready() -> Self {
         let mut error = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            101_503,
+            codes::NOT_READY,
             "Gateway not ready",
             "The gateway has not received its configuration yet".to_string(),
         );
@@ -238,6 +259,9 @@ impl GatewayError {
         {
             headers.insert(header::ALLOW, value);
         }
+        if let Some(vary) = self.vary {
+            headers.insert(header::VARY, HeaderValue::from_static(vary));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
@@ -260,6 +284,14 @@ mod tests {
         assert_eq!(body["message"], "Missing Credentials");
         assert!(body["description"].as_str().unwrap().contains("Bearer"));
         assert_eq!(body.as_object().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_refused_cors_origin_is_403_and_varies_by_origin() {
+        let response = GatewayError::cors_origin_not_allowed().into_response();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[header::VARY], "Origin");
+        assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

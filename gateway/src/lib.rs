@@ -7,12 +7,13 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`proxy`] | the request's life as named phases, pingora-style: route match → API state → CORS preflight → authenticate → subscription → scopes → throttle → response cache → upstream → response headers → logging |
+//! | [`proxy`] | the request's life as named phases, pingora-style: ready → route match → API state → CORS preflight → authenticate → subscription → scopes → throttle → response cache → upstream peer → upstream request filter → forward → cache store → response headers → logging |
 //! | [`table`] | the routing table compiled from the domain state, swapped atomically |
 //! | [`routing`] | the segment tries behind route matching (longest context, templates) |
 //! | [`auth`] | Bearer JWT verification with a verified-token cache |
 //! | [`throttle`] | fixed-window counters; each replica enforces its share of a limit |
 //! | [`cache`] | the opt-in response cache |
+//! | [`shards`] | the sharded map behind the token cache, the response cache and the throttle counters |
 //! | [`upstream`] | pooled keep-alive client, load balancing, failover, timeouts |
 //! | [`errors`] | WSO2's JSON error bodies and codes |
 //! | [`sync`] | snapshot → follow the log → rebuild and swap; resync on gaps; status reports |
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod shards;
 pub mod sync;
 pub mod table;
 pub mod throttle;
@@ -52,18 +54,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use gatehouse_eventlog::EventLog;
 use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::auth::Authenticator;
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, SyncFlags};
+use crate::proxy::{Gateway, GatewayOptions};
 use crate::sync::{LogSource, SyncConfig, Syncer};
-use crate::table::RoutingTable;
-use crate::throttle::Throttler;
 
 /// The gateway's configuration: flags, or the environment variables named beside them.
 #[derive(clap::Args, Debug, Clone)]
@@ -247,22 +245,18 @@ pub async fn start(
         gatehouse_tokens::API_AUDIENCE,
     )
     .with_leeway(config.token_leeway_seconds);
-    let gateway = Arc::new(Gateway {
-        table: ArcSwap::from_pointee(RoutingTable::empty(&metrics)),
-        sync: SyncFlags::default(),
-        throttler: Throttler::new(config.replica_count),
-        auth: Authenticator::new(verifier),
-        cache: Default::default(),
-        upstream: upstream::Upstream::new(metrics.clone())?,
-        access_log: config.access_log,
-        trace_requests: config.trace_requests,
+    let gateway = Arc::new(Gateway::new(GatewayOptions {
         gateway_id: id.clone(),
         metrics,
-    });
+        verifier,
+        replica_count: config.replica_count,
+        access_log: config.access_log,
+        trace_requests: config.trace_requests,
+    })?);
 
     let log_source = match (log, config.log.nats_config()?) {
         (Some(log), _) => LogSource::Provided(log),
-        (None, Some(nats)) => LogSource::Nats(nats),
+        (None, Some(nats)) => LogSource::Nats(Box::new(nats)),
         (None, None) => LogSource::None,
     };
     tracing::info!(gateway_id = %id, source = ?log_source, control = %config.control_url, "gateway starting");

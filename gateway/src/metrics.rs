@@ -185,56 +185,60 @@ impl Metrics {
             "gatehouse_gateway_request_duration_seconds_count {count}"
         );
 
+        // The scalar series: gauges, then counters (atomics), each named after the
+        // `gatehouse_gateway_` prefix.
         let applied = self.applied_sequence.load(Relaxed);
         let source = self.source_sequence.load(Relaxed);
-        for (name, kind, help, value) in [
+        let gauges = [
             (
-                "gatehouse_gateway_applied_sequence",
-                "gauge",
-                "Last log sequence in the routing table served.",
+                "applied_sequence",
                 applied,
+                "Last log sequence in the routing table served.",
             ),
             (
-                "gatehouse_gateway_sync_lag",
-                "gauge",
-                "Events known to exist in the log but not applied yet.",
+                "sync_lag",
                 source.saturating_sub(applied),
+                "Events known to exist in the log but not applied yet.",
             ),
             (
-                "gatehouse_gateway_stale",
-                "gauge",
-                "1 while serving a configuration not known to be current (disk snapshot).",
+                "stale",
                 u64::from(self.stale.load(Relaxed)),
+                "1 while serving a configuration not known to be current (disk snapshot).",
             ),
+        ];
+        let counters = [
             (
-                "gatehouse_gateway_table_swaps_total",
-                "counter",
+                "table_swaps_total",
+                &self.table_swaps,
                 "Routing tables swapped in.",
-                self.table_swaps.load(Relaxed),
             ),
             (
-                "gatehouse_gateway_resyncs_total",
-                "counter",
+                "resyncs_total",
+                &self.resyncs,
                 "Resyncs from a snapshot after a gap or an undecodable event.",
-                self.resyncs.load(Relaxed),
             ),
             (
-                "gatehouse_gateway_upstream_failures_total",
-                "counter",
+                "upstream_failures_total",
+                &self.upstream_failures,
                 "Upstream attempts that failed (connection errors, timeouts).",
-                self.upstream_failures.load(Relaxed),
             ),
             (
-                "gatehouse_gateway_cache_hits_total",
-                "counter",
+                "cache_hits_total",
+                &self.cache_hits,
                 "Responses served from the response cache.",
-                self.cache_hits.load(Relaxed),
             ),
-        ] {
+        ];
+        let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+                "# HELP gatehouse_gateway_{name} {help}\n# TYPE gatehouse_gateway_{name} {kind}\ngatehouse_gateway_{name} {value}"
             );
+        };
+        for (name, value, help) in gauges {
+            scalar(name, "gauge", help, value);
+        }
+        for (name, counter, help) in counters {
+            scalar(name, "counter", help, counter.load(Relaxed));
         }
         out
     }

@@ -3,27 +3,56 @@
 //! [`Gateway::handle`] runs, in this order:
 //!
 //! 1. [`own_endpoints`](Gateway::own_endpoints) — `/healthz`, `/readyz`, `/metrics`.
-//! 2. [`route_match`](Gateway::route_match) — context (longest wins), version or the
-//!    default version, resource template and method: 404 / 405.
-//! 3. [`api_state`](Gateway::api_state) — BLOCKED answers 503; PROTOTYPED serves
-//!    without authentication.
-//! 4. [`cors_preflight`](Gateway::cors_preflight) — answered here for APIs with CORS.
-//! 5. [`authenticate`](Gateway::authenticate) — Bearer JWT (see [`crate::auth`]): 401
-//!    900902 / 900901; the key type must have endpoints.
-//! 6. [`subscription`](Gateway::subscription) — the token's application is subscribed
-//!    and not blocked: 403 900908 / 401 900907.
-//! 7. [`scopes`](Gateway::scopes) — one of the resource's scopes: 403 900910.
-//! 8. [`throttle`](Gateway::throttle) — subscription, application, API, resource tiers:
-//!    429 (see [`crate::throttle`]).
-//! 9. [`response_cache`](Gateway::response_cache) — a fresh cached answer, if the API
-//!    caches.
-//! 10. [`upstream`](Gateway::upstream) — the backend call (see [`crate::upstream`]): 503
-//!     101503 / 504 101504.
-//! 11. [`response_headers`](Gateway::response_headers) — CORS and `X-RateLimit-*`.
-//! 12. [`logging`](Gateway::logging) — access log line and metrics.
 //!
-//! Phases 2–10 return `Result<_, GatewayError>`: the first refusal short-circuits to its
-//! WSO2-shaped answer, and phases 11–12 run for every response, refusals included.
+//! Then the request head ([`request_head`](Gateway::request_head)), synchronous, on the
+//! request's `http::request::Parts` (never its body), each phase after route matching
+//! given the matched [`Route`]:
+//!
+//! 2. [`ready`](Gateway::ready) — no configuration loaded yet: 503 101503 with
+//!    `Retry-After: 1`.
+//! 3. [`route_match`](Gateway::route_match) — context (longest wins), version or the
+//!    default version, resource template and method: 404 / 405.
+//! 4. [`api_state`](Gateway::api_state) — BLOCKED answers 503 700700; PROTOTYPED APIs
+//!    and resources without authentication need no token ([`Security`]).
+//! 5. [`cors_preflight`](Gateway::cors_preflight) — for APIs with CORS, answers
+//!    preflights (200 with the `Access-Control-*` headers, 403 for an origin it does not
+//!    allow) and says which origin the response may name; a preflight to an API without
+//!    CORS is 405.
+//! 6. [`authenticate`](Gateway::authenticate) — Bearer JWT (see [`crate::auth`]): 401
+//!    900902 / 900901; the key type must have endpoints (401 900901).
+//! 7. [`subscription`](Gateway::subscription) — the token's application is subscribed
+//!    and not blocked: 403 900908 / 401 900907.
+//! 8. [`scopes`](Gateway::scopes) — one of the resource's scopes: 403 900910.
+//! 9. [`throttle`](Gateway::throttle) — subscription, application, API, resource tiers:
+//!    429 900804 / 900803 / 900800 / 900802 (see [`crate::throttle`]).
+//! 10. [`response_cache`](Gateway::response_cache) — a fresh cached answer, if the API
+//!     caches.
+//! 11. [`upstream_peer`](Gateway::upstream_peer) — the endpoint group of the key type
+//!     and the order to try its endpoints in: 503 101503 when the API has none.
+//!
+//! The head ends in a [`Decision`]: an answer (a preflight, a cache hit) or a call to
+//! [`Forward`]. Then the upstream ([`upstream`](Gateway::upstream)), asynchronous, with
+//! the request body (see [`crate::upstream`]):
+//!
+//! 12. [`upstream_request_filter`](Gateway::upstream_request_filter) — the headers the
+//!     backend gets.
+//! 13. [`forward`](Gateway::forward) — the backend call, with the API's timeout and
+//!     retries: 503 101503 / 504 101504.
+//! 14. [`cache_store`](Gateway::cache_store) — a cacheable answer is stored as it
+//!     streams to the client.
+//!
+//! And for every response, refusals included ([`respond`](Gateway::respond)):
+//!
+//! 15. [`response_headers`](Gateway::response_headers) — CORS and `X-RateLimit-*`.
+//! 16. [`logging`](Gateway::logging) — access log line and metrics.
+//!
+//! Every phase that can refuse (2–9, 11, 13) returns a `Result` whose error is a
+//! [`GatewayError`], or becomes one (phase 3's [`Unrouted`], phase 9's [`Throttled`]):
+//! the first refusal ends the request with its WSO2-shaped answer. Each phase takes
+//! what it works on as parameters and returns what it found; [`RequestCtx`] only
+//! records those results for the response phases and the trace. The request head needs
+//! no socket: a test builds the `Parts` and a routing table in memory and runs it, or
+//! any one phase (`tests/phases.rs`).
 //!
 //! # Shared state
 //!
@@ -41,20 +70,23 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use gatehouse_proto::events::{lifecycle::State as Lifecycle, subscription_status};
-use gatehouse_tokens::{AccessClaims, KEY_TYPE_SANDBOX};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use gatehouse_tokens::{KeyType, Verifier};
+use http::request::Parts;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Caller};
 use crate::body::GatewayBody;
 use crate::cache::ResponseCache;
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
-use crate::table::{Endpoints, Route, RouteMatch, RoutingTable};
-use crate::throttle::{Check, RateLimitStatus, Throttler, Tier};
-use crate::upstream::{Forwarded, Upstream};
+use crate::table::{CompiledApi, Route, RouteMatch, RoutingTable};
+use crate::throttle::{Check, RateLimitStatus, ThrottleKey, Throttled, Throttler};
+use crate::upstream::{Forwarded, Peer, Upstream, prepare_request_headers};
 
-/// Sync status the request path reports (`/readyz`), written by [`crate::sync`].
+/// Sync status the request path reports (`/readyz`) and gates on (phase 2), written by
+/// [`crate::sync`]. Atomics: written by one task, read by every request.
 #[derive(Debug, Default)]
 pub struct SyncFlags {
     /// A configuration (snapshot, log replay or disk snapshot) has been loaded.
@@ -71,31 +103,142 @@ pub struct ConnInfo {
     pub proto: &'static str,
 }
 
-/// Everything one request carries from phase to phase.
+/// Phase 4's verdict on authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// A Bearer token is required.
+    Token,
+    /// No token needed: a PROTOTYPED API, or a resource with authentication off.
+    Anonymous,
+}
+
+/// Phase 3's refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unrouted {
+    /// 404: no API, version or template matches (or the path has `.`/`..` segments).
+    NotFound,
+    /// 405: a template of API `api` (its label) matches, not with this method.
+    MethodNotAllowed {
+        api: Arc<str>,
+        /// The `Allow` header value.
+        allow: String,
+    },
+}
+
+impl Unrouted {
+    /// The API whose metrics count the refusal, if one was found.
+    pub fn api_label(&self) -> Option<&Arc<str>> {
+        match self {
+            Unrouted::NotFound => None,
+            Unrouted::MethodNotAllowed { api, .. } => Some(api),
+        }
+    }
+}
+
+impl From<Unrouted> for GatewayError {
+    fn from(unrouted: Unrouted) -> Self {
+        match unrouted {
+            Unrouted::NotFound => GatewayError::no_matching_resource(),
+            Unrouted::MethodNotAllowed { allow, .. } => GatewayError::method_not_allowed(allow),
+        }
+    }
+}
+
+/// Phase 5's outcome for a call it lets through.
+#[derive(Debug)]
+pub struct CorsDecision {
+    /// The request's `Origin`, when the API's CORS policy allows it: phase 15 names it in
+    /// `Access-Control-Allow-Origin`.
+    pub allowed_origin: Option<HeaderValue>,
+    /// The answer to a CORS preflight; `None` for any other call.
+    pub preflight: Option<Response<GatewayBody>>,
+}
+
+/// What phase 10 found.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per request and moved at once: boxing would allocate on every hit"
+)]
+pub enum CacheLookup {
+    /// The API does not cache, or the call is not a `GET`.
+    Bypass,
+    /// A fresh stored answer (`X-Cache: HIT`): the backend is not called.
+    Hit(Response<GatewayBody>),
+    /// Nothing fresh under this key: phase 14 stores the backend's answer there.
+    Miss(String),
+}
+
+/// What the request head (phases 2–11) decided for a call it did not refuse.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per request and moved at once: boxing would allocate per answer"
+)]
+pub enum Decision {
+    /// Answered at the gateway: a CORS preflight or a cache hit.
+    Answer(Response<GatewayBody>),
+    /// To be forwarded to a backend.
+    Forward(Forward),
+}
+
+/// A call to forward: what the upstream phases (12–14) need from the head.
+#[derive(Debug)]
+pub struct Forward {
+    pub route: Route,
+    /// Phase 11's choice.
+    pub peer: Peer,
+    /// Where phase 14 stores the answer (phase 10 missed).
+    pub cache_key: Option<String>,
+}
+
+/// What the response phases (15, 16) and the trace know about one request: the
+/// configuration it is served with, how it arrived, and the results of the phases that
+/// ran. [`Gateway::request_head`] fills it in from what each phase returns; no phase
+/// reads its inputs from it. Owned by the request's task.
 pub struct RequestCtx {
     /// The configuration this request is served with, start to end.
     pub table: Arc<RoutingTable>,
     pub conn: ConnInfo,
     pub method: Method,
     /// The request's URI (a cheap, reference-counted clone).
-    pub uri: http::Uri,
-    pub route: Option<Route>,
-    /// The API of a 405 (for metrics), when there is no route.
-    pub api_label: Option<Arc<str>>,
-    pub claims: Option<Arc<AccessClaims>>,
-    /// No authentication for this call (PROTOTYPED API or `auth_disabled` resource).
-    pub anonymous: bool,
-    pub rate_limit: Option<RateLimitStatus>,
-    /// The request's `Origin`, when the API allows it.
-    pub cors_origin: Option<HeaderValue>,
-    pub cache_key: Option<String>,
-    pub cache_hit: bool,
+    pub uri: Uri,
     pub started: Instant,
     /// The request's span, when traces are exported.
     pub span: Option<tracing::Span>,
+    /// Phase 3's route, once matched.
+    pub route: Option<Route>,
+    /// The API of a 405 (for metrics), when there is no route.
+    pub api_label: Option<Arc<str>>,
+    /// Phase 6's caller (`None`: anonymous, or not authenticated yet).
+    pub caller: Option<Arc<Caller>>,
+    /// Phase 9's most constrained tier, or the tier that refused.
+    pub rate_limit: Option<RateLimitStatus>,
+    /// Phase 5's allowed origin.
+    pub cors_origin: Option<HeaderValue>,
+    /// Phase 10 answered.
+    pub cache_hit: bool,
 }
 
 impl RequestCtx {
+    /// A request about to enter phase 2 with `table`.
+    pub fn new(table: Arc<RoutingTable>, conn: ConnInfo, parts: &Parts) -> RequestCtx {
+        RequestCtx {
+            table,
+            conn,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            started: Instant::now(),
+            span: None,
+            route: None,
+            api_label: None,
+            caller: None,
+            rate_limit: None,
+            cors_origin: None,
+            cache_hit: false,
+        }
+    }
+
     /// The request path.
     pub fn path(&self) -> &str {
         self.uri.path()
@@ -109,8 +252,22 @@ impl RequestCtx {
     }
 }
 
+/// What a [`Gateway`] is built from (its listeners and syncer are [`crate::start`]'s).
+pub struct GatewayOptions {
+    /// This replica's id (`/readyz`, traces, status reports).
+    pub gateway_id: String,
+    pub metrics: Arc<Metrics>,
+    /// Verifies the access tokens (issuer, audience, leeway).
+    pub verifier: Verifier,
+    /// Replicas sharing the traffic: each enforces its share of every limit.
+    pub replica_count: u32,
+    pub access_log: bool,
+    pub trace_requests: bool,
+}
+
 /// The gateway's request path and everything it shares.
 pub struct Gateway {
+    /// The routing table in use, swapped in whole by the syncer.
     pub table: ArcSwap<RoutingTable>,
     pub sync: SyncFlags,
     pub metrics: Arc<Metrics>,
@@ -126,62 +283,179 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway with an empty routing table, answering 503 (phase 2) until the syncer
+    /// (or a test) stores a table and sets `sync.has_config`. Opens no socket.
+    pub fn new(options: GatewayOptions) -> anyhow::Result<Gateway> {
+        Ok(Gateway {
+            table: ArcSwap::from_pointee(RoutingTable::empty(&options.metrics)),
+            sync: SyncFlags::default(),
+            throttler: Throttler::new(options.replica_count),
+            auth: Authenticator::new(options.verifier),
+            cache: Default::default(),
+            upstream: Upstream::new(options.metrics.clone())?,
+            access_log: options.access_log,
+            trace_requests: options.trace_requests,
+            gateway_id: options.gateway_id,
+            metrics: options.metrics,
+        })
+    }
+
     /// Serves one request: every phase, then the response headers and the log line.
     pub async fn handle(
         self: Arc<Self>,
         conn: ConnInfo,
         request: Request<Incoming>,
     ) -> Result<Response<GatewayBody>, Infallible> {
-        let started = Instant::now();
-        if let Some(response) = self.own_endpoints(&request) {
+        let (parts, body) = request.into_parts();
+        if let Some(response) = self.own_endpoints(&parts) {
             self.metrics.unrouted.record(response.status().as_u16());
             return Ok(response);
         }
-        let mut ctx = RequestCtx {
-            table: self.table.load_full(),
-            conn,
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            route: None,
-            api_label: None,
-            claims: None,
-            anonymous: false,
-            rate_limit: None,
-            cors_origin: None,
-            cache_key: None,
-            cache_hit: false,
-            started,
-            span: None,
-        };
+        let mut ctx = RequestCtx::new(self.table.load_full(), conn, &parts);
         let result = if self.trace_requests {
-            let span = tracing::info_span!(
-                "gateway request",
-                otel.name = %format!("{} {}", ctx.method, ctx.path()),
-                otel.kind = "server",
-                http.request.method = %ctx.method,
-                url.path = %ctx.path(),
-                http.response.status_code = tracing::field::Empty,
-                gatehouse.api = tracing::field::Empty,
-                gatehouse.api_version = tracing::field::Empty,
-                gatehouse.application = tracing::field::Empty,
-                gatehouse.gateway_id = %self.gateway_id,
-                gatehouse.cache_hit = tracing::field::Empty,
-                gatehouse.error_code = tracing::field::Empty,
-                trace_id = tracing::field::Empty,
-            );
-            gatehouse_node::telemetry::set_parent_from(
-                &span,
-                request
-                    .headers()
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-            );
+            let span = self.request_span(&parts);
             ctx.span = Some(span.clone());
-            use tracing::Instrument;
-            self.phases(&mut ctx, request).instrument(span).await
+            self.serve(&mut ctx, parts, body).instrument(span).await
         } else {
-            self.phases(&mut ctx, request).await
+            self.serve(&mut ctx, parts, body).await
         };
+        Ok(self.respond(&ctx, result))
+    }
+
+    /// The request's span, a child of the client's `traceparent` if it sent one.
+    fn request_span(&self, parts: &Parts) -> tracing::Span {
+        let span = tracing::info_span!(
+            "gateway request",
+            otel.name = %format!("{} {}", parts.method, parts.uri.path()),
+            otel.kind = "server",
+            http.request.method = %parts.method,
+            url.path = %parts.uri.path(),
+            http.response.status_code = tracing::field::Empty,
+            gatehouse.api = tracing::field::Empty,
+            gatehouse.api_version = tracing::field::Empty,
+            gatehouse.application = tracing::field::Empty,
+            gatehouse.gateway_id = %self.gateway_id,
+            gatehouse.cache_hit = tracing::field::Empty,
+            gatehouse.error_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        gatehouse_node::telemetry::set_parent_from(
+            &span,
+            parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        );
+        span
+    }
+
+    /// Phases 2 to 14: the request head, then the upstream if the head forwards. With
+    /// traces exported, the upstream is a child span of the request's span.
+    async fn serve(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let forward = match self.request_head(ctx, &parts)? {
+            Decision::Answer(response) => return Ok(response),
+            Decision::Forward(forward) => forward,
+        };
+        if ctx.span.is_some() {
+            let span =
+                tracing::info_span!("upstream", otel.name = "upstream", otel.kind = "client");
+            self.upstream(ctx.conn, true, forward, parts, body)
+                .instrument(span)
+                .await
+        } else {
+            self.upstream(ctx.conn, false, forward, parts, body).await
+        }
+    }
+
+    /// Phases 2 to 11, recording in `ctx` what the response phases need; the first
+    /// refusal ends the request. With traces exported, each phase that can refuse or
+    /// wait (authenticate, subscription, scopes, throttle, response cache) is a child
+    /// span of the request's span.
+    pub fn request_head(
+        &self,
+        ctx: &mut RequestCtx,
+        parts: &Parts,
+    ) -> Result<Decision, GatewayError> {
+        let traced = ctx.span.is_some();
+        self.ready()?;
+        let table = ctx.table.clone();
+        let route = self.route_match(&table, parts).map_err(|unrouted| {
+            ctx.api_label = unrouted.api_label().cloned();
+            GatewayError::from(unrouted)
+        })?;
+        ctx.route = Some(route.clone());
+        let security = self.api_state(&route)?;
+        let cors = self.cors_preflight(&route, parts)?;
+        ctx.cors_origin = cors.allowed_origin;
+        if let Some(response) = cors.preflight {
+            return Ok(Decision::Answer(response));
+        }
+        let caller = phase(traced, "authenticate", || {
+            self.authenticate(&table, &route, parts, security)
+        })?;
+        ctx.caller = caller.clone();
+        let caller = caller.as_deref();
+        phase(traced, "subscription", || {
+            caller.map_or(Ok(()), |caller| self.subscription(&route, caller))
+        })?;
+        phase(traced, "scopes", || {
+            caller.map_or(Ok(()), |caller| self.scopes(&route, caller))
+        })?;
+        match phase(traced, "throttle", || self.throttle(&table, &route, caller)) {
+            Ok(status) => ctx.rate_limit = status,
+            Err(refusal) => {
+                ctx.rate_limit = Some(refusal.rate_limit());
+                return Err(refusal.into());
+            }
+        }
+        let cache_key = match phase(traced, "response cache", || {
+            self.response_cache(&route, parts, caller)
+        }) {
+            CacheLookup::Hit(response) => {
+                ctx.cache_hit = true;
+                return Ok(Decision::Answer(response));
+            }
+            CacheLookup::Miss(key) => Some(key),
+            CacheLookup::Bypass => None,
+        };
+        let peer = self.upstream_peer(&route, caller.map(|c| c.key_type))?;
+        Ok(Decision::Forward(Forward {
+            route,
+            peer,
+            cache_key,
+        }))
+    }
+
+    /// Phases 12 to 14 for a call the head forwards, with the request's body.
+    /// `traced`: the backend's `traceparent` names the current span (the upstream one).
+    pub async fn upstream(
+        &self,
+        conn: ConnInfo,
+        traced: bool,
+        forward: Forward,
+        mut parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        self.upstream_request_filter(&mut parts, conn, traced);
+        let response = self
+            .forward(&forward.route, &forward.peer, parts, body)
+            .await?;
+        Ok(self
+            .cache_store(&forward.route.api, forward.cache_key, response)
+            .await)
+    }
+
+    /// Phases 15 and 16 on the answer to a request (a refusal becomes its WSO2 JSON).
+    pub fn respond(
+        &self,
+        ctx: &RequestCtx,
+        result: Result<Response<GatewayBody>, GatewayError>,
+    ) -> Response<GatewayBody> {
         let mut response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -191,49 +465,12 @@ impl Gateway {
                 error.into_response()
             }
         };
-        self.response_headers(&ctx, &mut response);
-        self.logging(&ctx, &response);
+        self.response_headers(ctx, &mut response);
+        self.logging(ctx, &response);
         if let Some(span) = ctx.span.as_ref() {
-            Self::record_attributes(span, &ctx, &response);
+            Self::record_attributes(span, ctx, &response);
         }
-        Ok(response)
-    }
-
-    /// Phases 2 to 10; the first refusal ends the request. With traces exported, each
-    /// phase that can refuse or wait (authenticate, subscription, scopes, throttle,
-    /// response cache, upstream) is a child span of the request's span.
-    async fn phases(
-        &self,
-        ctx: &mut RequestCtx,
-        request: Request<Incoming>,
-    ) -> Result<Response<GatewayBody>, GatewayError> {
-        if !self.sync.has_config.load(Ordering::Acquire) {
-            return Err(GatewayError::not_ready());
-        }
-        let traced = ctx.span.is_some();
-        let preflight = Self::is_preflight(&request);
-        self.route_match(ctx, &request, preflight)?;
-        self.api_state(ctx)?;
-        if let Some(response) = self.cors_preflight(ctx, &request, preflight)? {
-            return Ok(response);
-        }
-        phase(traced, "authenticate", || self.authenticate(ctx, &request))?;
-        phase(traced, "subscription", || self.subscription(ctx))?;
-        phase(traced, "scopes", || self.scopes(ctx))?;
-        phase(traced, "throttle", || self.throttle(ctx))?;
-        if let Some(response) = phase(traced, "response cache", || {
-            self.response_cache(ctx, &request)
-        }) {
-            return Ok(response);
-        }
-        if traced {
-            use tracing::Instrument;
-            let span =
-                tracing::info_span!("upstream", otel.name = "upstream", otel.kind = "client");
-            self.upstream(ctx, request).instrument(span).await
-        } else {
-            self.upstream(ctx, request).await
-        }
+        response
     }
 
     /// What an operator filters traces by: API, version, application, status, cache hit
@@ -244,20 +481,23 @@ impl Gateway {
             span.record("gatehouse.api", route.api.name.as_str());
             span.record("gatehouse.api_version", route.api.version.as_str());
         }
-        if let Some(claims) = ctx.claims.as_ref() {
-            span.record("gatehouse.application", claims.application_name.as_str());
+        if let Some(caller) = ctx.caller.as_ref() {
+            span.record(
+                "gatehouse.application",
+                caller.claims.application_name.as_str(),
+            );
         }
         span.record("gatehouse.cache_hit", ctx.cache_hit);
     }
 
-    /// `/healthz` (alive), `/readyz` (has a configuration and follows the log) and
-    /// `/metrics` (Prometheus text). These paths are the gateway's own: no API can be
-    /// served under them.
-    pub fn own_endpoints(&self, request: &Request<Incoming>) -> Option<Response<GatewayBody>> {
-        if request.method() != Method::GET {
+    /// Phase 1. `/healthz` (alive), `/readyz` (has a configuration and follows the log)
+    /// and `/metrics` (Prometheus text). These paths are the gateway's own: no API can
+    /// be served under them.
+    pub fn own_endpoints(&self, parts: &Parts) -> Option<Response<GatewayBody>> {
+        if parts.method != Method::GET {
             return None;
         }
-        match request.uri().path() {
+        match parts.uri.path() {
             "/healthz" => Some(json(StatusCode::OK, r#"{"status":"alive"}"#.to_string())),
             "/readyz" => {
                 let table = self.table.load();
@@ -294,106 +534,90 @@ impl Gateway {
         }
     }
 
-    fn is_preflight(request: &Request<Incoming>) -> bool {
-        request.method() == Method::OPTIONS
-            && request.headers().contains_key(header::ORIGIN)
-            && request
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    /// Phase 2. Until a first configuration is loaded (a snapshot, a log replay or the
+    /// disk snapshot), every call is 503 101503 with `Retry-After: 1`: an empty table
+    /// would answer 404 to calls that will route a moment later.
+    pub fn ready(&self) -> Result<(), GatewayError> {
+        if self.sync.has_config.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(GatewayError::not_ready())
+        }
     }
 
-    /// Phase 2. Finds the API and resource. May answer 404 (no API, version or
-    /// template matches, or the path has `.`/`..` segments) or 405 (the template
-    /// matches, the method does not). A CORS preflight is matched with the method it
-    /// announces.
-    pub fn route_match(
-        &self,
-        ctx: &mut RequestCtx,
-        request: &Request<Incoming>,
-        preflight: bool,
-    ) -> Result<(), GatewayError> {
-        let method = if preflight {
-            request
-                .headers()
+    /// Phase 3. Finds the API and resource in `table`. May refuse with 404 (no API,
+    /// version or template matches, or the path has `.`/`..` segments) or 405 (the
+    /// template matches, the method does not). A CORS preflight is matched with the
+    /// method it announces.
+    pub fn route_match(&self, table: &RoutingTable, parts: &Parts) -> Result<Route, Unrouted> {
+        let announced;
+        let method = if is_preflight(parts) {
+            announced = parts
+                .headers
                 .get(header::ACCESS_CONTROL_REQUEST_METHOD)
                 .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-                .unwrap_or(Method::OPTIONS)
+                .unwrap_or(Method::OPTIONS);
+            &announced
         } else {
-            ctx.method.clone()
+            &parts.method
         };
-        match ctx.table.route(&method, ctx.path()) {
-            RouteMatch::Matched(route) => {
-                ctx.route = Some(route);
-                Ok(())
-            }
-            RouteMatch::MethodNotAllowed { api, allow } => {
-                ctx.api_label = Some(api.label.clone());
-                Err(GatewayError::method_not_allowed(allow))
-            }
-            RouteMatch::NotFound => Err(GatewayError::no_matching_resource()),
+        match table.route(method, parts.uri.path()) {
+            RouteMatch::Matched(route) => Ok(route),
+            RouteMatch::MethodNotAllowed { api, allow } => Err(Unrouted::MethodNotAllowed {
+                api: api.label.clone(),
+                allow,
+            }),
+            RouteMatch::NotFound => Err(Unrouted::NotFound),
         }
     }
 
-    fn route(ctx: &RequestCtx) -> &Route {
-        ctx.route
-            .as_ref()
-            .expect("phases after route_match run only with a route")
-    }
-
-    /// Phase 3. PUBLISHED and DEPRECATED serve; PROTOTYPED serves without
-    /// authentication; BLOCKED answers 503 / 700700. (CREATED and RETIRED APIs have no
-    /// routes at all: they were 404 in phase 2.)
-    pub fn api_state(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let route = Self::route(ctx);
+    /// Phase 4. PUBLISHED and DEPRECATED serve, with a token unless the resource turns
+    /// authentication off; PROTOTYPED serves without authentication; BLOCKED answers
+    /// 503 / 700700. (CREATED and RETIRED APIs have no routes at all: they were 404 in
+    /// phase 3.)
+    pub fn api_state(&self, route: &Route) -> Result<Security, GatewayError> {
         match route.api.lifecycle {
             Lifecycle::Blocked => Err(GatewayError::api_blocked(&route.api.label)),
-            Lifecycle::Prototyped => {
-                ctx.anonymous = true;
-                Ok(())
-            }
-            _ => {
-                ctx.anonymous = route.resource().auth_disabled;
-                Ok(())
-            }
+            Lifecycle::Prototyped => Ok(Security::Anonymous),
+            _ if route.resource().auth_disabled => Ok(Security::Anonymous),
+            _ => Ok(Security::Token),
         }
     }
 
-    /// Phase 4. For an API with CORS enabled, notes an allowed `Origin` (for phase 11)
-    /// and answers preflight requests itself (200 with the `Access-Control-*` headers,
-    /// or 403 for an origin it does not allow), without authentication.
+    /// Phase 5. For an API with CORS enabled: the request's `Origin`, if the API allows
+    /// it, is what the response names (phase 15); a preflight is answered here, without
+    /// authentication: 200 with the `Access-Control-*` headers, or 403 for an origin
+    /// the API does not allow. For an API without CORS a preflight is an `OPTIONS` call
+    /// like any other: 405 unless the resource it matched is `OPTIONS` itself.
     pub fn cors_preflight(
         &self,
-        ctx: &mut RequestCtx,
-        request: &Request<Incoming>,
-        preflight: bool,
-    ) -> Result<Option<Response<GatewayBody>>, GatewayError> {
-        let route = Self::route(ctx);
-        let api = route.api.clone();
-        let Some(cors) = api.cors.as_ref() else {
-            if preflight && route.resource().method != Method::OPTIONS {
-                // No CORS on this API: a preflight is an OPTIONS call like any other.
-                return Err(GatewayError::method_not_allowed(
-                    route.resource().method.to_string(),
-                ));
+        route: &Route,
+        parts: &Parts,
+    ) -> Result<CorsDecision, GatewayError> {
+        let preflight = is_preflight(parts);
+        let Some(cors) = route.api.cors.as_ref() else {
+            let method = &route.resource().method;
+            if preflight && method != Method::OPTIONS {
+                return Err(GatewayError::method_not_allowed(method.to_string()));
             }
-            return Ok(None);
+            return Ok(CorsDecision {
+                allowed_origin: None,
+                preflight: None,
+            });
         };
-        let origin = request.headers().get(header::ORIGIN);
-        let allowed = origin.filter(|o| o.to_str().is_ok_and(|o| cors.allows(o)));
-        ctx.cors_origin = allowed.cloned();
+        let allowed_origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .filter(|o| o.to_str().is_ok_and(|o| cors.allows(o)))
+            .cloned();
         if !preflight {
-            return Ok(None);
+            return Ok(CorsDecision {
+                allowed_origin,
+                preflight: None,
+            });
         }
-        if allowed.is_none() {
-            let mut response = json(
-                StatusCode::FORBIDDEN,
-                r#"{"code":403,"message":"Forbidden","description":"CORS request from this origin is not allowed"}"#
-                    .to_string(),
-            );
-            response
-                .headers_mut()
-                .insert(header::VARY, HeaderValue::from_static("Origin"));
-            return Ok(Some(response));
+        if allowed_origin.is_none() {
+            return Err(GatewayError::cors_origin_not_allowed());
         }
         let mut response = Response::new(GatewayBody::empty());
         let headers = response.headers_mut();
@@ -417,55 +641,50 @@ impl Gateway {
                 HeaderValue::from(cors.max_age_seconds),
             );
         }
-        Ok(Some(response))
+        Ok(CorsDecision {
+            allowed_origin,
+            preflight: Some(response),
+        })
     }
 
-    /// Phase 5. Unless the call is anonymous, the Bearer token must verify (401
-    /// 900902 when absent, 900901 when invalid, expired, revoked or of a revoked
-    /// client), and the API must have endpoints for its key type (401 900901).
+    /// Phase 6. Unless the call is anonymous, the Bearer token must verify against
+    /// `table` (401 900902 when absent, 900901 when invalid, expired, revoked or of a
+    /// revoked client), and the API must have endpoints for its key type (401 900901).
+    /// Returns the caller, `None` for an anonymous call.
     pub fn authenticate(
         &self,
-        ctx: &mut RequestCtx,
-        request: &Request<Incoming>,
-    ) -> Result<(), GatewayError> {
-        if ctx.anonymous {
-            return Ok(());
+        table: &RoutingTable,
+        route: &Route,
+        parts: &Parts,
+        security: Security,
+    ) -> Result<Option<Arc<Caller>>, GatewayError> {
+        if security == Security::Anonymous {
+            return Ok(None);
         }
-        let claims = self
+        let caller = self
             .auth
-            .authenticate(&ctx.table, request.headers().get(header::AUTHORIZATION))?;
-        let api = &Self::route(ctx).api;
-        let sandbox = claims.key_type == KEY_TYPE_SANDBOX;
-        let has_endpoints = if sandbox {
-            api.sandbox.is_some()
-        } else {
-            api.production.is_some()
-        };
-        if !has_endpoints {
+            .authenticate(table, parts.headers.get(header::AUTHORIZATION))?;
+        if route.api.endpoints(caller.key_type).is_none() {
+            let keys = caller.key_type.as_str().to_ascii_lowercase();
             return Err(GatewayError::invalid_credentials(format!(
-                "{} keys offered to an API without {} endpoints",
-                if sandbox { "sandbox" } else { "production" },
-                if sandbox { "sandbox" } else { "production" },
+                "{keys} keys offered to an API without {keys} endpoints"
             )));
         }
-        ctx.claims = Some(claims);
-        Ok(())
+        Ok(Some(caller))
     }
 
-    /// Phase 6. The token's application must be subscribed to the API (403 900908),
-    /// and the subscription not BLOCKED, nor PROD_ONLY_BLOCKED for a production key
-    /// (401 900907).
-    pub fn subscription(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let Some(claims) = ctx.claims.as_ref() else {
-            return Ok(());
-        };
-        let api = &Self::route(ctx).api;
-        let Some(subscription) = api.subscriptions.get(claims.application_id.as_str()) else {
+    /// Phase 7, for an authenticated call. The caller's application must be subscribed
+    /// to the API (403 900908), and the subscription not BLOCKED, nor PROD_ONLY_BLOCKED
+    /// for a production key (401 900907).
+    pub fn subscription(&self, route: &Route, caller: &Caller) -> Result<(), GatewayError> {
+        let api = &route.api;
+        let Some(subscription) = api.subscriptions.get(caller.claims.application_id.as_str())
+        else {
             return Err(GatewayError::not_subscribed(&api.label));
         };
         let blocked = match subscription.state {
             subscription_status::State::Blocked => true,
-            subscription_status::State::ProdOnlyBlocked => claims.key_type != KEY_TYPE_SANDBOX,
+            subscription_status::State::ProdOnlyBlocked => caller.key_type == KeyType::Production,
             _ => false,
         };
         if blocked {
@@ -474,136 +693,128 @@ impl Gateway {
         Ok(())
     }
 
-    /// Phase 7. A resource that lists scopes needs a token with one of them (403
-    /// 900910).
-    pub fn scopes(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let Some(claims) = ctx.claims.as_ref() else {
-            return Ok(());
-        };
-        let resource = Self::route(ctx).resource();
-        if resource.scopes.is_empty() || resource.scopes.iter().any(|s| claims.has_scope(s)) {
+    /// Phase 8, for an authenticated call. A resource that lists scopes needs a token
+    /// with one of them (403 900910).
+    pub fn scopes(&self, route: &Route, caller: &Caller) -> Result<(), GatewayError> {
+        let resource = route.resource();
+        if resource.scopes.is_empty() || resource.scopes.iter().any(|s| caller.claims.has_scope(s))
+        {
             Ok(())
         } else {
             Err(GatewayError::scope_not_allowed(&resource.template))
         }
     }
 
-    /// Phase 8. Counts the call against the subscription, application, API and
-    /// resource tiers that have a limit; 429 with `Retry-After` from the first that
-    /// refuses (see [`crate::throttle`]).
-    pub fn throttle(&self, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
-        let route = Self::route(ctx);
+    /// Phase 9. Counts the call against the subscription and application tiers (for an
+    /// authenticated caller), then the API and resource tiers, those that have a limit.
+    /// Returns the most constrained tier's status (`X-RateLimit-*`), or the first tier
+    /// that refuses: 429 with `Retry-After` (see [`crate::throttle`]).
+    pub fn throttle(
+        &self,
+        table: &RoutingTable,
+        route: &Route,
+        caller: Option<&Caller>,
+    ) -> Result<Option<RateLimitStatus>, Throttled> {
         let api = &route.api;
         let resource = route.resource();
         let mut checks: Vec<Check<'_>> = Vec::new();
-        if let Some(claims) = ctx.claims.as_ref() {
-            let app = claims.application_id.as_str();
-            if let Some(limit) = api.subscriptions.get(app).and_then(|s| s.limit.as_ref()) {
-                checks.push(Check {
-                    tier: Tier::Subscription,
-                    limit,
-                    key: (app, &api.id, ""),
-                });
+        if let Some(caller) = caller {
+            let application = caller.claims.application_id.as_str();
+            let subscription = api.subscriptions.get(application);
+            if let Some(limit) = subscription.and_then(|s| s.limit.as_ref()) {
+                let key = ThrottleKey::Subscription {
+                    application,
+                    api: &api.id,
+                };
+                checks.push(Check { key, limit });
             }
-            if let Some(limit) = ctx.table.application(app).and_then(|a| a.limit.as_ref()) {
-                checks.push(Check {
-                    tier: Tier::Application,
-                    limit,
-                    key: (app, "", ""),
-                });
+            if let Some(limit) = table
+                .application(application)
+                .and_then(|a| a.limit.as_ref())
+            {
+                let key = ThrottleKey::Application { application };
+                checks.push(Check { key, limit });
             }
         }
         if let Some(limit) = api.limit.as_ref() {
-            checks.push(Check {
-                tier: Tier::Api,
-                limit,
-                key: ("", &api.id, ""),
-            });
+            let key = ThrottleKey::Api { api: &api.id };
+            checks.push(Check { key, limit });
         }
         if let Some(limit) = resource.limit.as_ref() {
-            checks.push(Check {
-                tier: Tier::Resource,
-                limit,
-                key: (resource.method.as_str(), &api.id, &resource.template),
-            });
+            let key = ThrottleKey::Resource {
+                api: &api.id,
+                method: &resource.method,
+                template: &resource.template,
+            };
+            checks.push(Check { key, limit });
         }
         if checks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        match self.throttler.admit(&checks) {
-            Ok(status) => {
-                ctx.rate_limit = status;
-                Ok(())
-            }
-            Err(error) => {
-                if let Some(&check) = checks.iter().find(|c| c.tier.code() == error.code) {
-                    let limit = self.throttler.share(check.limit.count);
-                    ctx.rate_limit = Some(RateLimitStatus {
-                        limit,
-                        remaining: 0,
-                        reset: error.retry_after.unwrap_or(0),
-                    });
-                }
-                Err(error)
-            }
-        }
+        self.throttler.admit(&checks)
     }
 
-    /// Phase 9. For an API with caching on, a `GET` is looked up by API, path, query
-    /// and caller (application and scopes); a hit is the answer. A miss leaves the key
-    /// for phase 10 to store the backend's answer.
+    /// Phase 10. For an API with caching on, a `GET` is looked up by API, path, query
+    /// and caller (application, key type and scopes); a hit is the answer. A miss names
+    /// the key for phase 14 to store the backend's answer under.
     pub fn response_cache(
         &self,
-        ctx: &mut RequestCtx,
-        request: &Request<Incoming>,
-    ) -> Option<Response<GatewayBody>> {
-        let route = Self::route(ctx);
-        route.api.cache_ttl?;
-        if ctx.method != Method::GET {
-            return None;
+        route: &Route,
+        parts: &Parts,
+        caller: Option<&Caller>,
+    ) -> CacheLookup {
+        if route.api.cache_ttl.is_none() || parts.method != Method::GET {
+            return CacheLookup::Bypass;
         }
-        let caller = ctx.claims.as_ref().map_or(String::new(), |c| {
-            format!("{} {} {}", c.application_id, c.key_type, c.scope)
+        let caller = caller.map_or(String::new(), |c| {
+            format!(
+                "{} {} {}",
+                c.claims.application_id, c.key_type, c.claims.scope
+            )
         });
-        let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let key = ResponseCache::key(&route.api.id, ctx.method.as_str(), path_and_query, &caller);
-        if let Some(hit) = self.cache.lookup(&key) {
-            self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
-            ctx.cache_hit = true;
-            return Some(hit);
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let key = ResponseCache::key(
+            &route.api.id,
+            parts.method.as_str(),
+            path_and_query,
+            &caller,
+        );
+        match self.cache.lookup(&key) {
+            Some(hit) => {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                CacheLookup::Hit(hit)
+            }
+            None => CacheLookup::Miss(key),
         }
-        ctx.cache_key = Some(key);
-        None
     }
 
-    /// Phase 10. Forwards to the endpoints for the key type (production for anonymous
-    /// calls), with the API's timeout: 503 101503 when no endpoint can be reached, 504
-    /// 101504 on timeout. Stores a cacheable answer when phase 9 asked for it. With
-    /// traces exported, the backend's `traceparent` names the gateway's span; otherwise
-    /// the client's passes on unchanged.
-    pub async fn upstream(
+    /// Phase 11. Chooses the peer: the endpoint group of the caller's key type (`None`,
+    /// an anonymous call: production, else sandbox), and the order to try its endpoints
+    /// in (round-robin or failover, endpoints that just failed last; see
+    /// [`crate::upstream`]). 503 101503 when the API has no such group.
+    pub fn upstream_peer(
         &self,
-        ctx: &mut RequestCtx,
-        request: Request<Incoming>,
-    ) -> Result<Response<GatewayBody>, GatewayError> {
-        let route = Self::route(ctx).clone();
+        route: &Route,
+        key_type: Option<KeyType>,
+    ) -> Result<Peer, GatewayError> {
         let api = &route.api;
-        let sandbox = ctx
-            .claims
-            .as_ref()
-            .is_some_and(|c| c.key_type == KEY_TYPE_SANDBOX);
-        let endpoints: &Endpoints = match (sandbox, &api.production, &api.sandbox) {
-            (true, _, Some(e)) | (false, Some(e), _) => e,
-            (false, None, Some(e)) if ctx.anonymous => e,
-            _ => {
-                return Err(GatewayError::backend_unreachable(
-                    "the API has no endpoints for this call",
-                ));
-            }
+        let endpoints = match key_type {
+            Some(key_type) => api.endpoints(key_type),
+            None => api.production.as_ref().or(api.sandbox.as_ref()),
         };
-        let (mut parts, body) = request.into_parts();
-        if ctx.span.is_some() {
-            // The backend's parent is the gateway's upstream span (the current one).
+        let endpoints = endpoints.ok_or_else(|| {
+            GatewayError::backend_unreachable("the API has no endpoints for this call")
+        })?;
+        Ok(self.upstream.peer(endpoints))
+    }
+
+    /// Phase 12. The request headers as the backend gets them: hop-by-hop headers and
+    /// `Authorization` removed, `X-Forwarded-For`/`-Proto`/`-Host` set from `conn` and
+    /// the client's `Host` (or HTTP/2 authority), `Host` left to the backend's URL.
+    /// With `traced`, `traceparent` names the current span (the gateway's upstream
+    /// span); otherwise the client's passes on unchanged.
+    pub fn upstream_request_filter(&self, parts: &mut Parts, conn: ConnInfo, traced: bool) {
+        if traced {
             for (name, value) in gatehouse_node::telemetry::inject(&tracing::Span::current()) {
                 if let (Ok(name), Ok(value)) = (
                     http::HeaderName::from_bytes(name.as_bytes()),
@@ -620,40 +831,60 @@ impl Gateway {
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let forwarded = Forwarded {
-            client_ip: ctx.conn.remote.ip(),
-            proto: ctx.conn.proto,
+            client_ip: conn.remote.ip(),
+            proto: conn.proto,
             host: host.as_deref(),
         };
-        let uri = ctx.uri.clone();
-        let response = self
-            .upstream
+        prepare_request_headers(&mut parts.headers, forwarded);
+    }
+
+    /// Phase 13. Forwards the call to `peer` with the API's timeout: the path after the
+    /// route's context and version follows the endpoint's own path, the query passes
+    /// on. A call without a body moves on to the next endpoint when a connection fails.
+    /// 503 101503 when no endpoint can be reached, 504 101504 on timeout.
+    pub async fn forward(
+        &self,
+        route: &Route,
+        peer: &Peer,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let uri = parts.uri.clone();
+        self.upstream
             .forward(
-                endpoints,
-                api.timeout,
+                peer,
+                route.api.timeout,
                 parts,
                 body,
                 route.resource_path(uri.path()),
-                forwarded,
             )
-            .await?;
-        match (ctx.cache_key.take(), api.cache_ttl) {
+            .await
+    }
+
+    /// Phase 14. With a key from phase 10, a cacheable answer (see
+    /// [`ResponseCache::cacheable`]) streams to the client while a copy is stored; any
+    /// other answer streams through as is.
+    pub async fn cache_store(
+        &self,
+        api: &CompiledApi,
+        cache_key: Option<String>,
+        response: Response<Incoming>,
+    ) -> Response<GatewayBody> {
+        match (cache_key, api.cache_ttl) {
             (Some(key), Some(ttl))
                 if ResponseCache::cacheable(response.status(), response.headers()) =>
             {
-                Ok(self.cache.tee(key, ttl, response))
+                self.cache.tee(key, ttl, response)
             }
             _ => {
                 let (parts, body) = response.into_parts();
-                Ok(Response::from_parts(
-                    parts,
-                    GatewayBody::upstream_prefetched(body).await,
-                ))
+                Response::from_parts(parts, GatewayBody::streamed_prefetched(body).await)
             }
         }
     }
 
-    /// Phase 11. Adds the CORS headers for an allowed origin and the `X-RateLimit-*`
-    /// headers of the most constrained tier, to every answer (refusals included).
+    /// Phase 15. Adds the CORS headers for the origin phase 5 allowed and the
+    /// `X-RateLimit-*` headers of phase 9's tier, to every answer (refusals included).
     pub fn response_headers(&self, ctx: &RequestCtx, response: &mut Response<GatewayBody>) {
         let headers = response.headers_mut();
         if let (Some(origin), Some(route)) = (ctx.cors_origin.as_ref(), ctx.route.as_ref())
@@ -682,7 +913,7 @@ impl Gateway {
         }
     }
 
-    /// Phase 12. Metrics (requests by API and status, latency to response headers)
+    /// Phase 16. Metrics (requests by API and status, latency to response headers)
     /// and, unless turned off, one access-log line (target `gatehouse_gateway::access`).
     pub fn logging(&self, ctx: &RequestCtx, response: &Response<GatewayBody>) {
         let elapsed = ctx.started.elapsed();
@@ -704,12 +935,21 @@ impl Gateway {
                 path = %ctx.path(),
                 status,
                 api = ctx.api_label().map_or("-", |l| &**l),
-                application = ctx.claims.as_ref().map_or("-", |c| c.application_id.as_str()),
+                application = ctx.caller.as_ref().map_or("-", |c| c.claims.application_id.as_str()),
                 cache = if ctx.cache_hit { "hit" } else { "-" },
                 micros = elapsed.as_micros() as u64,
             );
         }
     }
+}
+
+/// An `OPTIONS` call with `Origin` and `Access-Control-Request-Method`.
+fn is_preflight(parts: &Parts) -> bool {
+    parts.method == Method::OPTIONS
+        && parts.headers.contains_key(header::ORIGIN)
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 fn json(status: StatusCode, body: String) -> Response<GatewayBody> {

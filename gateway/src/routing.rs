@@ -60,31 +60,20 @@ pub fn has_dot_segments(path: &str) -> bool {
     })
 }
 
-/// Contexts (static, multi-segment prefixes) to values.
+/// Contexts (static, multi-segment prefixes) to values. Each node is itself a trie:
+/// the value of the context that ends here, and the longer contexts by their next
+/// segment.
 #[derive(Debug)]
 pub struct ContextTrie<T> {
-    root: ContextNode<T>,
-}
-
-#[derive(Debug)]
-struct ContextNode<T> {
-    children: HashMap<Box<str>, ContextNode<T>, foldhash::fast::FixedState>,
+    children: HashMap<Box<str>, ContextTrie<T>, foldhash::fast::FixedState>,
     value: Option<T>,
-}
-
-impl<T> Default for ContextNode<T> {
-    fn default() -> Self {
-        ContextNode {
-            children: HashMap::default(),
-            value: None,
-        }
-    }
 }
 
 impl<T> Default for ContextTrie<T> {
     fn default() -> Self {
         ContextTrie {
-            root: ContextNode::default(),
+            children: HashMap::default(),
+            value: None,
         }
     }
 }
@@ -92,7 +81,7 @@ impl<T> Default for ContextTrie<T> {
 impl<T> ContextTrie<T> {
     /// The value stored for `context` (`/shop/orders`), created by `make` if absent.
     pub fn entry(&mut self, context: &str, make: impl FnOnce() -> T) -> &mut T {
-        let mut node = &mut self.root;
+        let mut node = self;
         for segment in context.split('/').filter(|s| !s.is_empty()) {
             node = node.children.entry(segment.into()).or_default();
         }
@@ -102,7 +91,7 @@ impl<T> ContextTrie<T> {
     /// The value of the longest context that is a whole-segment prefix of `path`, and the
     /// rest of the path after it (`""` or starting with `/`).
     pub fn longest_prefix<'p>(&self, path: &'p str) -> Option<(&T, &'p str)> {
-        let mut node = &self.root;
+        let mut node = self;
         let mut best = None;
         let mut rest = path;
         loop {
@@ -124,25 +113,23 @@ impl<T> ContextTrie<T> {
     }
 }
 
-/// Resource templates to values, with `{param}` and trailing `*`.
+/// Resource templates to values, with `{param}` and trailing `*`. Each node is itself a
+/// trie: what matches the rest of a path from here.
 #[derive(Debug)]
 pub struct PathTrie<T> {
-    root: PathNode<T>,
-}
-
-#[derive(Debug)]
-struct PathNode<T> {
-    statics: HashMap<Box<str>, PathNode<T>, foldhash::fast::FixedState>,
-    param: Option<Box<PathNode<T>>>,
+    /// Literal next segments.
+    statics: HashMap<Box<str>, PathTrie<T>, foldhash::fast::FixedState>,
+    /// A `{param}` next segment.
+    param: Option<Box<PathTrie<T>>>,
     /// A template ending in `/*` at this node.
     rest: Option<T>,
     /// A template ending exactly here.
     value: Option<T>,
 }
 
-impl<T> Default for PathNode<T> {
+impl<T> Default for PathTrie<T> {
     fn default() -> Self {
-        PathNode {
+        PathTrie {
             statics: HashMap::default(),
             param: None,
             rest: None,
@@ -151,19 +138,11 @@ impl<T> Default for PathNode<T> {
     }
 }
 
-impl<T> Default for PathTrie<T> {
-    fn default() -> Self {
-        PathTrie {
-            root: PathNode::default(),
-        }
-    }
-}
-
 impl<T> PathTrie<T> {
     /// The value stored for `template` (`/users/{id}`, `/files/*`, `/`), created by
     /// `make` if absent. Templates that differ only in parameter names are the same.
     pub fn entry(&mut self, template: &str, make: impl FnOnce() -> T) -> &mut T {
-        let mut node = &mut self.root;
+        let mut node = self;
         let segments: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
         for (i, segment) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
@@ -184,12 +163,12 @@ impl<T> PathTrie<T> {
     pub fn at(&self, path: &str) -> Option<&T> {
         let path = path.strip_prefix('/').unwrap_or(path);
         let path = path.strip_suffix('/').unwrap_or(path);
-        find(&self.root, path)
+        find(self, path)
     }
 }
 
 /// `path` has no leading `/`; `""` is the end.
-fn find<'t, T>(node: &'t PathNode<T>, path: &str) -> Option<&'t T> {
+fn find<'t, T>(node: &'t PathTrie<T>, path: &str) -> Option<&'t T> {
     if path.is_empty() {
         return node.value.as_ref().or(node.rest.as_ref());
     }

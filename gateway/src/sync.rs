@@ -82,7 +82,7 @@ pub enum LogSource {
     /// No direct access: follow control's `WatchEvents`.
     None,
     /// NATS JetStream, connected (and reconnected) by the syncer.
-    Nats(NatsLogConfig),
+    Nats(Box<NatsLogConfig>),
     /// A log opened by the caller (the all-in-one shares its embedded log).
     Provided(Arc<dyn EventLog>),
 }
@@ -302,7 +302,7 @@ impl Syncer {
         let LogSource::Nats(config) = &self.config.log else {
             return None;
         };
-        match tokio::time::timeout(SOURCE_TIMEOUT, NatsLog::connect(config.clone())).await {
+        match tokio::time::timeout(SOURCE_TIMEOUT, NatsLog::connect((**config).clone())).await {
             Ok(Ok(nats)) => {
                 tracing::info!(url = %config.url, "connected to the event log on NATS");
                 let log: Arc<dyn EventLog> = Arc::new(nats.clone());

@@ -5,7 +5,7 @@
 //!
 //! A [`RoutingTable`] is immutable. The sync task ([`crate::sync`]) builds a new one off
 //! the hot path whenever it has applied events, and publishes it with one atomic pointer
-//! swap (`arc_swap::ArcSwap` in [`crate::proxy::Shared`]). A request loads the current
+//! swap (`arc_swap::ArcSwap` in [`crate::proxy::Gateway`]). A request loads the current
 //! table once, at its start, and uses that same table for every phase, so no request
 //! ever sees half an update — a request that started before a swap finishes on the old
 //! table, which is freed when its last reader drops it. Readers take no lock at all.
@@ -35,7 +35,7 @@ use gatehouse_proto::events::{
     Api, EndpointGroup, ThrottlePolicy, endpoint_group, lifecycle::State as Lifecycle,
     subscription_status, throttle_policy::Level,
 };
-use gatehouse_tokens::VerificationKeys;
+use gatehouse_tokens::{KeyType, VerificationKeys};
 use http::Method;
 use http::uri::{Authority, Scheme};
 
@@ -201,6 +201,16 @@ pub struct CompiledApi {
     /// By application id.
     pub subscriptions: FastMap<Box<str>, SubscriptionInfo>,
     pub metrics: Arc<ApiMetrics>,
+}
+
+impl CompiledApi {
+    /// The endpoint group that keys of `key_type` reach, if the API has one.
+    pub fn endpoints(&self, key_type: KeyType) -> Option<&Arc<Endpoints>> {
+        match key_type {
+            KeyType::Production => self.production.as_ref(),
+            KeyType::Sandbox => self.sandbox.as_ref(),
+        }
+    }
 }
 
 /// The versions served under one context.

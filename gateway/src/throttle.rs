@@ -28,30 +28,40 @@
 //! asynchronous, inexact syncing) on every call; per-replica shares keep the hot path
 //! local.
 //!
+//! # Types
+//!
+//! A [`Check`] is a [`ThrottleKey`] (what is counted: its variant is the tier, its fields
+//! the ids that tier counts by) and the tier's [`Limit`]. A refusal is a [`Throttled`]:
+//! the tier, the policy, this replica's share of the limit and the seconds until the
+//! window ends, which becomes the 429 ([`GatewayError`]) and the `X-RateLimit-*`
+//! headers of the refused call.
+//!
 //! # Shared state
 //!
 //! One `u64` per counter packs the window number (high 32 bits) and the count (low 32
 //! bits), updated with a compare-and-swap loop: no lock while counting. Counters live in
-//! 32 shards of `RwLock<HashMap<key, counter>>`; the read lock is all a known key needs,
-//! and the write lock is taken only to add a key (the first call of a client in a
-//! while) or to sweep counters whose window has passed. Keys are 64-bit SipHash values of
-//! (tier level, application, API, resource), with the process's random hash keys, so they
-//! cost no allocation; two distinct keys sharing a counter needs a 64-bit collision
-//! under unknown keys, which we accept. Counters survive routing-table swaps: a policy
-//! change applies to the current window's count.
+//! a [`ShardedMap`] of 32 shards; the read lock is all a known key needs, and the write
+//! lock is taken only to add a key (the first call of a client in a while) or to sweep
+//! counters whose window has passed. Keys are 64-bit SipHash values of the
+//! [`ThrottleKey`], with the process's random hash keys, so they cost no allocation; two
+//! distinct keys sharing a counter needs a 64-bit collision under unknown keys, which we
+//! accept. Counters survive routing-table swaps: a policy change applies to the current
+//! window's count.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http::Method;
+
 use crate::errors::{GatewayError, codes};
+use crate::shards::ShardedMap;
 use crate::table::Limit;
 
 const SHARDS: usize = 32;
 
-/// Which tier a counter belongs to.
+/// Which tier a counter belongs to, in the order they are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     Subscription,
@@ -72,13 +82,41 @@ impl Tier {
     }
 }
 
-/// One check: a tier, its limit, and what it counts (ids joined by the caller's choice).
+/// What one counter counts: the tier, and the ids it counts by. Borrowed from the
+/// routing table and the token, so building one allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleKey<'a> {
+    /// One application's calls to one API.
+    Subscription { application: &'a str, api: &'a str },
+    /// One application's calls, to all its APIs.
+    Application { application: &'a str },
+    /// All calls to one API.
+    Api { api: &'a str },
+    /// All calls to one resource (method and template) of an API.
+    Resource {
+        api: &'a str,
+        method: &'a Method,
+        template: &'a str,
+    },
+}
+
+impl ThrottleKey<'_> {
+    /// The tier this key counts for.
+    pub fn tier(&self) -> Tier {
+        match self {
+            ThrottleKey::Subscription { .. } => Tier::Subscription,
+            ThrottleKey::Application { .. } => Tier::Application,
+            ThrottleKey::Api { .. } => Tier::Api,
+            ThrottleKey::Resource { .. } => Tier::Resource,
+        }
+    }
+}
+
+/// One check: what to count, and the limit it has.
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
-    pub tier: Tier,
+    pub key: ThrottleKey<'a>,
     pub limit: &'a Limit,
-    /// The parts of the key: (application, API, resource) as relevant to the tier.
-    pub key: (&'a str, &'a str, &'a str),
 }
 
 /// What the most constrained tier said, for the `X-RateLimit-*` headers.
@@ -90,6 +128,42 @@ pub struct RateLimitStatus {
     pub reset: u64,
 }
 
+/// A call refused by a tier: the 429 it answers (see `From<Throttled> for
+/// GatewayError`) and the rate-limit headers it carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "throttled by the {tier:?} tier ({policy}): {limit} calls per window, again in {retry_after} s"
+)]
+pub struct Throttled {
+    pub tier: Tier,
+    /// The policy's name (`10PerMin`).
+    pub policy: Arc<str>,
+    /// This replica's share of the policy's limit.
+    pub limit: u64,
+    /// Seconds until the window ends (`Retry-After`).
+    pub retry_after: u64,
+}
+
+impl Throttled {
+    /// The `X-RateLimit-*` headers of the refused call: nothing remains until the
+    /// window ends.
+    pub fn rate_limit(&self) -> RateLimitStatus {
+        RateLimitStatus {
+            limit: self.limit,
+            remaining: 0,
+            reset: self.retry_after,
+        }
+    }
+}
+
+impl From<Throttled> for GatewayError {
+    /// 429 with the tier's WSO2 code and `Retry-After`.
+    fn from(refusal: Throttled) -> Self {
+        GatewayError::throttled(refusal.tier.code(), &refusal.policy, refusal.retry_after)
+    }
+}
+
+/// One counter: a window and its count.
 struct Counter {
     /// Window number << 32 | count.
     state: AtomicU64,
@@ -97,11 +171,12 @@ struct Counter {
     window_end: AtomicU64,
 }
 
-/// Every counter of this replica.
+/// Every counter of this replica, and the replica's share of each limit.
 pub struct Throttler {
     replica_count: u64,
+    /// Hashes a [`ThrottleKey`] into a counter's key.
     hasher: std::collections::hash_map::RandomState,
-    shards: Vec<RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>>>,
+    counters: ShardedMap<u64, Counter>,
 }
 
 impl std::fmt::Debug for Throttler {
@@ -124,7 +199,7 @@ impl Throttler {
         Throttler {
             replica_count: u64::from(replica_count.max(1)),
             hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            counters: ShardedMap::new(SHARDS),
         }
     }
 
@@ -134,8 +209,8 @@ impl Throttler {
     }
 
     /// Counts one call against every check, in order. On the first refusal, gives back
-    /// the units taken by the earlier checks and returns the 429.
-    pub fn admit(&self, checks: &[Check<'_>]) -> Result<Option<RateLimitStatus>, GatewayError> {
+    /// the units taken by the earlier checks and returns it.
+    pub fn admit(&self, checks: &[Check<'_>]) -> Result<Option<RateLimitStatus>, Throttled> {
         self.admit_at(checks, now_seconds())
     }
 
@@ -144,7 +219,7 @@ impl Throttler {
         &self,
         checks: &[Check<'_>],
         now: u64,
-    ) -> Result<Option<RateLimitStatus>, GatewayError> {
+    ) -> Result<Option<RateLimitStatus>, Throttled> {
         let mut taken: [(u64, u64); 4] = [(0, 0); 4];
         let mut n_taken = 0;
         let mut tightest: Option<RateLimitStatus> = None;
@@ -153,7 +228,7 @@ impl Throttler {
             let window = now / unit;
             let reset = (window + 1) * unit - now;
             let limit = self.share(check.limit.count);
-            let key = self.key(check);
+            let key = self.hasher.hash_one(check.key);
             match self.take(key, window, limit, (window + 1) * unit) {
                 Some(count) => {
                     if n_taken < taken.len() {
@@ -173,53 +248,42 @@ impl Throttler {
                     for &(key, window) in &taken[..n_taken] {
                         self.give_back(key, window);
                     }
-                    return Err(GatewayError::throttled(
-                        check.tier.code(),
-                        &check.limit.tier,
-                        reset,
-                    ));
+                    return Err(Throttled {
+                        tier: check.key.tier(),
+                        policy: check.limit.tier.clone(),
+                        limit,
+                        retry_after: reset,
+                    });
                 }
             }
         }
         Ok(tightest)
     }
 
-    fn key(&self, check: &Check<'_>) -> u64 {
-        self.hasher.hash_one((check.tier, check.key))
-    }
-
-    fn shard(&self, key: u64) -> &RwLock<HashMap<u64, Counter, foldhash::fast::FixedState>> {
-        &self.shards[(key as usize) % SHARDS]
-    }
-
     /// Takes one unit in `window`; returns the count after it, or `None` when the
     /// window's limit is reached.
     fn take(&self, key: u64, window: u64, limit: u64, window_end: u64) -> Option<u64> {
-        let shard = self.shard(key);
-        {
-            let counters = shard.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(counter) = counters.get(&key) {
-                return take_from(counter, window, limit, window_end);
-            }
-        }
-        let mut counters = shard.write().unwrap_or_else(|e| e.into_inner());
-        let counter = counters.entry(key).or_insert_with(|| Counter {
-            state: AtomicU64::new(window << 32),
-            window_end: AtomicU64::new(window_end),
-        });
-        take_from(counter, window, limit, window_end)
+        self.counters.with_or_insert(
+            key,
+            || Counter {
+                state: AtomicU64::new(window << 32),
+                window_end: AtomicU64::new(window_end),
+            },
+            |counter| take_from(counter, window, limit, window_end),
+        )
     }
 
     /// Returns a unit taken in `window` (if the window has not moved on since).
     fn give_back(&self, key: u64, window: u64) {
-        let counters = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
-        if let Some(counter) = counters.get(&key) {
-            let _ = counter
-                .state
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                    (state >> 32 == window && state & 0xffff_ffff > 0).then(|| state - 1)
-                });
-        }
+        self.counters.read(&key, |counter| {
+            if let Some(counter) = counter {
+                let _ = counter
+                    .state
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                        (state >> 32 == window && state & 0xffff_ffff > 0).then(|| state - 1)
+                    });
+            }
+        });
     }
 
     /// Drops counters whose window has ended (called periodically).
@@ -229,24 +293,17 @@ impl Throttler {
 
     /// [`sweep`](Self::sweep) at a given Unix time (tests).
     pub fn sweep_at(&self, now: u64) {
-        for shard in &self.shards {
-            shard
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, c| c.window_end.load(Ordering::Relaxed) > now);
-        }
+        self.counters
+            .retain(|_, c| c.window_end.load(Ordering::Relaxed) > now);
     }
 
     /// Number of live counters.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.counters.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.counters.is_empty()
     }
 }
 
@@ -284,12 +341,20 @@ mod tests {
         }
     }
 
+    /// A check of `tier` for application `app` calling API `api`.
     fn check(limit: &Limit, tier: Tier) -> Check<'_> {
-        Check {
-            tier,
-            limit,
-            key: ("app", "api", ""),
-        }
+        let (application, api) = ("app", "api");
+        let key = match tier {
+            Tier::Subscription => ThrottleKey::Subscription { application, api },
+            Tier::Application => ThrottleKey::Application { application },
+            Tier::Api => ThrottleKey::Api { api },
+            Tier::Resource => ThrottleKey::Resource {
+                api,
+                method: &Method::GET,
+                template: "/users",
+            },
+        };
+        Check { key, limit }
     }
 
     #[test]
@@ -306,6 +371,16 @@ mod tests {
             );
         }
         let refused = t.admit_at(&c, now + 59).unwrap_err();
+        assert_eq!(refused.tier, Tier::Subscription);
+        assert_eq!(
+            refused.rate_limit(),
+            RateLimitStatus {
+                limit: 3,
+                remaining: 0,
+                reset: 1
+            }
+        );
+        let refused = GatewayError::from(refused);
         assert_eq!(refused.code, codes::SUBSCRIPTION_THROTTLED);
         assert_eq!(refused.retry_after, Some(1));
         assert!(
@@ -336,7 +411,11 @@ mod tests {
         ];
         assert_eq!(t.admit_at(&both, 0).unwrap().unwrap().remaining, 0);
         let refused = t.admit_at(&both, 0).unwrap_err();
-        assert_eq!(refused.code, codes::APPLICATION_THROTTLED);
+        assert_eq!(refused.tier, Tier::Application);
+        assert_eq!(
+            GatewayError::from(refused).code,
+            codes::APPLICATION_THROTTLED
+        );
         let only_generous = [check(&generous, Tier::Subscription)];
         // 100 - 1 (first call) - 1 (this call): the refused call gave its unit back.
         assert_eq!(
@@ -349,16 +428,14 @@ mod tests {
     fn keys_are_separate_and_swept_after_their_window() {
         let t = Throttler::new(1);
         let l = limit(1, 1);
-        let a = Check {
-            tier: Tier::Subscription,
+        let subscription = |application| Check {
+            key: ThrottleKey::Subscription {
+                application,
+                api: "api",
+            },
             limit: &l,
-            key: ("a", "api", ""),
         };
-        let b = Check {
-            tier: Tier::Subscription,
-            limit: &l,
-            key: ("b", "api", ""),
-        };
+        let (a, b) = (subscription("a"), subscription("b"));
         let now = now_seconds();
         assert!(t.admit_at(&[a], now).is_ok());
         assert!(t.admit_at(&[b], now).is_ok());
@@ -368,5 +445,23 @@ mod tests {
         assert_eq!(t.len(), 2, "windows still running are kept");
         t.sweep_at(now + 1);
         assert!(t.is_empty(), "one-second windows have ended a second later");
+    }
+
+    #[test]
+    fn tiers_with_the_same_ids_count_apart() {
+        let t = Throttler::new(1);
+        let l = limit(1, 60);
+        for tier in [
+            Tier::Subscription,
+            Tier::Application,
+            Tier::Api,
+            Tier::Resource,
+        ] {
+            assert!(t.admit_at(&[check(&l, tier)], 0).is_ok(), "{tier:?}");
+            let refused = t.admit_at(&[check(&l, tier)], 0).unwrap_err();
+            assert_eq!(refused.tier, tier);
+            assert_eq!(GatewayError::from(refused).code, tier.code());
+        }
+        assert_eq!(t.len(), 4);
     }
 }

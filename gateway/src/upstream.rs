@@ -1,29 +1,41 @@
-//! The upstream phase: forwarding a call to one of the API's backend endpoints.
+//! The upstream steps: choosing a backend endpoint, preparing the request for it,
+//! forwarding the call (the phases [`upstream_peer`], [`upstream_request_filter`] and
+//! [`forward`] of [`crate::proxy`] run on what this module provides).
 //!
 //! - **Connections** are pooled and kept alive by hyper-util's client (one pool for the
 //!   whole gateway, keyed by scheme + host + port), over plain HTTP or HTTPS (rustls
 //!   with the ring provider and the system's root certificates; HTTP/2 when the backend
 //!   offers it by ALPN).
-//! - **Which endpoints**: production keys go to the production group, sandbox keys to
-//!   the sandbox group (an API without one refuses those keys with 401 900901).
-//!   PROTOTYPED APIs and resources without authentication use the production group.
-//! - **Load balancing**: a LOAD_BALANCE group is walked round-robin, a FAILOVER group in
-//!   its order. Endpoints that just failed to connect are passed over for
-//!   [`DOWN_FOR`] (passive health checking) unless every endpoint is down.
-//! - **Retries**: a call without a request body moves on to the next endpoint when the
-//!   connection fails (nothing reached the backend). A call with a body streams it to the
-//!   first endpoint tried and is never retried: the body is consumed once, never buffered.
-//!   A timeout is never retried either (the backend may be acting on the call).
+//! - **Which endpoints** ([`upstream_peer`]): production keys go to the production
+//!   group, sandbox keys to the sandbox group (an API without one refuses those keys
+//!   with 401 900901 when they authenticate). PROTOTYPED APIs and resources without
+//!   authentication use the production group, else the sandbox one; an API with
+//!   neither answers 503 / 101503.
+//! - **Load balancing** ([`Upstream::peer`]): a LOAD_BALANCE group is walked
+//!   round-robin, a FAILOVER group in its order. Endpoints that just failed to connect
+//!   are passed over for [`DOWN_FOR`] (passive health checking) unless every endpoint is
+//!   down. The result is a [`Peer`]: the group and the order to try it in.
+//! - **Headers** ([`upstream_request_filter`], [`prepare_request_headers`]): hop-by-hop
+//!   headers (`Connection` and those it names, `Keep-Alive`, `TE`, `Transfer-Encoding`,
+//!   `Upgrade`, `Proxy-*`, `Trailer`) are removed both ways. `Authorization` is not
+//!   forwarded (the backend trusts the gateway, as with WSO2's default).
+//!   `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` say how the client called; `Host` becomes the backend's;
+//!   `traceparent`/`tracestate` pass on unchanged, or name the gateway's span when
+//!   traces are exported.
+//! - **Retries** ([`Upstream::forward`]): a call without a request body moves on to the
+//!   next endpoint when the connection fails (nothing reached the backend). A call with
+//!   a body streams it to the first endpoint tried and is never retried: the body is
+//!   consumed once, never buffered. A timeout is never retried either (the backend may
+//!   be acting on the call).
 //! - **Timeout**: the API's `timeout_ms` (default 30 s) bounds the wait for the
 //!   response headers of each attempt; 504 / 101504 when it passes. 503 / 101503 when no
 //!   endpoint can be reached.
-//! - **Headers**: hop-by-hop headers (`Connection` and those it names, `Keep-Alive`,
-//!   `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`, `Trailer`) are removed both ways.
-//!   `Authorization` is not forwarded (the backend trusts the gateway, as with WSO2's
-//!   default). `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto`
-//!   and `X-Forwarded-Host` say how the client called; `Host` becomes the backend's;
-//!   `traceparent`/`tracestate` pass on unchanged.
-//! - **Bodies** stream both ways, frame by frame.
+//! - **Bodies** stream both ways, frame by frame ([`GatewayBody`]).
+//!
+//! [`upstream_peer`]: crate::proxy::Gateway::upstream_peer
+//! [`upstream_request_filter`]: crate::proxy::Gateway::upstream_request_filter
+//! [`forward`]: crate::proxy::Gateway::forward
 //!
 //! # Shared state
 //!
@@ -47,7 +59,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::UpstreamBody;
+use crate::body::GatewayBody;
 use crate::errors::GatewayError;
 use crate::metrics::Metrics;
 use crate::table::{Endpoints, Target};
@@ -68,9 +80,18 @@ pub struct Forwarded<'a> {
     pub host: Option<&'a str>,
 }
 
+/// The peer chosen for one call: an endpoint group, and the order in which to try its
+/// endpoints (the first that answers serves the call).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub endpoints: Arc<Endpoints>,
+    /// Indexes into `endpoints.targets`.
+    pub order: Vec<usize>,
+}
+
 /// The upstream client and endpoint health.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
     down_until: RwLock<HashMap<Arc<str>, Instant>>,
     metrics: Arc<Metrics>,
 }
@@ -137,6 +158,14 @@ impl Upstream {
         }
     }
 
+    /// The peer for one call to `endpoints`: the group, in [`order`](Self::order).
+    pub fn peer(&self, endpoints: &Arc<Endpoints>) -> Peer {
+        Peer {
+            order: self.order(endpoints),
+            endpoints: endpoints.clone(),
+        }
+    }
+
     /// The order in which to try the group's endpoints for one call: round-robin or
     /// failover order, endpoints marked down last.
     pub fn order(&self, endpoints: &Endpoints) -> Vec<usize> {
@@ -160,36 +189,34 @@ impl Upstream {
         up
     }
 
-    /// Forwards a call and returns the backend's response (headers received; the body
-    /// streams on).
+    /// Forwards a call to `peer` (its headers already prepared, see
+    /// [`prepare_request_headers`]) and returns the backend's response (headers
+    /// received; the body streams on). `resource_path` follows the endpoint's own path.
     pub async fn forward(
         &self,
-        endpoints: &Endpoints,
+        peer: &Peer,
         timeout: Duration,
         parts: request::Parts,
         body: Incoming,
         resource_path: &str,
-        forwarded: Forwarded<'_>,
     ) -> Result<Response<Incoming>, GatewayError> {
         let failures = &self.metrics.upstream_failures;
         let mut headers = parts.headers;
-        prepare_request_headers(&mut headers, forwarded);
         let query = parts.uri.query();
-        let mut body = if body.is_end_stream() {
-            Some(UpstreamBody::Empty)
+        let retryable = body.is_end_stream();
+        let mut body = Some(if retryable {
+            GatewayBody::empty()
         } else {
-            Some(UpstreamBody::Incoming { body })
-        };
-        let retryable = matches!(body, Some(UpstreamBody::Empty));
+            GatewayBody::streamed(body)
+        });
         let mut last_error = String::from("no endpoint");
-        let order = self.order(endpoints);
-        let attempts = if retryable { order.len() } else { 1 };
-        for (attempt, index) in order.into_iter().take(attempts).enumerate() {
+        let attempts = if retryable { peer.order.len() } else { 1 };
+        for (attempt, &index) in peer.order.iter().take(attempts).enumerate() {
             let Some(attempt_body) = body.take() else {
                 break;
             };
             if retryable {
-                body = Some(UpstreamBody::Empty);
+                body = Some(GatewayBody::empty());
             }
             // The last attempt takes the headers; earlier ones need a copy.
             let attempt_headers = if attempt + 1 == attempts {
@@ -197,7 +224,7 @@ impl Upstream {
             } else {
                 headers.clone()
             };
-            let target = &endpoints.targets[index];
+            let target = &peer.endpoints.targets[index];
             let uri = upstream_uri(target, resource_path, query)
                 .map_err(|e| GatewayError::backend_unreachable(format!("bad backend URL: {e}")))?;
             let mut request = Request::new(attempt_body);

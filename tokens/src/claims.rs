@@ -1,6 +1,57 @@
 //! The claims of a Gatehouse access token.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
+
+use crate::{KEY_TYPE_PRODUCTION, KEY_TYPE_SANDBOX};
+
+/// Which keys a token was issued to: the `key_type` claim, parsed.
+///
+/// The claim stays a string on the wire ([`AccessClaims::key_type`]); readers that act on
+/// it parse it once into this enum rather than comparing strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// `PRODUCTION`: the API's production endpoints.
+    Production,
+    /// `SANDBOX`: the API's sandbox endpoints.
+    Sandbox,
+}
+
+impl KeyType {
+    /// The claim's value: [`KEY_TYPE_PRODUCTION`] or [`KEY_TYPE_SANDBOX`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Production => KEY_TYPE_PRODUCTION,
+            KeyType::Sandbox => KEY_TYPE_SANDBOX,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `key_type` claim that is neither `PRODUCTION` nor `SANDBOX` (admin tokens carry an
+/// empty one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key type {0:?}")]
+pub struct UnknownKeyType(pub String);
+
+impl FromStr for KeyType {
+    type Err = UnknownKeyType;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            KEY_TYPE_PRODUCTION => Ok(KeyType::Production),
+            KEY_TYPE_SANDBOX => Ok(KeyType::Sandbox),
+            other => Err(UnknownKeyType(other.to_string())),
+        }
+    }
+}
 
 /// The payload of an access token.
 ///
@@ -49,6 +100,11 @@ impl AccessClaims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
     }
+
+    /// The `key_type` claim, parsed.
+    pub fn parsed_key_type(&self) -> Result<KeyType, UnknownKeyType> {
+        self.key_type.parse()
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +135,23 @@ mod tests {
         assert!(claims.has_scope("read:users"));
         assert!(!claims.has_scope("read"));
         assert!(!claims.has_scope(""));
+    }
+
+    #[test]
+    fn key_types_parse_from_the_claim_and_back() {
+        for key_type in [KeyType::Production, KeyType::Sandbox] {
+            assert_eq!(key_type.as_str().parse(), Ok(key_type));
+            assert_eq!(key_type.to_string(), key_type.as_str());
+        }
+        assert_eq!(KeyType::Sandbox.as_str(), "SANDBOX");
+        assert_eq!(
+            "".parse::<KeyType>(),
+            Err(UnknownKeyType(String::new())),
+            "admin tokens have no key type"
+        );
+        assert!(
+            "sandbox".parse::<KeyType>().is_err(),
+            "the claim is case-sensitive"
+        );
     }
 }

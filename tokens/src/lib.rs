@@ -6,7 +6,7 @@
 //! are on the event log ([`SigningKey`](gatehouse_proto::events::SigningKey) records), so
 //! control and every gateway verify tokens locally, without asking token-service.
 //!
-//! - [`AccessClaims`]: the claims of a token.
+//! - [`AccessClaims`]: the claims of a token; [`KeyType`]: its `key_type` claim, parsed.
 //! - [`SigningKeyPair`]: a private signing key (token-service only): generate, store as
 //!   PEM, publish its public JWK, sign.
 //! - [`VerificationKeys`] + [`Verifier`]: the verification path — the keys built once from
@@ -29,7 +29,7 @@ mod claims;
 mod signing;
 mod verify;
 
-pub use claims::AccessClaims;
+pub use claims::{AccessClaims, KeyType, UnknownKeyType};
 pub use signing::{KeyError, SigningKeyPair};
 pub use verify::{TokenError, VerificationKeys, Verifier, check_revocation, is_published};
 
