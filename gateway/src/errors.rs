@@ -234,12 +234,19 @@ impl GatewayError {
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        serde_json::json!({
-            "code": self.code,
-            "message": self.message,
-            "description": self.description,
+        /// WSO2's field order: code, message, description.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            code: u32,
+            message: &'a str,
+            description: &'a str,
+        }
+        serde_json::to_string(&Body {
+            code: self.code,
+            message: self.message,
+            description: &self.description,
         })
-        .to_string()
+        .unwrap_or_default()
     }
 
     /// The whole response.
@@ -284,6 +291,12 @@ mod tests {
         assert_eq!(body["message"], "Missing Credentials");
         assert!(body["description"].as_str().unwrap().contains("Bearer"));
         assert_eq!(body.as_object().unwrap().len(), 3);
+        assert!(
+            GatewayError::missing_credentials()
+                .body()
+                .starts_with(r#"{"code":900902,"message":"Missing Credentials","description":"#),
+            "WSO2's field order"
+        );
     }
 
     #[test]
