@@ -8,6 +8,7 @@
 //! cannot show the consumer secret again: token-service never stored it).
 
 use anyhow::Context;
+use gatehouse_node::grpc::Bearer;
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
 use gatehouse_proto::admin::{
     ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
@@ -17,7 +18,6 @@ use gatehouse_proto::admin::{
 use gatehouse_proto::events::{
     Api, ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle, o_auth_client::KeyType,
 };
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -29,13 +29,16 @@ pub const APP_NAME: &str = "MyPythonApp";
 /// Where the bootstrap finds Gatehouse and the backends.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapConfig {
-    /// control's gRPC admin API.
+    /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
     #[arg(
         long = "control-url",
         env = "GATEHOUSE_CONTROL_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub control_url: String,
+    /// The cluster CA certificate (PEM) that control's certificate is issued by.
+    #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+    pub cluster_ca: Option<std::path::PathBuf>,
     /// token-service's HTTPS base URL.
     #[arg(
         long = "token-url",
@@ -46,12 +49,21 @@ pub struct BootstrapConfig {
     /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
     #[arg(long = "admin-client-id", env = "GATEHOUSE_ADMIN_CLIENT_ID")]
     pub admin_client_id: String,
+    /// The admin client's secret (or `--admin-client-secret-file`).
     #[arg(
         long = "admin-client-secret",
         env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
-        hide_env_values = true
+        hide_env_values = true,
+        default_value = ""
     )]
     pub admin_client_secret: String,
+    /// A file holding the admin client's secret (compose: the one token-service generated
+    /// into its volume on first start).
+    #[arg(
+        long = "admin-client-secret-file",
+        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE"
+    )]
+    pub admin_client_secret_file: Option<std::path::PathBuf>,
     /// The backend of ClientServiceAPI, as the gateways reach it.
     #[arg(
         long = "client-service-url",
@@ -92,22 +104,6 @@ pub struct Seeded {
     pub client_api_id: String,
     /// Whether this run changed anything.
     pub changed: bool,
-}
-
-#[derive(Clone)]
-struct Bearer(String);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let value = format!("Bearer {}", self.0)
-            .parse()
-            .map_err(|_| tonic::Status::internal("token is not a valid header value"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
-    }
 }
 
 type Admin = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
@@ -240,19 +236,38 @@ async fn ensure_api(
 
 /// Runs the bootstrap.
 pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
+    let secret = match &config.admin_client_secret_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| {
+                format!(
+                    "cannot read the admin client secret from {}",
+                    path.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+        None => config.admin_client_secret.clone(),
+    };
+    if secret.is_empty() {
+        anyhow::bail!(
+            "the admin client's secret is needed: --admin-client-secret or --admin-client-secret-file"
+        );
+    }
     let token = insecure_https::client_credentials_token(
         &config.token_url,
         &config.admin_client_id,
-        &config.admin_client_secret,
+        &secret,
         None,
     )
     .await
     .context("cannot get an admin token")?;
-    let channel = Channel::from_shared(config.control_url.clone())
-        .with_context(|| format!("invalid control URL {:?}", config.control_url))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach control at {}", config.control_url))?;
+    let channel = gatehouse_node::tls::server_verified_endpoint(
+        &config.control_url,
+        config.cluster_ca.as_deref(),
+    )?
+    .connect()
+    .await
+    .with_context(|| format!("cannot reach control at {}", config.control_url))?;
     let mut admin = ControlPlaneClient::with_interceptor(channel, Bearer(token));
     let mut changed = false;
 

@@ -8,6 +8,7 @@
 //! gatehouse client-service     the demo backends (same as their own binaries)
 //! gatehouse order-service
 //! gatehouse bootstrap          seed the demo through the admin API (idempotent)
+//! gatehouse ca ...             the cluster CA and node certificates (mutual TLS)
 //! gatehouse healthcheck ...    probes for Docker health checks
 //! ```
 //!
@@ -50,6 +51,11 @@ pub enum Command {
     OrderService(service_kit::server::Cli),
     /// Seed the demo (APIs, MyPythonApp, subscriptions, keys) through the admin API.
     Bootstrap(bootstrap::BootstrapConfig),
+    /// The cluster CA and node certificates: init, issue, revoke, ensure.
+    Ca {
+        #[command(subcommand)]
+        command: crate::ca::CaCommand,
+    },
     /// Print the configuration reference (every flag and environment variable) as Markdown.
     #[command(hide = true)]
     ConfigReference,
@@ -77,6 +83,13 @@ pub fn main(cli: Cli) -> ExitCode {
             cli,
             order_service::router,
         )),
+        Command::Ca { command } => match crate::ca::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse ca: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ConfigReference => {
             print!("{}", crate::reference::markdown());
             ExitCode::SUCCESS

@@ -10,10 +10,14 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// What to probe.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Probe {
-    /// grpc.health.v1 Check on `host:port` (overall status): control, token-service.
+    /// grpc.health.v1 Check on `host:port` (overall status): control, token-service. Over
+    /// TLS verified against `--cluster-ca` when given (their gRPC ports are TLS).
     Grpc {
         /// e.g. 127.0.0.1:50051
         addr: String,
+        /// The cluster CA certificate (PEM): probe over TLS.
+        #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+        cluster_ca: Option<std::path::PathBuf>,
     },
     /// GET an `http://` URL and expect 200: gateway `/healthz`, backends `/health`.
     Http {
@@ -27,12 +31,17 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// Ok when the probed service is healthy.
 pub async fn run(probe: &Probe) -> anyhow::Result<()> {
     match probe {
-        Probe::Grpc { addr } => {
+        Probe::Grpc { addr, cluster_ca } => {
             let check = async {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                    .connect()
-                    .await
-                    .with_context(|| format!("cannot connect to {addr}"))?;
+                let url = match cluster_ca {
+                    Some(_) => format!("https://{addr}"),
+                    None => format!("http://{addr}"),
+                };
+                let channel =
+                    gatehouse_node::tls::server_verified_endpoint(&url, cluster_ca.as_deref())?
+                        .connect()
+                        .await
+                        .with_context(|| format!("cannot connect to {addr}"))?;
                 let status = HealthClient::new(channel)
                     .check(HealthCheckRequest::default())
                     .await

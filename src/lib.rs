@@ -4,6 +4,7 @@
 //! environment variable.
 
 pub mod bootstrap;
+pub mod ca;
 pub mod cli;
 pub mod healthcheck;
 mod insecure_https;

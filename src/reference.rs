@@ -18,7 +18,9 @@ pub struct Role {
 pub fn roles() -> Vec<Role> {
     crate::cli::Cli::command()
         .get_subcommands()
-        .filter(|c| !c.is_hide_set() && !matches!(c.get_name(), "order-service" | "healthcheck"))
+        .filter(|c| {
+            !c.is_hide_set() && !matches!(c.get_name(), "order-service" | "healthcheck" | "ca")
+        })
         .map(|command| {
             let name = command.get_name().to_string();
             let summary = match name.as_str() {

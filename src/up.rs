@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
+use gatehouse_node::pki::{ClusterCa, NodeIdentity, NodeRole};
+use gatehouse_node::tls::ClusterTlsArgs;
 use gatehouse_node::{NodeContext, RuntimeArgs, Shutdown};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -38,21 +40,26 @@ pub struct UpConfig {
     /// Use this NATS server (JetStream) as the event log instead of the embedded one.
     #[arg(long = "nats", env = "GATEHOUSE_NATS_URL")]
     pub nats: Option<String>,
-    /// control's gRPC admin API.
-    #[arg(long = "control-listen", default_value = "0.0.0.0:50051")]
+    /// control's gRPC admin API (TLS under the all-in-one's cluster CA).
+    #[arg(long = "control-listen", default_value = "127.0.0.1:50051")]
     pub control_listen: SocketAddr,
     /// token-service's HTTPS token endpoint.
-    #[arg(long = "token-https-listen", default_value = "0.0.0.0:9443")]
+    #[arg(long = "token-https-listen", default_value = "127.0.0.1:9443")]
     pub token_https_listen: SocketAddr,
-    /// token-service's gRPC key manager (internal).
+    /// token-service's gRPC key manager (internal: control only, mutual TLS; stays on
+    /// loopback even with --listen-all).
     #[arg(long = "token-grpc-listen", default_value = "127.0.0.1:50052")]
     pub token_grpc_listen: SocketAddr,
     /// The gateway's HTTPS listener.
-    #[arg(long = "gateway-https-listen", default_value = "0.0.0.0:8243")]
+    #[arg(long = "gateway-https-listen", default_value = "127.0.0.1:8243")]
     pub gateway_https_listen: SocketAddr,
     /// The gateway's plain HTTP listener (and /healthz, /readyz, /metrics).
-    #[arg(long = "gateway-http-listen", default_value = "0.0.0.0:8280")]
+    #[arg(long = "gateway-http-listen", default_value = "127.0.0.1:8280")]
     pub gateway_http_listen: SocketAddr,
+    /// Listen on every interface (0.0.0.0) instead of loopback only: the admin API, the
+    /// token endpoint and the gateway become reachable from other machines.
+    #[arg(long = "listen-all")]
+    pub listen_all: bool,
     /// client-service's port on 127.0.0.1 (0: a free port, kept for later starts).
     #[arg(long = "client-service-port", default_value_t = 0)]
     pub client_service_port: u16,
@@ -183,8 +190,19 @@ impl std::fmt::Debug for AdminClient {
 }
 
 /// Runs the all-in-one until `node.shutdown`.
-pub async fn run(config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
+pub async fn run(mut config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
+    if config.listen_all {
+        for addr in [
+            &mut config.control_listen,
+            &mut config.token_https_listen,
+            &mut config.gateway_https_listen,
+            &mut config.gateway_http_listen,
+        ] {
+            addr.set_ip(std::net::Ipv4Addr::UNSPECIFIED.into());
+        }
+    }
     let data = DataDir::prepare(&config.data_dir)?;
+    let identities = provision_identities(&data)?;
     check_ports_free(&config)?;
     let (log, described) = open_log(&config).await?;
     println!("Gatehouse all-in-one, {described}");
@@ -192,7 +210,15 @@ pub async fn run(config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
     let mut nodes = Nodes::new(node.shutdown.clone());
     let backends = start_backends(&config, &data, &mut nodes).await?;
     let admin = AdminClient::for_start(&data);
-    start_nodes(&config, &data, log, &admin, node.tracing, &mut nodes);
+    start_nodes(
+        &config,
+        &data,
+        &identities,
+        log,
+        &admin,
+        node.tracing,
+        &mut nodes,
+    );
     let started = tokio::select! {
         r = wait_until_serving(&config) => r,
         failed = nodes.first_failure() => Err(failed),
@@ -202,7 +228,7 @@ pub async fn run(config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    let bootstrap_config = bootstrap_config(&config, &admin, &backends);
+    let bootstrap_config = bootstrap_config(&config, &identities, &admin, &backends);
     let seeded = match seed_first_start(&config, &data, &admin, &backends, &bootstrap_config).await
     {
         Ok(seeded) => seeded,
@@ -218,16 +244,60 @@ pub async fn run(config: UpConfig, node: NodeContext) -> anyhow::Result<()> {
     if seeded.is_some() || remembered_demo.is_some() {
         print_banner(
             &config,
+            &identities,
             &bootstrap_config,
             &admin,
             remembered_demo,
             seeded.as_ref(),
         );
     } else {
-        print_empty_banner(&config, &bootstrap_config, &admin, &backends);
+        print_empty_banner(&config, &identities, &bootstrap_config, &admin, &backends);
     }
     nodes.run_until(&node.shutdown).await
 }
+
+/// The all-in-one's node identities: its own cluster CA and one certificate per node, in
+/// `<data-dir>/pki/`, created on first start (see `gatehouse_node::pki`).
+pub struct Identities {
+    pub ca_dir: PathBuf,
+}
+
+impl Identities {
+    fn cluster(&self, role: NodeRole, name: &str) -> ClusterTlsArgs {
+        let identity = NodeIdentity::new(role, name).expect("a valid built-in name");
+        ClusterTlsArgs::in_ca_dir(&self.ca_dir, &identity)
+    }
+
+    /// What grpcurl's `-cacert` takes.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir.join("ca.crt")
+    }
+}
+
+/// Step 1b: the cluster CA and the nodes' certificates, issued on first start.
+pub fn provision_identities(data: &DataDir) -> anyhow::Result<Identities> {
+    let ca_dir = data.path.join("pki");
+    let ca = ClusterCa::open_or_create(&ca_dir)
+        .with_context(|| format!("cannot set up the cluster CA in {}", ca_dir.display()))?;
+    let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    for (role, name) in NODES {
+        let identity = NodeIdentity::new(role, name)?;
+        if !ca_dir
+            .join(format!("{}.crt", identity.file_stem()))
+            .exists()
+        {
+            ca.issue(&identity, &hosts)?;
+        }
+    }
+    Ok(Identities { ca_dir })
+}
+
+/// The all-in-one's nodes and their names.
+const NODES: [(NodeRole, &str); 3] = [
+    (NodeRole::Control, "control"),
+    (NodeRole::TokenService, "token-service"),
+    (NodeRole::Gateway, "gateway-1"),
+];
 
 /// Step 2: every port is free before anything starts, for a one-line error.
 pub fn check_ports_free(config: &UpConfig) -> anyhow::Result<()> {
@@ -331,6 +401,7 @@ pub async fn start_backends(
 pub fn start_nodes(
     config: &UpConfig,
     data: &DataDir,
+    identities: &Identities,
     log: Arc<dyn EventLog>,
     admin: &AdminClient,
     tracing: bool,
@@ -339,7 +410,8 @@ pub fn start_nodes(
     let mut control: gatehouse_control::ControlConfig = defaults();
     control.listen = config.control_listen;
     control.data_dir = data.path.join("control");
-    control.token_service_url = format!("http://{}", local(config.token_grpc_listen));
+    control.token_service_url = format!("https://{}", local(config.token_grpc_listen));
+    control.cluster = identities.cluster(NodeRole::Control, "control");
     nodes.spawn(
         "control",
         gatehouse_control::serve_on_log(control, log.clone(), nodes.shutdown.clone()),
@@ -349,6 +421,7 @@ pub fn start_nodes(
     token.listen_https = config.token_https_listen;
     token.listen_grpc = config.token_grpc_listen;
     token.data_dir = data.path.join("token-service");
+    token.cluster = identities.cluster(NodeRole::TokenService, "token-service");
     // Only the first start registers the admin client (the configured secret wins).
     if let Some(secret) = &admin.secret {
         token.admin_client_id = Some(admin.client_id.clone());
@@ -362,9 +435,9 @@ pub fn start_nodes(
     let mut gateway: gatehouse_gateway::GatewayConfig = defaults();
     gateway.https_listen = config.gateway_https_listen;
     gateway.http_listen = config.gateway_http_listen;
-    gateway.control_url = format!("http://{}", local(config.control_listen));
+    gateway.control_url = format!("https://{}", local(config.control_listen));
     gateway.data_dir = data.path.join("gateway");
-    gateway.gateway_id = Some("gateway-1".into());
+    gateway.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
     gateway.access_log = false;
     gateway.trace_requests = tracing;
     nodes.spawn(
@@ -375,11 +448,14 @@ pub fn start_nodes(
 
 fn bootstrap_config(
     config: &UpConfig,
+    identities: &Identities,
     admin: &AdminClient,
     backends: &Backends,
 ) -> BootstrapConfig {
     BootstrapConfig {
-        control_url: format!("http://{}", local(config.control_listen)),
+        control_url: format!("https://{}", local(config.control_listen)),
+        cluster_ca: Some(identities.ca_cert()),
+        admin_client_secret_file: None,
         token_url: format!("https://{}", local(config.token_https_listen)),
         admin_client_id: admin.client_id.clone(),
         admin_client_secret: admin.secret.clone().unwrap_or_default(),
@@ -538,6 +614,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
 /// For `--no-demo`: the admin client and the backends, for the seed's steps by hand.
 fn print_empty_banner(
     config: &UpConfig,
+    identities: &Identities,
     b: &BootstrapConfig,
     admin: &AdminClient,
     backends: &Backends,
@@ -554,7 +631,7 @@ Admin client ({note}):
   client secret: {secret}
 
 Backends: client-service on http://{client}, order-service on http://{order}
-Admin API: grpcurl -plaintext localhost:{grpc} list
+Admin API (TLS under the all-in-one's CA): grpcurl -cacert {ca} localhost:{grpc} list
 Token endpoint: {token}/oauth2/token
 
 Ctrl-C stops everything; data stays in {data}.
@@ -563,6 +640,7 @@ Ctrl-C stops everything; data stays in {data}.
         client = backends.client_service,
         order = backends.order_service,
         grpc = config.control_listen.port(),
+        ca = identities.ca_cert().display(),
         token = b.public_token_url,
         data = config.data_dir.display(),
     );
@@ -570,6 +648,7 @@ Ctrl-C stops everything; data stays in {data}.
 
 fn print_banner(
     config: &UpConfig,
+    identities: &Identities,
     b: &BootstrapConfig,
     admin: &AdminClient,
     remembered: Option<&Remembered>,
@@ -577,7 +656,11 @@ fn print_banner(
 ) {
     let token_url = &b.public_token_url;
     let gateway = &b.public_gateway_url;
-    let grpc = format!("localhost:{}", config.control_listen.port());
+    let grpc = format!(
+        "-cacert {} localhost:{}",
+        identities.ca_cert().display(),
+        config.control_listen.port()
+    );
     let (admin_secret, admin_note) = admin.shown();
     let consumer_key = seeded
         .map(|s| s.consumer_key.clone())
@@ -608,13 +691,13 @@ Call the APIs through the gateway (the seed's commands):
   curl -k -H "Authorization: Bearer $TOKEN" {gateway}/client/1.0.0/users
   curl -k -H "Authorization: Bearer $TOKEN" {gateway}/orders/1.0.0/items
 
-Administer with grpcurl (reflection is on):
-  grpcurl -plaintext {grpc} list
+Administer with grpcurl (reflection is on; TLS under the all-in-one's CA):
+  grpcurl {grpc} list
   ADMIN_TOKEN=$(curl -sk -d grant_type=client_credentials -u '{admin_id}:{admin_secret}' {token_url}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" {grpc} gatehouse.admin.v1.ControlPlane/ListApis
-  NEW_API=$(grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" -d '{{"sourceApiId": "{client_api}", "newVersion": "2.0.0"}}' {grpc} gatehouse.admin.v1.ControlPlane/CreateApiVersion | sed -n 's/^  "id": "\(.*\)",$/\1/p')
-  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" -d "{{\"apiId\": \"$NEW_API\", \"target\": \"PUBLISHED\"}}" {grpc} gatehouse.admin.v1.ControlPlane/ChangeLifecycle
-  grpcurl -plaintext -H "authorization: Bearer $ADMIN_TOKEN" -d "{{\"applicationId\": \"{app_id}\", \"apiId\": \"$NEW_API\", \"tier\": \"Gold\"}}" {grpc} gatehouse.admin.v1.ControlPlane/Subscribe
+  grpcurl -H "authorization: Bearer $ADMIN_TOKEN" {grpc} gatehouse.admin.v1.ControlPlane/ListApis
+  NEW_API=$(grpcurl -H "authorization: Bearer $ADMIN_TOKEN" -d '{{"sourceApiId": "{client_api}", "newVersion": "2.0.0"}}' {grpc} gatehouse.admin.v1.ControlPlane/CreateApiVersion | sed -n 's/^  "id": "\(.*\)",$/\1/p')
+  grpcurl -H "authorization: Bearer $ADMIN_TOKEN" -d "{{\"apiId\": \"$NEW_API\", \"target\": \"PUBLISHED\"}}" {grpc} gatehouse.admin.v1.ControlPlane/ChangeLifecycle
+  grpcurl -H "authorization: Bearer $ADMIN_TOKEN" -d "{{\"applicationId\": \"{app_id}\", \"apiId\": \"$NEW_API\", \"tier\": \"Gold\"}}" {grpc} gatehouse.admin.v1.ControlPlane/Subscribe
   curl -k -H "Authorization: Bearer $TOKEN" {gateway}/client/2.0.0/users
 
 Ctrl-C stops everything; data stays in {data}.

@@ -13,7 +13,6 @@
 //! [`serve`] wires them on one gRPC port ([`GrpcServer`]: reflection v1 and v1alpha for
 //! grpcurl, `grpc.health.v1`, a span per call); [`main`] is the process around it.
 
-pub mod auth;
 pub mod gateways;
 pub mod service;
 
@@ -26,13 +25,14 @@ use std::sync::Arc;
 
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::read_model::Follower;
+use gatehouse_node::tls::{ClusterTlsArgs, https_url};
 use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
 use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
 
-use crate::auth::AdminAuth;
-use crate::gateways::{GatewayRegistry, GatewaySyncService};
+use crate::gateways::{GatewayRegistry, GatewayRegistryArgs, GatewaySyncService};
+use gatehouse_node::auth::AdminAuth;
 
 use crate::service::ControlService;
 
@@ -53,11 +53,11 @@ pub struct ControlConfig {
         default_value = "./data/control"
     )]
     pub data_dir: PathBuf,
-    /// token-service's gRPC address, for application keys.
+    /// token-service's gRPC address, for application keys (mutual TLS: `https://`).
     #[arg(
         long = "token-service-url",
         env = "GATEHOUSE_TOKEN_SERVICE_URL",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "https://127.0.0.1:50052"
     )]
     pub token_service_url: String,
     /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
@@ -66,6 +66,10 @@ pub struct ControlConfig {
     /// The `iss` admin tokens must carry (token-service's token endpoint URL).
     #[arg(long = "token-issuer", env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
     pub token_issuer: String,
+    #[command(flatten)]
+    pub gateways: GatewayRegistryArgs,
+    #[command(flatten)]
+    pub cluster: ClusterTlsArgs,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
@@ -97,6 +101,7 @@ pub async fn serve_on_log(
     log: Arc<dyn gatehouse_eventlog::EventLog>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let node_tls = config.cluster.load("control")?;
     let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
     let model = follower.model.clone();
 
@@ -114,11 +119,13 @@ pub async fn serve_on_log(
         ))
     });
 
-    let key_manager = tonic::transport::Endpoint::from_shared(config.token_service_url.clone())
-        .with_context(|| format!("invalid token-service URL {:?}", config.token_service_url))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let registry = Arc::new(GatewayRegistry::default());
+    let key_manager = node_tls
+        .channel(&https_url(
+            "--token-service-url",
+            &config.token_service_url,
+        )?)
+        .context("token-service's KeyManager")?;
+    let registry = Arc::new(GatewayRegistry::new(&config.gateways));
     let sync = GatewaySyncService {
         log: log.clone(),
         model: model.clone(),
@@ -131,6 +138,7 @@ pub async fn serve_on_log(
     );
     let service = ControlService::new(log, model, key_manager, registry, auth);
     let result = GrpcServer::new()
+        .tls(node_tls.server_config()?)
         .add_service(ControlPlaneServer::new(service))
         .add_service(GatewaySyncServer::new(sync))
         .serve(listener, shutdown)

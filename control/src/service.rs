@@ -25,10 +25,11 @@ use tonic::{Request, Response, Status};
 use crate::gateways::GatewayRegistry;
 use gatehouse_proto::keymanager::{self, key_manager_client::KeyManagerClient};
 
+use gatehouse_node::auth::Caller;
 use gatehouse_node::commands::{CallContext, CommandExecutor};
 use gatehouse_tokens::scopes;
 
-use crate::auth::AdminAuth;
+use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::read_model::ReadModel;
 use gatehouse_node::status::{invalid, log_status};
 
@@ -96,6 +97,25 @@ impl ControlService {
             .ok_or_else(|| Status::not_found(format!("application {id} not found")))
     }
 
+    /// The application `id`, if `caller` may manage it (its owner, or an admin).
+    fn owned_application(&self, caller: &Caller, id: &str) -> Result<Application, Status> {
+        required("application_id", id)?;
+        let application = self.application(id)?;
+        if caller.may_manage(&application.owner) {
+            Ok(application)
+        } else {
+            Err(not_owned(id))
+        }
+    }
+
+    /// The subscription `id`, if `caller` may manage its application.
+    fn owned_subscription(&self, caller: &Caller, id: &str) -> Result<Subscription, Status> {
+        required("subscription_id", id)?;
+        let subscription = self.subscription(id)?;
+        self.owned_application(caller, &subscription.application_id)?;
+        Ok(subscription)
+    }
+
     fn subscription(&self, id: &str) -> Result<Subscription, Status> {
         self.model
             .read()
@@ -103,6 +123,26 @@ impl ControlService {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("subscription {id} not found")))
     }
+}
+
+fn not_owned(application_id: &str) -> Status {
+    Status::permission_denied(format!(
+        "application {application_id} is not the caller's: only its owner or an apim:admin caller may use it"
+    ))
+}
+
+/// A call to token-service's KeyManager on behalf of the admin who called control: the
+/// admin's own bearer token goes along, so token-service verifies the caller itself and
+/// records it as the actor (control's node certificate proves the call comes through
+/// control).
+fn on_behalf<T, M>(incoming: &Request<T>, message: M) -> Request<M> {
+    let mut request = Request::new(message);
+    for name in ["authorization", "traceparent", "tracestate"] {
+        if let Some(value) = incoming.metadata().get(name) {
+            request.metadata_mut().insert(name, value.clone());
+        }
+    }
+    request
 }
 
 fn new_id() -> String {
@@ -331,14 +371,11 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::CreateApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         let application_id = new_id();
-        let owner = if r.owner.is_empty() {
-            ctx.actor.clone()
-        } else {
-            r.owner
-        };
+        let owner = caller.owner_of_new(&r.owner)?;
+        let ctx = caller.context;
         self.run(
             Command::CreateApplication {
                 application_id: application_id.clone(),
@@ -357,22 +394,24 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::GetApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
-        self.auth.authorize(&request, scopes::APP_MANAGE)?;
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
-        required("application_id", &r.application_id)?;
-        Ok(Response::new(self.application(&r.application_id)?))
+        Ok(Response::new(
+            self.owned_application(&caller, &r.application_id)?,
+        ))
     }
 
     async fn list_applications(
         &self,
         request: Request<admin::ListApplicationsRequest>,
     ) -> Result<Response<admin::ListApplicationsResponse>, Status> {
-        self.auth.authorize(&request, scopes::APP_MANAGE)?;
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
         let applications = self
             .model
             .read()
             .applications()
+            .filter(|a| caller.may_manage(&a.owner))
             .filter(|a| r.owner.is_empty() || a.owner == r.owner)
             .cloned()
             .collect();
@@ -385,9 +424,10 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::DeleteApplicationRequest>,
     ) -> Result<Response<admin::DeleteApplicationResponse>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
-        required("application_id", &r.application_id)?;
+        self.owned_application(&caller, &r.application_id)?;
+        let ctx = caller.context;
         self.run(
             Command::DeleteApplication {
                 application_id: r.application_id,
@@ -402,8 +442,10 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::SubscribeRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::SUBSCRIBE)?;
+        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
+        self.owned_application(&caller, &r.application_id)?;
+        let ctx = caller.context;
         let subscription_id = new_id();
         self.run(
             Command::Subscribe {
@@ -457,9 +499,10 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::UnsubscribeRequest>,
     ) -> Result<Response<admin::UnsubscribeResponse>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::SUBSCRIBE)?;
+        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
-        required("subscription_id", &r.subscription_id)?;
+        self.owned_subscription(&caller, &r.subscription_id)?;
+        let ctx = caller.context;
         self.run(
             Command::Unsubscribe {
                 subscription_id: r.subscription_id,
@@ -474,12 +517,16 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListSubscriptionsRequest>,
     ) -> Result<Response<admin::ListSubscriptionsResponse>, Status> {
-        self.auth.authorize(&request, scopes::SUBSCRIBE)?;
+        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
         let r = request.into_inner();
-        let subscriptions = self
-            .model
-            .read()
+        let state = self.model.read();
+        let subscriptions = state
             .subscriptions()
+            .filter(|s| {
+                state
+                    .application(&s.application_id)
+                    .is_some_and(|a| caller.may_manage(&a.owner))
+            })
             .filter(|s| r.application_id.is_empty() || s.application_id == r.application_id)
             .filter(|s| r.api_id.is_empty() || s.api_id == r.api_id)
             .cloned()
@@ -493,40 +540,44 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::GenerateKeysRequest>,
     ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        required("application_id", &r.application_id)?;
-        let keys = self
-            .key_manager
-            .clone()
-            .generate_keys(keymanager::GenerateKeysRequest {
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
+        self.owned_application(&caller, &request.get_ref().application_id)?;
+        let r = request.get_ref().clone();
+        let forwarded = on_behalf(
+            &request,
+            keymanager::GenerateKeysRequest {
                 application_id: r.application_id,
                 key_type: r.key_type,
                 grant_types: r.grant_types,
                 token_lifetime_seconds: r.token_lifetime_seconds,
-                actor: ctx.actor,
-                traceparent: ctx.traceparent,
-            })
+                ..Default::default()
+            },
+        );
+        self.key_manager
+            .clone()
+            .generate_keys(forwarded)
             .await
-            .map_err(Self::key_manager_status)?;
-        Ok(keys)
+            .map_err(Self::key_manager_status)
     }
 
     async fn regenerate_secret(
         &self,
         request: Request<admin::RegenerateSecretRequest>,
     ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        required("application_id", &r.application_id)?;
-        self.key_manager
-            .clone()
-            .regenerate_secret(keymanager::RegenerateSecretRequest {
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
+        let r = request.get_ref().clone();
+        self.owned_application(&caller, &r.application_id)?;
+        let forwarded = on_behalf(
+            &request,
+            keymanager::RegenerateSecretRequest {
                 application_id: r.application_id,
                 key_type: r.key_type,
-                actor: ctx.actor,
-                traceparent: ctx.traceparent,
-            })
+                ..Default::default()
+            },
+        );
+        self.key_manager
+            .clone()
+            .regenerate_secret(forwarded)
             .await
             .map_err(Self::key_manager_status)
     }
@@ -535,17 +586,20 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::RevokeKeysRequest>,
     ) -> Result<Response<admin::RevokeKeysResponse>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        required("application_id", &r.application_id)?;
-        self.key_manager
-            .clone()
-            .revoke_keys(keymanager::RevokeKeysRequest {
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
+        let r = request.get_ref().clone();
+        self.owned_application(&caller, &r.application_id)?;
+        let forwarded = on_behalf(
+            &request,
+            keymanager::RevokeKeysRequest {
                 application_id: r.application_id,
                 key_type: r.key_type,
-                actor: ctx.actor,
-                traceparent: ctx.traceparent,
-            })
+                ..Default::default()
+            },
+        );
+        self.key_manager
+            .clone()
+            .revoke_keys(forwarded)
             .await
             .map_err(Self::key_manager_status)?;
         Ok(Response::new(admin::RevokeKeysResponse {}))
@@ -555,9 +609,9 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::ListKeysRequest>,
     ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
-        self.auth.authorize(&request, scopes::APP_MANAGE)?;
+        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
-        required("application_id", &r.application_id)?;
+        self.owned_application(&caller, &r.application_id)?;
         // Answered from control's own fold: the keys are on the log.
         let keys = self
             .model
@@ -577,14 +631,18 @@ impl ControlPlane for ControlService {
         &self,
         request: Request<admin::RotateSigningKeyRequest>,
     ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::ADMIN)?;
-        let r = request.into_inner();
+        self.auth.caller(&request, scopes::ADMIN)?;
+        let alg = request.get_ref().alg.clone();
+        let forwarded = on_behalf(
+            &request,
+            keymanager::RotateSigningKeyRequest {
+                alg,
+                ..Default::default()
+            },
+        );
         self.key_manager
             .clone()
-            .rotate_signing_key(keymanager::RotateSigningKeyRequest {
-                alg: r.alg,
-                actor: ctx.actor,
-            })
+            .rotate_signing_key(forwarded)
             .await
             .map_err(Self::key_manager_status)
     }

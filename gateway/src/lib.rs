@@ -55,6 +55,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use gatehouse_eventlog::EventLog;
+use gatehouse_node::pki::NodeRole;
+use gatehouse_node::tls::{ClusterTlsArgs, NodeTls, https_url};
 use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -81,14 +83,15 @@ pub struct GatewayConfig {
     )]
     pub http_listen: SocketAddr,
     /// control's gRPC address (snapshots, status reports, and the event stream when
-    /// there is no NATS).
+    /// there is no NATS), over mutual TLS.
     #[arg(
         long = "control-url",
         env = "GATEHOUSE_CONTROL_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "https://127.0.0.1:50051"
     )]
     pub control_url: String,
-    /// This replica's id in control's `ListGateways` (default: the host name).
+    /// This replica's id in control's `ListGateways`: the name in its node certificate
+    /// (`gatehouse ca issue --role gateway --name <id>`). If given, it must be that name.
     #[arg(long = "gateway-id", env = "GATEHOUSE_GATEWAY_ID")]
     pub gateway_id: Option<String>,
     /// Directory for the gateway's own files: the disk snapshot and the generated TLS
@@ -159,6 +162,8 @@ pub struct GatewayConfig {
     /// one it follows control's `WatchEvents` (the embedded file log belongs to one
     /// process and is never opened by a separate gateway).
     #[command(flatten)]
+    pub cluster: ClusterTlsArgs,
+    #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -177,9 +182,23 @@ impl GatewayConfig {
         GatewayConfig::from_arg_matches(&matches).expect("defaults parse")
     }
 
-    /// The replica id: `--gateway-id`, else the host name.
-    pub fn id(&self) -> String {
-        self.gateway_id.clone().unwrap_or_else(hostname)
+    /// The replica id: the name its node certificate proves (`--gateway-id`, if given,
+    /// must agree: control accepts reports only under the certificate's name).
+    pub fn id(&self, tls: &NodeTls) -> anyhow::Result<String> {
+        if tls.identity.role != NodeRole::Gateway {
+            anyhow::bail!(
+                "--node-cert: this is the certificate of {}, not of a gateway",
+                tls.identity
+            );
+        }
+        match &self.gateway_id {
+            Some(id) if *id != tls.identity.name => anyhow::bail!(
+                "--gateway-id {id:?} differs from the name in the node certificate ({:?}); \
+                 issue one for this id with `gatehouse ca issue --role gateway --name {id}`",
+                tls.identity.name
+            ),
+            _ => Ok(tls.identity.name.clone()),
+        }
     }
 }
 
@@ -221,7 +240,8 @@ pub async fn start(
     config: GatewayConfig,
     log: Option<Arc<dyn EventLog>>,
 ) -> anyhow::Result<RunningGateway> {
-    let id = config.id();
+    let node_tls = config.cluster.load("the gateway")?;
+    let id = config.id(&node_tls)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let tls = server::tls_config(
@@ -263,7 +283,8 @@ pub async fn start(
     let syncer = Syncer::new(
         gateway.clone(),
         SyncConfig {
-            control_url: config.control_url.clone(),
+            control_url: https_url("--control-url", &config.control_url)?,
+            tls: node_tls,
             gateway_id: id.clone(),
             address: format!("https://{https_addr} http://{http_addr}"),
             report_interval: Duration::from_millis(config.report_interval_ms.max(100)),

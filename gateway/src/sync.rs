@@ -100,7 +100,10 @@ impl std::fmt::Debug for LogSource {
 /// What the syncer needs to know.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
+    /// control's `https://` URL.
     pub control_url: String,
+    /// This replica's node identity, presented to control.
+    pub tls: gatehouse_node::tls::NodeTls,
     pub gateway_id: String,
     /// Reported to control (where this replica serves).
     pub address: String,
@@ -142,8 +145,9 @@ pub struct Syncer {
 
 impl Syncer {
     pub fn new(gateway: Arc<Gateway>, config: SyncConfig) -> anyhow::Result<Syncer> {
-        let endpoint = tonic::transport::Endpoint::from_shared(config.control_url.clone())
-            .map_err(|e| anyhow::anyhow!("invalid control URL {:?}: {e}", config.control_url))?
+        let endpoint = config
+            .tls
+            .endpoint(&config.control_url)?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -166,3 +166,23 @@ fn call_span(request: &http::Request<()>) -> tracing::Span {
     );
     span
 }
+
+/// Adds `authorization: Bearer <token>` to every call of a client (an empty token adds
+/// nothing).
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            let value = format!("Bearer {}", self.0)
+                .parse()
+                .map_err(|_| tonic::Status::internal("the token is not a valid header value"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}

@@ -8,6 +8,8 @@
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
 //! - [`fold`]: folding one record, with the checks that quarantine poison records.
+//! - [`auth`]: admin bearer tokens verified against the signing keys on the log; the
+//!   verified [`auth::Caller`] is every event's actor.
 //! - [`status`]: domain and log errors as gRPC statuses.
 //! - [`metrics`]: Prometheus metrics of the fold and the write path.
 //! - [`grpc::GrpcServer`]: the one way a node serves gRPC (health, reflection of exactly
@@ -17,6 +19,7 @@
 //! - [`pki`] and [`tls`]: the cluster CA, node identities, mutual TLS between nodes.
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
 
+pub mod auth;
 pub mod commands;
 pub mod fold;
 pub mod grpc;

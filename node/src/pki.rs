@@ -256,19 +256,54 @@ impl ClusterCa {
         identity: &NodeIdentity,
         hosts: &[String],
     ) -> Result<IssuedCertificate, PkiError> {
+        let (cert_pem, key_pem, cert_path, key_path) = self.issue_files(
+            &identity.file_stem(),
+            &identity.to_string(),
+            Some(identity.uri()),
+            hosts,
+            Some((identity.role, identity.name.clone())),
+        )?;
+        Ok(IssuedCertificate {
+            identity: identity.clone(),
+            cert_pem,
+            key_pem,
+            cert_path,
+            key_path,
+        })
+    }
+
+    /// Issues a TLS server certificate naming no node (e.g. for NATS) into
+    /// `server-<name>.crt`/`.key`; returns the certificate's path.
+    pub fn issue_server(&self, name: &str, hosts: &[String]) -> Result<PathBuf, PkiError> {
+        NodeIdentity::new(NodeRole::Control, name)?; // the same rules for the name
+        let (_, _, cert_path, _) =
+            self.issue_files(&format!("server-{name}"), name, None, hosts, None)?;
+        Ok(cert_path)
+    }
+
+    fn issue_files(
+        &self,
+        stem: &str,
+        common_name: &str,
+        uri: Option<String>,
+        hosts: &[String],
+        node: Option<(NodeRole, String)>,
+    ) -> Result<(String, String, PathBuf, PathBuf), PkiError> {
         let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
-            .push(DnType::CommonName, identity.to_string());
+            .push(DnType::CommonName, common_name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Gatehouse");
-        params.subject_alt_names.push(SanType::URI(
-            identity
-                .uri()
-                .try_into()
-                .map_err(|_| PkiError::Invalid(format!("bad identity URI {}", identity.uri())))?,
-        ));
+        if let Some(uri) = uri {
+            params.subject_alt_names.push(SanType::URI(
+                uri.as_str()
+                    .try_into()
+                    .map_err(|_| PkiError::Invalid(format!("bad identity URI {uri}")))?,
+            ));
+        }
         for host in hosts {
             let san = match host.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -299,34 +334,29 @@ impl ClusterCa {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer())?;
 
-        let stem = identity.file_stem();
         let cert_path = self.dir.join(format!("{stem}.crt"));
         let key_path = self.dir.join(format!("{stem}.key"));
         let key_pem = key.serialize_pem();
         write_private(&key_path, key_pem.as_bytes())?;
-        // The chain: the node's certificate, then the CA's.
+        // The chain: the certificate, then the CA's.
         let ca_pem = std::fs::read_to_string(self.cert_path()).map_err(io(&self.cert_path()))?;
         let cert_pem = format!("{}{ca_pem}", cert.pem());
         std::fs::write(&cert_path, &cert_pem).map_err(io(&cert_path))?;
 
-        let mut issued = self.issued()?;
-        issued.insert(
-            hex(&serial),
-            IssuedRecord {
-                serial: hex(&serial),
-                role: identity.role,
-                name: identity.name.clone(),
-                revoked_at: None,
-            },
-        );
-        self.save_issued(&issued)?;
-        Ok(IssuedCertificate {
-            identity: identity.clone(),
-            cert_pem,
-            key_pem,
-            cert_path,
-            key_path,
-        })
+        if let Some((role, name)) = node {
+            let mut issued = self.issued()?;
+            issued.insert(
+                hex(&serial),
+                IssuedRecord {
+                    serial: hex(&serial),
+                    role,
+                    name,
+                    revoked_at: None,
+                },
+            );
+            self.save_issued(&issued)?;
+        }
+        Ok((cert_pem, key_pem, cert_path, key_path))
     }
 
     /// Revokes every certificate issued to `identity` and rewrites `revoked.crl`.

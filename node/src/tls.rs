@@ -225,6 +225,11 @@ impl NodeTls {
     /// A lazily connecting gRPC channel to `url` (`https://host:port`) presenting this
     /// node's certificate.
     pub fn channel(&self, url: &str) -> Result<tonic::transport::Channel, TlsError> {
+        Ok(self.endpoint(url)?.connect_lazy())
+    }
+
+    /// The endpoint behind [`channel`](Self::channel), to tune before connecting.
+    pub fn endpoint(&self, url: &str) -> Result<tonic::transport::Endpoint, TlsError> {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
             .identity(tonic::transport::Identity::from_pem(
@@ -236,13 +241,50 @@ impl NodeTls {
             .tls_config(tls)
             .map_err(|e| TlsError::Config(format!("TLS for {url}: {e}")))?
             .connect_timeout(Duration::from_secs(5));
-        Ok(endpoint.connect_lazy())
+        Ok(endpoint)
     }
 
     /// The cluster CA, PEM (what clients such as grpcurl's `-cacert` trust).
     pub fn ca_pem(&self) -> &[u8] {
         &self.ca_pem
     }
+}
+
+/// A node's URL flag, which must be `https://` (every internal plane is mutual TLS).
+pub fn https_url(flag: &str, url: &str) -> Result<String, TlsError> {
+    if url.starts_with("https://") {
+        Ok(url.to_string())
+    } else {
+        Err(TlsError::Config(format!(
+            "{flag} {url:?}: internal planes speak mutual TLS: use an https:// URL"
+        )))
+    }
+}
+
+/// An endpoint for a client that is not a node (bootstrap, tools): `https://` verified
+/// against `ca` (the cluster CA), or plain `http://`.
+pub fn server_verified_endpoint(
+    url: &str,
+    ca: Option<&Path>,
+) -> Result<tonic::transport::Endpoint, TlsError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| TlsError::Config(format!("invalid URL {url:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    if !url.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let ca = ca.ok_or_else(|| {
+        TlsError::Config(format!(
+            "{url} speaks TLS: give the cluster CA certificate (--cluster-ca, GATEHOUSE_CLUSTER_CA) to verify it"
+        ))
+    })?;
+    let pem = std::fs::read(ca).map_err(|e| file_error(ca, e))?;
+    endpoint
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )
+        .map_err(|e| TlsError::Config(format!("TLS for {url}: {e}")))
 }
 
 /// Who is on the other end of a connection.

@@ -1,10 +1,14 @@
 //! The `gatehouse.keymanager.v1.KeyManager` gRPC service (port 50052): application keys
 //! and signing-key rotation, asked by control on behalf of an admin.
 //!
-//! **This port is internal and unauthenticated for now**: control authenticates and
-//! authorises the admin (bearer token, admin scopes) before calling it, and passes the
-//! admin's client id as `actor`. Do not expose it beyond the cluster network; adding
-//! authentication here (mTLS or a service token) is a later step.
+//! **Who may call**: control, and only on an admin's behalf. The port serves mutual TLS
+//! under the cluster CA; a call must come with control's node certificate
+//! (`spiffe://gatehouse/control/...`; anything else is UNAUTHENTICATED or
+//! PERMISSION_DENIED) and with the admin's own bearer token, which control forwards and
+//! token-service verifies itself (signature, audience, issuer, revocation, the RPC's
+//! scope) — so the actor recorded on every event is the verified admin, never a request
+//! field, and an application's keys are managed only by its owner or an `apim:admin`
+//! caller, here as in control.
 //!
 //! Each RPC turns into domain commands run through the [`Authority`]; domain errors
 //! come back as gRPC statuses through `gatehouse_node::status` (INVALID_ARGUMENT,
@@ -17,22 +21,60 @@
 use std::sync::Arc;
 
 use gatehouse_domain::Command;
-use gatehouse_node::commands::CallContext;
+use gatehouse_node::auth::{AdminAuth, Caller};
+use gatehouse_node::pki::NodeRole;
 use gatehouse_node::status::invalid;
+use gatehouse_node::tls::caller_node;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
 use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
+use gatehouse_tokens::scopes;
 use tonic::{Request, Response, Status};
 
-use crate::authority::{Authority, AuthorityError, SELF_ACTOR};
+use crate::authority::{Authority, AuthorityError};
 use crate::secrets;
 
 pub struct KeyManagerService {
     authority: Arc<Authority>,
+    auth: AdminAuth,
 }
 
 impl KeyManagerService {
-    pub fn new(authority: Arc<Authority>) -> Self {
-        KeyManagerService { authority }
+    pub fn new(authority: Arc<Authority>, auth: AdminAuth) -> Self {
+        KeyManagerService { authority, auth }
+    }
+
+    /// The admin on whose behalf control calls (see the module docs).
+    fn authorize<T>(&self, request: &Request<T>, scope: &str) -> Result<Caller, Status> {
+        match caller_node(request) {
+            None => {
+                return Err(Status::unauthenticated(
+                    "KeyManager answers control only: present control's node certificate (mutual TLS under the cluster CA)",
+                ));
+            }
+            Some(node) if node.role != NodeRole::Control => {
+                return Err(Status::permission_denied(format!(
+                    "KeyManager answers control only, not {node}"
+                )));
+            }
+            Some(_) => {}
+        }
+        self.auth.caller(request, scope)
+    }
+
+    /// Checks the caller may manage the keys of `application_id`.
+    fn check_owner(&self, caller: &Caller, application_id: &str) -> Result<(), Status> {
+        required("application_id", application_id)?;
+        let state = self.authority.state();
+        let application = state
+            .application(application_id)
+            .ok_or_else(|| Status::not_found(format!("application {application_id} not found")))?;
+        if caller.may_manage(&application.owner) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "application {application_id} is not the caller's: only its owner or an apim:admin caller may manage its keys"
+            )))
+        }
     }
 
     /// The live keys of an application for a key type, or NOT_FOUND.
@@ -64,33 +106,6 @@ fn key_type_of(value: i32) -> Result<KeyType, Status> {
     match KeyType::try_from(value) {
         Ok(k @ (KeyType::Production | KeyType::Sandbox)) => Ok(k),
         _ => Err(invalid("key_type", "must be PRODUCTION or SANDBOX")),
-    }
-}
-
-fn context(
-    actor: &str,
-    traceparent: &str,
-    request_meta: &tonic::metadata::MetadataMap,
-) -> CallContext {
-    let header = |name: &str| {
-        request_meta
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    CallContext {
-        actor: if actor.is_empty() {
-            SELF_ACTOR.to_string()
-        } else {
-            actor.to_string()
-        },
-        traceparent: if traceparent.is_empty() {
-            header("traceparent")
-        } else {
-            traceparent.to_string()
-        },
-        tracestate: header("tracestate"),
     }
 }
 
@@ -132,13 +147,11 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<keymanager::GenerateKeysRequest>,
     ) -> Result<Response<ApplicationKeys>, Status> {
-        let ctx = {
-            let r = request.get_ref();
-            context(&r.actor, &r.traceparent, request.metadata())
-        };
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
-        required("application_id", &r.application_id)?;
+        self.check_owner(&caller, &r.application_id)?;
         key_type_of(r.key_type)?;
+        let ctx = caller.context;
         let client_id = secrets::generate_client_id();
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
@@ -172,12 +185,11 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<keymanager::RegenerateSecretRequest>,
     ) -> Result<Response<ApplicationKeys>, Status> {
-        let ctx = {
-            let r = request.get_ref();
-            context(&r.actor, &r.traceparent, request.metadata())
-        };
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
+        self.check_owner(&caller, &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
+        let ctx = caller.context;
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
         self.authority
@@ -197,12 +209,11 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<keymanager::RevokeKeysRequest>,
     ) -> Result<Response<keymanager::RevokeKeysResponse>, Status> {
-        let ctx = {
-            let r = request.get_ref();
-            context(&r.actor, &r.traceparent, request.metadata())
-        };
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
         let r = request.into_inner();
+        self.check_owner(&caller, &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
+        let ctx = caller.context;
         self.authority
             .run(
                 Command::RevokeClient {
@@ -219,8 +230,9 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<keymanager::ListKeysRequest>,
     ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
         let application_id = request.into_inner().application_id;
-        required("application_id", &application_id)?;
+        self.check_owner(&caller, &application_id)?;
         let state = self.authority.state();
         let keys: Vec<OAuthClient> = state
             .clients()
@@ -242,10 +254,7 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<keymanager::RotateSigningKeyRequest>,
     ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
-        let ctx = {
-            let r = request.get_ref();
-            context(&r.actor, "", request.metadata())
-        };
+        let ctx = self.authorize(&request, scopes::ADMIN)?.context;
         let r = request.into_inner();
         let key = self
             .authority

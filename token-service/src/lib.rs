@@ -35,9 +35,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::commands::CommandExecutor;
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::read_model::Follower;
+use gatehouse_node::tls::ClusterTlsArgs;
 use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
 use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
 
@@ -55,7 +57,7 @@ pub struct TokenServiceConfig {
         default_value = "0.0.0.0:9443"
     )]
     pub listen_https: SocketAddr,
-    /// Address of the gRPC KeyManager API (internal: for control).
+    /// Address of the gRPC KeyManager API (internal: for control only, mutual TLS).
     #[arg(
         long = "listen-grpc",
         env = "GATEHOUSE_TOKEN_GRPC_LISTEN",
@@ -96,12 +98,24 @@ pub struct TokenServiceConfig {
         long = "admin-client-secret",
         env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
         hide_env_values = true,
-        requires = "admin_client_id"
+        requires = "admin_client_id",
+        conflicts_with = "admin_client_secret_file"
     )]
     pub admin_client_secret: Option<String>,
+    /// A file with the first admin client's secret. If it does not exist, a random
+    /// secret is generated into it (mode 0600) on first start: compose keeps it in a
+    /// volume, so no secret is ever written in a configuration file.
+    #[arg(
+        long = "admin-client-secret-file",
+        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE",
+        requires = "admin_client_id"
+    )]
+    pub admin_client_secret_file: Option<PathBuf>,
     /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
     #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: ClusterTlsArgs,
     #[command(flatten)]
     pub log: LogArgs,
     #[command(flatten)]
@@ -124,6 +138,7 @@ impl std::fmt::Debug for TokenServiceConfig {
                 &self.admin_client_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("metrics_listen", &self.metrics_listen)
+            .field("cluster", &self.cluster)
             .field("log", &self.log)
             .field("runtime", &self.runtime)
             .finish()
@@ -132,6 +147,28 @@ impl std::fmt::Debug for TokenServiceConfig {
 
 /// How long start-up waits for the state to be rebuilt from the log.
 const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The admin secret kept in `path`, generated into it (mode 0600) if it is not there.
+fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().to_string()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let secret = secrets::generate_secret();
+            gatehouse_node::pki::write_private(path, secret.as_bytes())?;
+            println!(
+                "admin client secret generated into {} (read it there; it is shown nowhere else)",
+                path.display()
+            );
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
 
 /// `token-service`'s and `gatehouse token-service`'s main.
 pub fn main(config: TokenServiceConfig) -> std::process::ExitCode {
@@ -161,6 +198,7 @@ pub async fn serve_on_log(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let node_tls = config.cluster.load("token-service")?;
     let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
     let model = follower.model.clone();
     let described_log = log.describe();
@@ -180,11 +218,12 @@ pub async fn serve_on_log(
         .await
         .context("cannot set up a signing key")?;
     tracing::info!(kid, "signing with the active key");
+    let admin_secret = match &config.admin_client_secret_file {
+        Some(path) => Some(secret_file(path)?),
+        None => config.admin_client_secret.clone(),
+    };
     let created = authority
-        .bootstrap_admin(
-            config.admin_client_id.as_deref(),
-            config.admin_client_secret.as_deref(),
-        )
+        .bootstrap_admin(config.admin_client_id.as_deref(), admin_secret.as_deref())
         .await
         .context("cannot set up the first admin client")?;
     if let Some(admin) = created {
@@ -216,11 +255,14 @@ pub async fn serve_on_log(
     println!(
         "token-service ready on https://{https_addr} (token endpoint) and grpc {grpc_addr} (KeyManager; {described_log})"
     );
+    let key_manager = KeyManagerService::new(
+        authority.clone(),
+        AdminAuth::new(config.issuer.clone(), model.clone()),
+    );
     let grpc_task = tokio::spawn(
         GrpcServer::new()
-            .add_service(KeyManagerServer::new(KeyManagerService::new(
-                authority.clone(),
-            )))
+            .tls(node_tls.server_config()?)
+            .add_service(KeyManagerServer::new(key_manager))
             .serve(grpc, shutdown.clone()),
     );
     let https_task = tokio::spawn(tls::serve(

@@ -1,5 +1,6 @@
-//! Admin authentication: every `ControlPlane` RPC needs `authorization: Bearer <JWT>`
-//! issued by token-service to an admin client and carrying the RPC's admin scope.
+//! Admin authentication: every `ControlPlane` RPC — and every `KeyManager` RPC, which
+//! control forwards on an admin's behalf — needs `authorization: Bearer <JWT>` issued by
+//! token-service to an admin client and carrying the RPC's admin scope.
 //!
 //! Tokens are verified locally: the public signing keys are events on the log, so
 //! control's own fold has them, and no call to token-service is made per request. An
@@ -7,15 +8,61 @@
 //! `gatehouse-apis`, are refused here), a known `kid`, a valid signature under that key's
 //! algorithm, `exp`/`nbf` within a small leeway, control's configured issuer, and is
 //! neither revoked nor from a revoked client. `apim:admin` grants every scope.
+//!
+//! The verified client id is the call's [`Caller`]: the actor recorded on every event
+//! the call causes (never a request field), and the owner that application rules
+//! compare with ([`Caller::may_manage`]).
 
 use std::sync::Arc;
 
-use gatehouse_node::commands::CallContext;
-use gatehouse_node::read_model::ReadModel;
 use gatehouse_tokens::{
-    ADMIN_AUDIENCE, VerificationKeys, Verifier, check_revocation, is_published, scopes,
+    ADMIN_AUDIENCE, AccessClaims, VerificationKeys, Verifier, check_revocation, is_published,
+    scopes,
 };
 use tonic::{Request, Status};
+
+use crate::commands::CallContext;
+use crate::read_model::ReadModel;
+
+/// The verified caller of an admin call.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: AccessClaims,
+    /// The call's context: the caller's client id as actor, and the trace.
+    pub context: CallContext,
+}
+
+impl Caller {
+    /// The caller's client id.
+    pub fn id(&self) -> &str {
+        &self.claims.client_id
+    }
+
+    /// Holds `apim:admin`: may act on anything, including other owners' applications.
+    pub fn is_admin(&self) -> bool {
+        self.claims.has_scope(scopes::ADMIN)
+    }
+
+    /// May see and change what `owner` owns: its own things, or anything for an admin.
+    pub fn may_manage(&self, owner: &str) -> bool {
+        self.is_admin() || self.id() == owner
+    }
+
+    /// The owner a new application gets: the caller, unless an admin names another.
+    pub fn owner_of_new(&self, requested: &str) -> Result<String, Status> {
+        if requested.is_empty() || requested == self.id() {
+            Ok(self.id().to_string())
+        } else if self.is_admin() {
+            Ok(requested.to_string())
+        } else {
+            Err(Status::permission_denied(format!(
+                "owner: only an apim:admin caller may create an application for another owner \
+                 (leave it empty to own it yourself, {})",
+                self.id()
+            )))
+        }
+    }
+}
 
 /// Verifies admin tokens against the keys in control's fold.
 pub struct AdminAuth {
@@ -34,6 +81,11 @@ impl AdminAuth {
     /// The caller of `request`, if it holds `scope` (or `apim:admin`); its client id
     /// becomes the actor of every event the call causes.
     pub fn authorize<T>(&self, request: &Request<T>, scope: &str) -> Result<CallContext, Status> {
+        Ok(self.caller(request, scope)?.context)
+    }
+
+    /// [`authorize`](Self::authorize), keeping the verified claims.
+    pub fn caller<T>(&self, request: &Request<T>, scope: &str) -> Result<Caller, Status> {
         let header = |name: &str| {
             request
                 .metadata()
@@ -74,12 +126,15 @@ impl AdminAuth {
                 claims.client_id
             )));
         }
-        // The events this call causes continue its trace from control's own span.
-        let (traceparent, tracestate) = gatehouse_node::telemetry::current_traceparent();
-        Ok(CallContext {
-            actor: claims.client_id,
-            traceparent,
-            tracestate,
+        // The events this call causes continue its trace from this node's own span.
+        let (traceparent, tracestate) = crate::telemetry::current_traceparent();
+        Ok(Caller {
+            context: CallContext {
+                actor: claims.client_id.clone(),
+                traceparent,
+                tracestate,
+            },
+            claims,
         })
     }
 }
