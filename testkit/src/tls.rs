@@ -255,9 +255,9 @@ impl HttpClient {
         .await
     }
 
-    /// Polls `<base><path>` for each base in turn until each answers `expected` (with
-    /// the bearer `token` if given); returns the time from the call to the last one
-    /// answering so.
+    /// Polls `<base><path>` for each base in turn, every 5 ms, until each answers
+    /// `expected` (with the bearer `token` if given); returns the time from the call to
+    /// the last one answering so.
     ///
     /// # Panics
     ///
@@ -269,12 +269,26 @@ impl HttpClient {
         token: Option<&str>,
         expected: StatusCode,
     ) -> Duration {
+        self.converge_every(Duration::from_millis(5), bases, path, token, expected)
+            .await
+    }
+
+    /// [`converge`](Self::converge), polling every `interval` (zero: as fast as the
+    /// answers come, for a measurement).
+    pub async fn converge_every(
+        &self,
+        interval: Duration,
+        bases: &[impl AsRef<str>],
+        path: &str,
+        token: Option<&str>,
+        expected: StatusCode,
+    ) -> Duration {
         let started = Instant::now();
         for base in bases {
             let url = format!("{}{path}", base.as_ref());
             Poll::new(format!("{url} to answer {expected}"))
                 .timeout(CONVERGE.saturating_sub(started.elapsed()))
-                .every(Duration::from_millis(5))
+                .every(interval)
                 .until_async(|| {
                     let url = &url;
                     async move {

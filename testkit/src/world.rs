@@ -234,6 +234,21 @@ impl World {
         .await
     }
 
+    /// The smallest thing to route: API `api` (`/a/1.0.0`, `GET /x`, on `backend`)
+    /// published, and application `app` (with keys) subscribed to it at Unlimited.
+    pub async fn one_subscribed_api(&self, backend: &str) -> u64 {
+        let definition = api(
+            "A",
+            "/a",
+            "1.0.0",
+            resources(&[("GET", "/x")]),
+            &[backend.into()],
+        );
+        self.publish_api("api", definition).await;
+        self.application("app", "").await;
+        self.subscribe("sub", "app", "api", "Unlimited").await
+    }
+
     /// A token for `app`'s production (or sandbox) keys.
     pub fn token(&self, app: &str, sandbox: bool, scope: &str) -> String {
         self.sign(claims(app, sandbox, scope))
@@ -292,7 +307,7 @@ pub fn admin_claims(client_id: &str, scopes: &[&str], audience: &str, iat: i64) 
     }
 }
 
-/// `GET` resources (method, path).
+/// Resources (method, path).
 pub fn resources(specs: &[(&str, &str)]) -> Vec<Resource> {
     specs
         .iter()
