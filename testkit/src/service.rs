@@ -4,6 +4,8 @@
 //! * [`TestClient`] drives a router in-process with `tower::ServiceExt::oneshot` and
 //!   checks the invariants every response must keep (JSON body, `X-Backend` header);
 //! * [`openapi_operations`] and [`dangling_schema_refs`] read an OpenAPI document;
+//! * the `check_*` functions are the cases both backends must pass (JSON errors, the
+//!   health route, the OpenAPI document, trace context), each asserting all it says;
 //! * [`SpawnedService`] runs the real binary (a [`Process`]) and
 //!   [`check_the_binary_serves_its_healthcheck_and_stops_on_sigterm`] is the test
 //!   both backends run against theirs.
@@ -164,6 +166,118 @@ pub fn dangling_schema_refs(doc: &Value) -> Vec<String> {
         .filter(|name| doc["components"]["schemas"].get(name).is_none())
         .map(str::to_owned)
         .collect()
+}
+
+/// Every one of `texts`, POSTed to `path` as `application/json`, is refused with a JSON
+/// 400 whose message says the body is not JSON.
+pub async fn check_malformed_json_is_json_400(client: &TestClient, path: &str, texts: &[&str]) {
+    for text in texts {
+        let reply = client
+            .send("POST", path, Some(("application/json", text)))
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text:?}");
+        assert_eq!(reply.body["error"], "bad request", "{text:?}");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.contains("as JSON"), "{text:?}: {message}");
+    }
+}
+
+/// `GET <collection>/<id>` with an id that is not a plain number is a JSON 400.
+pub async fn check_non_numeric_ids_are_json_400(client: &TestClient, collection: &str) {
+    for id in ["abc", "-1", "1.5", "+1", "%20", "99999999999999999999999"] {
+        let reply = client.get(&format!("{collection}/{id}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{id}");
+        assert_eq!(reply.body["error"], "bad request", "{id}");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid id"), "{id}: {message}");
+    }
+}
+
+/// `GET uri` (an unknown id) is a JSON 404 with `message`.
+pub async fn check_an_unknown_id_is_json_404(client: &TestClient, uri: &str, message: &str) {
+    let reply = client.get(uri).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        reply.body,
+        serde_json::json!({ "error": "not found", "message": message })
+    );
+}
+
+/// `GET` on each of `uris` is a JSON 404 naming the route.
+pub async fn check_unknown_routes_are_json_404(client: &TestClient, uris: &[&str]) {
+    for uri in uris {
+        let reply = client.get(uri).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(
+            reply.body,
+            serde_json::json!({ "error": "not found", "message": format!("no route for GET {uri}") })
+        );
+    }
+}
+
+/// `method uri` (a GET-only route) is a JSON 405 with `Allow: GET,HEAD`.
+pub async fn check_a_wrong_method_is_json_405(client: &TestClient, method: &str, uri: &str) {
+    let reply = client.send(method, uri, None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.body["error"], "method not allowed");
+    assert_eq!(reply.headers[header::ALLOW], "GET,HEAD");
+}
+
+/// A request carrying a W3C `traceparent` is served, by `backend`.
+pub async fn check_a_traceparent_request_is_served(app: Router, uri: &str, backend: &str) {
+    let request = Request::builder()
+        .uri(uri)
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-backend"], backend);
+}
+
+/// `/health` answers `{"status": "UP"}`.
+pub async fn check_health_is_up(client: &TestClient) {
+    let reply = client.get("/health").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, serde_json::json!({ "status": "UP" }));
+}
+
+/// `/openapi.json` is an OpenAPI 3.0 document of `version` listing exactly the
+/// operations `expected` (method, path), with no dangling schema reference.
+pub async fn check_the_openapi_document_lists(
+    client: &TestClient,
+    version: &str,
+    expected: &[(&str, &str)],
+) {
+    let reply = client.get("/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0."));
+    assert_eq!(doc["info"]["version"], version);
+    let expected: BTreeSet<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(openapi_operations(&doc), expected);
+    assert_eq!(dangling_schema_refs(&doc), Vec::<String>::new());
+}
+
+/// Every operation of `/openapi.json` is routed (no 404, no 405), with `{id}` = 1.
+pub async fn check_every_documented_operation_is_routed(client: &TestClient) {
+    let doc = client.get("/openapi.json").await.body;
+    for (method, path) in openapi_operations(&doc) {
+        let uri = path.replace("{id}", "1");
+        let body = (method == "POST").then_some(("application/json", "{}"));
+        let reply = client.send(&method, &uri, body).await;
+        assert!(
+            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri} is documented but answers {}",
+            reply.status
+        );
+    }
 }
 
 /// How long a spawned binary may take to log `ready on`, or to exit.
