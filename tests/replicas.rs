@@ -521,6 +521,7 @@ async fn a_replica_started_without_control_and_nats_serves_its_disk_snapshot(
 async fn after_nats_and_control_return_every_replica_follows(stack: &mut Stack, seed: &Seed) {
     stack.nats.restart();
     stack.plane.control.restart();
+    stack.plane.control.wait_for_output("control ready on");
     let stale = stack.gateways.last().unwrap().http();
     let http = &stack.http;
     Poll::new("the stale replica to follow again")
@@ -613,6 +614,7 @@ async fn a_replica_without_nats_follows_controls_event_stream() {
     .await;
 
     control.restart();
+    control.wait_for_output("control ready on");
     world.lifecycle("api", Lifecycle::Published).await;
     http.converge(&base, "/a/1.0.0/x", Some(&token), StatusCode::OK)
         .await;
