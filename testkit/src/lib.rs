@@ -4,7 +4,7 @@
 //! | module | what it offers |
 //! |---|---|
 //! | [`ports`] | free loopback ports and addresses, a URL where nothing listens |
-//! | [`poll`] | [`eventually`](poll::eventually) (sync and async): wait for a condition, panic naming what was awaited |
+//! | [`poll`] | [`eventually`] (sync and async): wait for a condition, panic naming what was awaited |
 //! | [`process`] | one child-process wrapper: output to a log file, killed on drop, signals, restarts |
 //! | [`nats`] | a real `nats-server` with JetStream, alone or as a cluster of three |
 //! | [`world`] | the admin side of a test: a log, a read model following it, commands, a published signing key |
