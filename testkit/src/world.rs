@@ -382,9 +382,8 @@ impl LogLocation {
             }
             LogLocation::Nats { url, stream } => Arc::new(
                 NatsLog::connect(NatsLogConfig {
-                    url: url.clone(),
                     stream: stream.clone(),
-                    replicas: 1,
+                    ..NatsLogConfig::new(url.clone())
                 })
                 .await
                 .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}")),
