@@ -8,11 +8,13 @@ use std::path::Path;
 
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
 use gatehouse_proto::admin::{CreateApplicationRequest, ListApplicationsRequest};
-use support::{Node, UpPorts, free_port, run, spawn_up};
+use gatehouse_testkit::free_port;
+use gatehouse_testkit::process::{Process, run};
+use support::{UpPorts, spawn_up};
 
 /// `gatehouse up` on free ports.
 struct Up {
-    node: Node,
+    node: Process,
     ports: UpPorts,
 }
 

@@ -2,7 +2,8 @@
 
 mod support;
 
-use support::{run, spawn_up};
+use gatehouse_testkit::process::run;
+use support::spawn_up;
 
 #[test]
 fn the_postman_collection_passes_against_the_all_in_one() {

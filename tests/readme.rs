@@ -3,7 +3,8 @@
 
 mod support;
 
-use support::{Node, run};
+use gatehouse_testkit::process::run;
+use support::gatehouse;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
@@ -63,7 +64,7 @@ fn walkthrough(admin_secret: &str) -> String {
 fn the_walkthrough_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("walkthrough");
-    let mut up = Node::spawn(
+    let mut up = gatehouse(
         "gatehouse-up",
         dir.path(),
         &[

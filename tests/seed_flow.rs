@@ -4,16 +4,17 @@
 
 mod support;
 
-use gatehouse_eventlog::testing::NatsServer;
+use gatehouse_testkit::grpc::grpcurl_ok;
+use gatehouse_testkit::nats::NatsServer;
 use serde_json::json;
-use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, curl_json, grpcurl};
+use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, curl_json};
 
 #[test]
 fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::start(dir.path(), &nats.url(), &[], &[]);
-    let (https, admin_grpc) = (plane.https, plane.admin);
+    let (https, admin_grpc) = (plane.https, plane.admin_addr());
     let token_url = plane.token_url();
 
     // 1. An admin token, with curl.
@@ -35,7 +36,7 @@ fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
 
     // 2. The publisher's and devportal's steps, with grpcurl.
     let call = |method: &str, body: serde_json::Value| {
-        grpcurl(admin_grpc, &admin_token, method, &body.to_string())
+        grpcurl_ok(&admin_grpc, &admin_token, method, &body.to_string())
     };
     let client_api = call(
         "CreateApi",

@@ -11,9 +11,13 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gatehouse_eventlog::testing::NatsServer;
+use gatehouse_testkit::grpc::grpcurl_ok;
+use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::poll::{Poll, eventually};
+use gatehouse_testkit::ports::{free_port, is_listening};
+use gatehouse_testkit::process::run_ok;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -21,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use support::{ControlPlane, Node, free_port, listening};
+use support::{ControlPlane, Gateway, curl_json, gatehouse};
 
 /// A span as received, with the resource it came from.
 #[derive(Debug, Clone)]
@@ -105,14 +109,11 @@ impl Collector {
 
     /// Waits until `done(spans)` holds (spans are exported in batches).
     fn wait(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spans = self.snapshot();
-            if done(&spans) {
-                return spans;
-            }
-            if Instant::now() > deadline {
-                let summary: Vec<String> = spans
+        Poll::new(what)
+            .every(Duration::from_millis(100))
+            .context(|| {
+                let summary: Vec<String> = self
+                    .snapshot()
                     .iter()
                     .map(|s| {
                         format!(
@@ -121,10 +122,9 @@ impl Collector {
                         )
                     })
                     .collect();
-                panic!("{what} within 30 s; received:\n{}", summary.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                format!("received:\n{}", summary.join("\n"))
+            })
+            .until(|| Some(self.snapshot()).filter(|spans| done(spans)))
     }
 }
 
@@ -148,11 +148,7 @@ fn start_collector() -> (Collector, u16) {
                     .unwrap();
             });
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !listening(port) {
-        assert!(Instant::now() < deadline, "OTLP receiver did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the OTLP receiver to listen", || is_listening(port));
     (collector, port)
 }
 
@@ -176,14 +172,10 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
     let spawn = |name: &str, args: Vec<String>, envs: Vec<(String, String)>| {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Node::spawn(name, dir.path(), &args, &envs)
+        gatehouse(name, dir.path(), &args, &envs)
     };
-    let d = |name: &str| dir.path().join(name).display().to_string();
     let addr = |port: u16| format!("127.0.0.1:{port}");
-    let ports: HashMap<&str, u16> = ["client", "gw1-https", "gw1-http", "gw2-https", "gw2-http"]
-        .into_iter()
-        .map(|k| (k, free_port()))
-        .collect();
+    let ports: HashMap<&str, u16> = [("client", free_port())].into_iter().collect();
 
     let (c, t) = (
         otel("control", "control"),
@@ -199,35 +191,21 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
         ],
         otel("client-service", "client-service"),
     );
-    client.wait_until("listening", || listening(ports["client"]));
-    let mut gateways: Vec<Node> = ["gw1", "gw2"]
+    client.wait_until("listening", || is_listening(ports["client"]));
+    let gateways: Vec<Gateway> = ["gw1", "gw2"]
         .iter()
         .map(|g| {
-            spawn(
-                &format!("gateway-{g}"),
-                vec![
-                    "gateway".into(),
-                    "--gateway-id".into(),
-                    g.to_string(),
-                    "--data-dir".into(),
-                    d(g),
-                    "--listen-https".into(),
-                    addr(ports[format!("{g}-https").as_str()]),
-                    "--listen-http".into(),
-                    addr(ports[format!("{g}-http").as_str()]),
-                    "--control-url".into(),
-                    format!("http://127.0.0.1:{}", plane.admin),
-                    "--nats-url".into(),
-                    nats.url(),
-                ],
-                otel("gateway", g),
+            let envs = otel("gateway", g);
+            Gateway::start(
+                dir.path(),
+                g,
+                plane.admin,
+                Some(&nats.url()),
+                &[],
+                &as_refs(&envs),
             )
         })
         .collect();
-    for (g, node) in ["gw1", "gw2"].iter().zip(gateways.iter_mut()) {
-        let port = ports[format!("{g}-http").as_str()];
-        node.wait_until("listening", || listening(port));
-    }
 
     // Seed through the admin API (bootstrap), pointing ClientServiceAPI at client-service.
     let out = plane.bootstrap(
@@ -242,7 +220,7 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
             .to_string()
     };
     let (key, secret) = (value("consumer key:"), value("consumer secret:"));
-    let token = support::curl_json(&[
+    let token = curl_json(&[
         "-d",
         "grant_type=client_credentials",
         "-u",
@@ -257,10 +235,9 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
     let traceparent = format!("00-{trace_id}-{caller_span}-01");
-    let url = format!("https://{}/client/1.0.0/users", addr(ports["gw1-https"]));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = support::run_ok(
+    let url = format!("{}/client/1.0.0/users", gateways[0].https());
+    let serves = || {
+        let status = run_ok(
             "curl",
             &[
                 "-sk",
@@ -276,14 +253,14 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
             ],
         );
         if status == "200" {
-            break;
+            Ok(())
+        } else {
+            Err(format!("it answers {status}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never served the API: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    };
+    Poll::new("the gateway to serve the API")
+        .every(Duration::from_millis(200))
+        .until(serves);
     let spans = collector.wait(
         "gateway and client-service spans in the caller's trace",
         |spans| {
@@ -355,15 +332,15 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
 
     // 2. An admin change (publish a new version) reaches every replica in one trace.
     let admin_token = plane.admin_token();
-    let apis = support::grpcurl(
-        plane.admin,
+    let apis = grpcurl_ok(
+        plane.admin_addr(),
         &admin_token,
         "ListApis",
         r#"{"context": "/client"}"#,
     );
     let source = apis["apis"][0]["id"].as_str().unwrap().to_string();
-    let v2 = support::grpcurl(
-        plane.admin,
+    let v2 = grpcurl_ok(
+        plane.admin_addr(),
         &admin_token,
         "CreateApiVersion",
         &format!(r#"{{"sourceApiId": "{source}", "newVersion": "2.0.0"}}"#),
@@ -375,8 +352,8 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
         r#"{{"apiId": "{}", "target": "PUBLISHED"}}"#,
         v2["id"].as_str().unwrap()
     );
-    let control_addr = addr(plane.admin);
-    support::run_ok(
+    let control_addr = plane.admin_addr();
+    run_ok(
         "grpcurl",
         &[
             "-plaintext",
@@ -442,7 +419,7 @@ fn json_log_lines_carry_the_trace_id() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{otlp}");
-    let mut backend = Node::spawn(
+    let mut backend = gatehouse(
         "client-service",
         dir.path(),
         &["client-service", "--port", &port.to_string()],
@@ -451,9 +428,9 @@ fn json_log_lines_carry_the_trace_id() {
             ("GATEHOUSE_LOG_FORMAT", "json"),
         ],
     );
-    backend.wait_until("listening", || listening(port));
+    backend.wait_until("listening", || is_listening(port));
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
-    support::run_ok(
+    run_ok(
         "curl",
         &[
             "-s",

@@ -6,7 +6,6 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use gatehouse_eventlog::testing::NatsServer;
 use gatehouse_proto::admin::{
     ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, ListApisRequest,
     UpdateApiRequest, WatchEventsRequest,
@@ -14,6 +13,9 @@ use gatehouse_proto::admin::{
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, event_envelope::Event, lifecycle,
 };
+use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::poll::eventually_async;
+use gatehouse_testkit::tls::HttpClient;
 use serde_json::{Value, json};
 use support::{ControlProcess, grpcurl_list};
 use tonic::Code;
@@ -351,17 +353,12 @@ async fn two_controls_on_one_nats_stream() {
     let api = call(&a, "CreateApi", CLIENT_API);
     let api_id = id(&api);
     // b sees a's write (it follows the log; allow it a moment).
-    let mut seen = false;
-    for _ in 0..50 {
-        let apis = call(&b, "ListApis", "{}");
-        if apis["apis"].as_array().is_some_and(|l| l.len() == 1) {
-            assert_eq!(apis["apis"][0]["id"], api["id"]);
-            seen = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(seen, "second control never saw the API");
+    let apis = eventually_async("the second control to see the API", || async {
+        Some(call(&b, "ListApis", "{}"))
+            .filter(|apis| apis["apis"].as_array().is_some_and(|l| l.len() == 1))
+    })
+    .await;
+    assert_eq!(apis["apis"][0]["id"], api["id"]);
 
     // Both decide an update of version 1 at once: exactly one may win.
     let update = |description: &str| UpdateApiRequest {
@@ -407,18 +404,23 @@ async fn two_controls_on_one_nats_stream() {
         .into_inner();
     assert_eq!(final_a.apis[0].aggregate_version, 2);
     // b agrees with a.
-    for _ in 0..50 {
-        let final_b = cb
-            .list_apis(ListApisRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        if final_b == final_a {
-            return;
+    eventually_async("the two controls to agree", || {
+        let mut cb = cb.clone();
+        let final_a = &final_a;
+        async move {
+            let final_b = cb
+                .list_apis(ListApisRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if &final_b == final_a {
+                Ok(())
+            } else {
+                Err(format!("b lists {final_b:?}, a {final_a:?}"))
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the two controls disagree");
+    })
+    .await;
 }
 
 async fn next(
@@ -534,7 +536,11 @@ async fn metrics_count_the_fold_and_the_commands() {
     let control = ControlProcess::start(dir.path(), None).await;
     call(&control, "CreateApi", CLIENT_API);
     let _ = control.grpcurl("CreateApi", CLIENT_API); // refused: duplicate
-    let metrics = http_get(control.metrics_addr, "/metrics").await;
+    let reply = HttpClient::default()
+        .get(&format!("http://{}/metrics", control.metrics_addr), None)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let metrics = reply.text();
     let value = |line_start: &str| -> u64 {
         metrics
             .lines()
@@ -556,20 +562,4 @@ async fn metrics_count_the_fold_and_the_commands() {
         value("gatehouse_commands_total{node=\"control\",outcome=\"refused\"}"),
         1
     );
-}
-
-/// A plain HTTP/1.1 GET, enough for a metrics page.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
 }

@@ -33,8 +33,6 @@ use futures::Stream;
 
 mod file;
 mod nats;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use file::FileLog;
 pub use nats::{NatsCredentials, NatsLog, NatsLogConfig, NatsTls};

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use gatehouse_eventlog::{
     AppendRequest, Appended, EventLog, Expectation, LogError, Record, RecordStream, subject,
 };
+use gatehouse_testkit::poll::Poll;
 
 /// How long a follower may take to deliver a record before the test fails.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -51,17 +52,20 @@ async fn append(log: &dyn EventLog, request: AppendRequest) -> Appended {
 /// Appends, retrying while the log is unavailable (just after a broker restart, a first
 /// publish can be lost and time out); the same `msg_id` makes retries safe.
 async fn append_retrying(log: &dyn EventLog, request: AppendRequest) -> Appended {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match log.append(request.clone()).await {
-            Ok(appended) => return appended,
-            Err(LogError::Unavailable(reason)) if tokio::time::Instant::now() < deadline => {
-                eprintln!("append unavailable, retrying: {reason}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    Poll::new(format!("the append of {} to succeed", request.msg_id))
+        .timeout(Duration::from_secs(60))
+        .every(Duration::from_millis(200))
+        .until_async(|| async {
+            match log.append(request.clone()).await {
+                Ok(appended) => Ok(appended),
+                Err(LogError::Unavailable(reason)) => {
+                    eprintln!("append unavailable, retrying: {reason}");
+                    Err(reason)
+                }
+                Err(err) => panic!("append of {} failed: {err}", request.msg_id),
             }
-            Err(err) => panic!("append of {} failed: {err}", request.msg_id),
-        }
-    }
+        })
+        .await
 }
 
 async fn next_record(stream: &mut RecordStream) -> Record {
@@ -728,8 +732,8 @@ mod file {
 }
 
 mod nats {
-    use gatehouse_eventlog::testing::NatsServer;
     use gatehouse_eventlog::{NatsLog, NatsLogConfig};
+    use gatehouse_testkit::nats::NatsServer;
 
     use super::*;
 

@@ -9,13 +9,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use futures::FutureExt;
-use gatehouse_domain::{Command, EventMeta, State, handle};
+use gatehouse_domain::{Command, State};
 use gatehouse_gateway::body::GatewayBody;
 use gatehouse_gateway::errors::GatewayError;
 use gatehouse_gateway::metrics::Metrics;
@@ -28,6 +27,7 @@ use gatehouse_proto::events::{
     ApiDefinition, CorsPolicy, EndpointGroup, Endpoints, OAuthClient, Resource, endpoint_group,
     lifecycle::State as Lifecycle, o_auth_client, throttle_policy::Level,
 };
+use gatehouse_testkit::world::{claims, now};
 use gatehouse_tokens::{AccessClaims, KeyType, SigningKeyPair, Verifier};
 use http::{HeaderMap, Method, Request, Response, StatusCode, request::Parts};
 use http_body_util::BodyExt;
@@ -103,19 +103,7 @@ impl Fixture {
     /// Decides `command`, folds its events and swaps the new routing table in, as the
     /// syncer would.
     fn run(&mut self, command: Command) {
-        let events =
-            handle(&self.state, command.clone()).unwrap_or_else(|e| panic!("{command:?}: {e}"));
-        for event in events {
-            let sequence = self.state.sequence() + 1;
-            let envelope = event.envelope(EventMeta {
-                event_id: format!("e{sequence}"),
-                time: None,
-                actor: "test".into(),
-                traceparent: String::new(),
-                tracestate: String::new(),
-            });
-            self.state.apply(sequence, &envelope).unwrap();
-        }
+        gatehouse_testkit::domain::run(&mut self.state, command);
         let table = RoutingTable::build(self.state.clone(), &self.gateway.metrics);
         self.gateway.table.store(Arc::new(table));
     }
@@ -273,33 +261,6 @@ impl Reply {
             .as_ref()
             .unwrap_or_else(|| panic!("answered: {self:?}"));
         assert_eq!(&*forward.peer.endpoints.targets[0].url, url);
-    }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Valid claims for one hour.
-fn claims(app: &str, sandbox: bool, scope: &str) -> AccessClaims {
-    let now = now();
-    AccessClaims {
-        iss: gatehouse_tokens::DEFAULT_ISSUER.into(),
-        sub: "tester".into(),
-        aud: gatehouse_tokens::API_AUDIENCE.into(),
-        exp: now + 3600,
-        nbf: now - 5,
-        iat: now - 5,
-        jti: uuid::Uuid::new_v4().to_string(),
-        scope: scope.into(),
-        client_id: format!("{app}-{}", if sandbox { "sandbox" } else { "prod" }),
-        application_id: app.into(),
-        application_name: app.into(),
-        key_type: if sandbox { "SANDBOX" } else { "PRODUCTION" }.into(),
-        application_tier: "Unlimited".into(),
     }
 }
 

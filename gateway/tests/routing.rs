@@ -4,26 +4,14 @@
 
 use std::time::Instant;
 
-use gatehouse_domain::{Command, EventMeta, State, handle};
+use gatehouse_domain::{Command, State};
 use gatehouse_gateway::metrics::Metrics;
 use gatehouse_gateway::table::{RouteMatch, RoutingTable};
-use gatehouse_proto::events::{ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle};
+use gatehouse_proto::events::{ApiDefinition, lifecycle};
+// "Handle and apply": decide a command against the state and fold its events.
+use gatehouse_testkit::domain::run as apply;
+use gatehouse_testkit::world::{api, resources};
 use http::Method;
-
-fn apply(state: &mut State, command: Command) {
-    let events = handle(state, command.clone()).unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    for event in events {
-        let sequence = state.sequence() + 1;
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("e{sequence}"),
-            time: None,
-            actor: "test".into(),
-            traceparent: String::new(),
-            tracestate: String::new(),
-        });
-        state.apply(sequence, &envelope).unwrap();
-    }
-}
 
 fn definition(
     context: &str,
@@ -31,28 +19,11 @@ fn definition(
     default: bool,
     paths: &[(&str, &str)],
 ) -> ApiDefinition {
+    let name = format!("{context}-{version}").replace('/', "");
+    let urls = ["http://127.0.0.1:9".to_string()];
     ApiDefinition {
-        name: format!("{context}-{version}").replace('/', ""),
-        context: context.into(),
-        version: version.into(),
         is_default_version: default,
-        resources: paths
-            .iter()
-            .map(|(m, p)| Resource {
-                method: (*m).into(),
-                path: (*p).into(),
-                ..Default::default()
-            })
-            .collect(),
-        endpoints: Some(Endpoints {
-            production: Some(EndpointGroup {
-                mode: 0,
-                urls: vec!["http://127.0.0.1:9".into()],
-            }),
-            sandbox: None,
-            timeout_ms: 0,
-        }),
-        ..Default::default()
+        ..api(&name, context, version, resources(paths), &urls)
     }
 }
 

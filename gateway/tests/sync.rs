@@ -8,16 +8,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use gatehouse_domain::Command;
-use gatehouse_eventlog::testing::NatsServer;
-use gatehouse_eventlog::{AppendRequest, EventLog, Expectation, NatsLog, NatsLogConfig};
+use gatehouse_eventlog::{AppendRequest, Expectation};
 use gatehouse_gateway::RunningGateway;
 use gatehouse_proto::events::lifecycle::State as Lifecycle;
+use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::poll::Poll;
+use gatehouse_testkit::world::LogLocation;
 use http::StatusCode;
 
 /// A replica in this process following NATS itself (control unreachable).
@@ -29,40 +30,7 @@ async fn nats_replica(nats: &NatsServer, dir: &std::path::Path, id: &str) -> Run
 }
 
 async fn nats_world(nats: &NatsServer) -> World {
-    let log: Arc<dyn EventLog> = Arc::new(
-        NatsLog::connect(NatsLogConfig::new(nats.url()))
-            .await
-            .unwrap(),
-    );
-    World::on(log, None).await
-}
-
-/// Polls `path` on every replica until each answers `expected` (or the deadline).
-async fn converge(
-    replicas: &[&RunningGateway],
-    path: &str,
-    token: Option<&str>,
-    expected: StatusCode,
-) -> Duration {
-    let http = HttpClient::default();
-    let started = Instant::now();
-    for replica in replicas {
-        let url = format!("http://{}{path}", replica.http_addr);
-        loop {
-            let reply = http.get(&url, token).await;
-            if reply.status == expected {
-                break;
-            }
-            assert!(
-                started.elapsed() < CONVERGE,
-                "replica {} still answers {} for {path}, expected {expected}: {reply:?}",
-                replica.id,
-                reply.status
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    started.elapsed()
+    World::on(LogLocation::nats(nats.url()).open().await).await
 }
 
 async fn seed(world: &World) -> (String, String) {
@@ -108,15 +76,18 @@ async fn every_replica_applies_every_kind_of_admin_change() {
     for (i, dir) in dirs.iter().enumerate() {
         replicas.push(nats_replica(&nats, dir.path(), &format!("gw-{i}")).await);
     }
-    let all: Vec<&RunningGateway> = replicas.iter().collect();
+    let all = bases(&replicas);
+    let http = HttpClient::default();
     let token = world.token("app1", false, "default");
     let t = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
 
-    let d = converge(&all, "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
+    let d = http
+        .converge(&all, "/client/1.0.0/users", Some(&token), StatusCode::OK)
+        .await;
     println!("initial configuration on 3 replicas: {}", t(d));
 
     // A new subscription.
-    converge(
+    http.converge(
         &all,
         "/orders/1.0.0/items",
         Some(&token),
@@ -126,21 +97,25 @@ async fn every_replica_applies_every_kind_of_admin_change() {
     world
         .subscribe("sub2", "app1", "order-api", "Unlimited")
         .await;
-    let d = converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK).await;
+    let d = http
+        .converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK)
+        .await;
     println!("new subscription: {}", t(d));
 
     // Block, then publish again.
     world.lifecycle("order-api", Lifecycle::Blocked).await;
-    let d = converge(
-        &all,
-        "/orders/1.0.0/items",
-        Some(&token),
-        StatusCode::SERVICE_UNAVAILABLE,
-    )
-    .await;
+    let d = http
+        .converge(
+            &all,
+            "/orders/1.0.0/items",
+            Some(&token),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
     println!("block: {}", t(d));
     world.lifecycle("order-api", Lifecycle::Published).await;
-    converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK).await;
+    http.converge(&all, "/orders/1.0.0/items", Some(&token), StatusCode::OK)
+        .await;
 
     // A new API published.
     let (echo, _) = echo_backend("new").await;
@@ -153,19 +128,24 @@ async fn every_replica_applies_every_kind_of_admin_change() {
     world
         .subscribe("sub3", "app1", "new-api", "Unlimited")
         .await;
-    let d = converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::OK).await;
+    let d = http
+        .converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::OK)
+        .await;
     println!("publish: {}", t(d));
 
     // Retire.
     world.lifecycle("new-api", Lifecycle::Deprecated).await;
     world.lifecycle("new-api", Lifecycle::Retired).await;
-    let d = converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::NOT_FOUND).await;
+    let d = http
+        .converge(&all, "/new/1.0.0/x", Some(&token), StatusCode::NOT_FOUND)
+        .await;
     println!("retire: {}", t(d));
 
     // A revoked token.
     let claims = claims("app1", false, "default");
     let doomed = world.sign(claims.clone());
-    converge(&all, "/client/1.0.0/users", Some(&doomed), StatusCode::OK).await;
+    http.converge(&all, "/client/1.0.0/users", Some(&doomed), StatusCode::OK)
+        .await;
     world
         .run(Command::RevokeToken {
             jti: claims.jti,
@@ -173,13 +153,14 @@ async fn every_replica_applies_every_kind_of_admin_change() {
             client_id: claims.client_id,
         })
         .await;
-    let d = converge(
-        &all,
-        "/client/1.0.0/users",
-        Some(&doomed),
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let d = http
+        .converge(
+            &all,
+            "/client/1.0.0/users",
+            Some(&doomed),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
     println!("token revocation: {}", t(d));
 
     // Every replica serves exactly the same configuration.
@@ -208,8 +189,9 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
     let other_dir = tempfile::tempdir().unwrap();
     let replica = nats_replica(&nats, dir.path(), "gw-a").await;
     let other = nats_replica(&nats, other_dir.path(), "gw-b").await;
-    converge(
-        &[&replica, &other],
+    let http = HttpClient::default();
+    http.converge(
+        &bases([&replica, &other]),
         "/client/1.0.0/users",
         Some(&token),
         StatusCode::OK,
@@ -222,8 +204,8 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
         .subscribe("sub2", "app1", "order-api", "Unlimited")
         .await;
     let replica = nats_replica(&nats, dir.path(), "gw-a").await;
-    converge(
-        &[&replica, &other],
+    http.converge(
+        &bases([&replica, &other]),
         "/orders/1.0.0/items",
         Some(&token),
         StatusCode::OK,
@@ -238,7 +220,6 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
     nats.stop();
     let stale = nats_replica(&nats, dir.path(), "gw-a").await;
     wait_for_sequence(&stale, saved).await;
-    let http = HttpClient::default();
     let ready = http
         .get(&format!("http://{}/readyz", stale.http_addr), None)
         .await;
@@ -246,15 +227,15 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
     assert_eq!(ready.json()["status"], "stale");
     assert_eq!(ready.json()["stale"], true);
     assert!(stale.gateway.metrics.stale.load(Ordering::Acquire));
-    converge(
-        &[&stale],
+    http.converge(
+        &bases([&stale]),
         "/client/1.0.0/users",
         Some(&token),
         StatusCode::OK,
     )
     .await;
-    converge(
-        &[&stale],
+    http.converge(
+        &bases([&stale]),
         "/orders/1.0.0/items",
         Some(&token),
         StatusCode::OK,
@@ -264,24 +245,23 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
     // NATS is back: the stale replica follows the log from its snapshot, the running one
     // resumes following without a restart; both apply a new change.
     nats.restart();
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let ready = http
-            .get(&format!("http://{}/readyz", stale.http_addr), None)
-            .await;
-        if ready.status == StatusCode::OK {
-            assert_eq!(ready.json()["stale"], false);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still not ready after NATS came back: {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = Poll::new("the stale replica ready after NATS came back")
+        .every(Duration::from_millis(50))
+        .until_async(|| async {
+            let ready = http
+                .get(&format!("http://{}/readyz", stale.http_addr), None)
+                .await;
+            if ready.status == StatusCode::OK {
+                Ok(ready)
+            } else {
+                Err(format!("{ready:?}"))
+            }
+        })
+        .await;
+    assert_eq!(ready.json()["stale"], false);
     world.lifecycle("order-api", Lifecycle::Blocked).await;
-    converge(
-        &[&stale, &other],
+    http.converge(
+        &bases([&stale, &other]),
         "/orders/1.0.0/items",
         Some(&token),
         StatusCode::SERVICE_UNAVAILABLE,
@@ -294,20 +274,19 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
 /// Waits until the replica's disk snapshot covers `sequence`; returns its sequence.
 async fn wait_for_disk_snapshot(dir: &std::path::Path, sequence: u64) -> u64 {
     let disk = gatehouse_gateway::disk::DiskSnapshot::new(dir);
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        if let Ok(Some(snapshot)) = disk.load()
-            && snapshot.sequence >= sequence
-        {
-            assert!(
-                snapshot.clients.iter().all(|c| c.secret_hash.is_empty()),
-                "no secret hash on the gateway's disk"
-            );
-            return snapshot.sequence;
-        }
-        assert!(Instant::now() < deadline, "no disk snapshot at {sequence}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let snapshot = Poll::new(format!("a disk snapshot at {sequence}"))
+        .until_async(|| async {
+            disk.load()
+                .ok()
+                .flatten()
+                .filter(|snapshot| snapshot.sequence >= sequence)
+        })
+        .await;
+    assert!(
+        snapshot.clients.iter().all(|c| c.secret_hash.is_empty()),
+        "no secret hash on the gateway's disk"
+    );
+    snapshot.sequence
 }
 
 #[tokio::test]
@@ -316,8 +295,15 @@ async fn an_event_that_cannot_be_decoded_is_never_skipped() {
     seed(&world).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&world, dir.path(), |_| {}).await;
+    let http = HttpClient::default();
     let token = world.token("app1", false, "default");
-    converge(&[&gw], "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
+    http.converge(
+        &bases([&gw]),
+        "/client/1.0.0/users",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
     let good = world.sequence();
     let appended = world
         .log
@@ -331,18 +317,20 @@ async fn an_event_that_cannot_be_decoded_is_never_skipped() {
         .await
         .unwrap();
     assert_eq!(appended.sequence, good + 1);
-    let deadline = Instant::now() + CONVERGE;
-    while gw.gateway.metrics.resyncs.load(Ordering::Relaxed) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the bad event did not cause a resync"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Poll::new("the bad event to cause a resync")
+        .every(Duration::from_millis(10))
+        .until_async(|| async { gw.gateway.metrics.resyncs.load(Ordering::Relaxed) > 0 })
+        .await;
     // It keeps serving the last good table and never moves past the bad record.
     assert_eq!(gw.gateway.table.load().sequence, good);
-    converge(&[&gw], "/client/1.0.0/users", Some(&token), StatusCode::OK).await;
-    let ready = HttpClient::default()
+    http.converge(
+        &bases([&gw]),
+        "/client/1.0.0/users",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+    let ready = http
         .get(&format!("http://{}/readyz", gw.http_addr), None)
         .await;
     assert_eq!(

@@ -5,12 +5,13 @@
 
 mod support;
 
-use gatehouse_eventlog::testing::NatsServer;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
 use gatehouse_proto::keymanager::{
     ApplicationKeys, GenerateKeysRequest, ListKeysRequest, RegenerateSecretRequest,
     RevokeKeysRequest,
 };
+use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::poll::Poll;
 use gatehouse_tokens::{API_AUDIENCE, AccessClaims};
 use support::*;
 
@@ -20,7 +21,7 @@ const ADMIN_SECRET: &str = "nats-admin-secret-0123456789";
 struct Setup {
     // Dropped last: the service before its NATS server.
     ts: TokenService,
-    writer: Writer,
+    writer: World,
     seeded: Seeded,
     _dir: tempfile::TempDir,
     nats: NatsServer,
@@ -37,7 +38,7 @@ async fn setup() -> Setup {
     let ts = TokenService::start(
         Options::nats(dir.path(), &nats.url()).with_admin(ADMIN_ID, ADMIN_SECRET),
     );
-    let writer = Writer::new(open_log(&ts.options).await).await;
+    let writer = World::writer(open_log(&ts.options).await).await;
     let seeded = seed_application(&writer).await;
     Setup {
         ts,
@@ -348,23 +349,16 @@ async fn the_nats_stream_holds_no_secret_and_no_private_key() {
     // And the stream as JetStream keeps it on disk: every file of the server's store,
     // read raw (file storage, no compression), once the messages have reached it.
     let store = s.nats.store_dir();
-    let mut on_disk = Vec::new();
-    for _ in 0..100 {
-        on_disk = read_tree(&store);
-        if on_disk
-            .windows(keys.consumer_key.len())
-            .any(|w| w == keys.consumer_key.as_bytes())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        on_disk
-            .windows(keys.consumer_key.len())
-            .any(|w| w == keys.consumer_key.as_bytes()),
-        "the messages are in the store files"
-    );
+    let on_disk = Poll::new("the messages in the store files")
+        .every(std::time::Duration::from_millis(100))
+        .until_async(|| async {
+            Some(read_tree(&store)).filter(|on_disk| {
+                on_disk
+                    .windows(keys.consumer_key.len())
+                    .any(|w| w == keys.consumer_key.as_bytes())
+            })
+        })
+        .await;
     assert_absent(&on_disk, &needles, "the JetStream store files");
 }
 

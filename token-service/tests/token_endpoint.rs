@@ -5,10 +5,9 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gatehouse_domain::Command;
-use gatehouse_eventlog::{AppendRequest, EventLog, Expectation, FileLog};
+use gatehouse_eventlog::{AppendRequest, EventLog, Expectation};
 use gatehouse_proto::events::{
     ClientRegistered, EventEnvelope, OAuthClient, event_envelope::Event, o_auth_client::KeyType,
 };
@@ -37,22 +36,16 @@ async fn start_admin(dir: &tempfile::TempDir) -> TokenService {
 /// Opens the embedded log of a data directory that no process uses, waiting for a
 /// previous user in this process to let go of it.
 async fn open_embedded(dir: &std::path::Path) -> Arc<dyn EventLog> {
-    for _ in 0..100 {
-        if let Ok(log) = FileLog::open(dir.join("eventlog")) {
-            return Arc::new(log);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the embedded log stays locked");
+    LogLocation::Embedded(dir.to_path_buf()).open().await
 }
 
 /// Runs `commands` on the (not running) service's embedded log, then lets go of it.
 async fn prepopulate(dir: &std::path::Path, commands: Vec<Command>) {
-    let writer = Writer::new(open_embedded(dir).await).await;
+    let writer = World::writer(open_embedded(dir).await).await;
     for command in commands {
         writer.run(command).await;
     }
-    drop(writer);
+    writer.close().await;
     drop(open_embedded(dir).await);
 }
 
@@ -728,9 +721,9 @@ async fn the_configured_admin_secret_wins_on_restart() {
 async fn the_embedded_log_holds_no_secret_and_no_private_key() {
     let dir = temp();
     let seeded = {
-        let writer = Writer::new(open_embedded(dir.path()).await).await;
+        let writer = World::writer(open_embedded(dir.path()).await).await;
         let seeded = seed_application(&writer).await;
-        drop(writer);
+        writer.close().await;
         drop(open_embedded(dir.path()).await);
         seeded
     };

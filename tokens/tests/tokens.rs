@@ -2,13 +2,15 @@
 //! produced by a token crafted for it.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gatehouse_domain::{Command, EventMeta, State, handle};
+use gatehouse_domain::{Command, State};
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::SigningKey;
+use gatehouse_testkit::domain::run_at;
+use gatehouse_testkit::now;
 use gatehouse_tokens::{
     ADMIN_AUDIENCE, ADMIN_SCOPES, API_AUDIENCE, AccessClaims, DEFAULT_ISSUER, SigningKeyPair,
     TokenError, VerificationKeys, Verifier, check_revocation, is_published,
@@ -23,13 +25,6 @@ fn rsa_key() -> &'static SigningKeyPair {
 fn ec_key() -> &'static SigningKeyPair {
     static KEY: OnceLock<SigningKeyPair> = OnceLock::new();
     KEY.get_or_init(|| SigningKeyPair::generate("ES256").expect("ES256 key"))
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 fn claims() -> AccessClaims {
@@ -76,8 +71,9 @@ fn with_header(token: &str, header: serde_json::Value) -> String {
 
 #[test]
 fn rs256_round_trip() {
-    let token = rsa_key().sign(&claims()).unwrap();
-    assert_eq!(verifier().verify(&token, &keys()), Ok(claims()));
+    let claims = claims();
+    let token = rsa_key().sign(&claims).unwrap();
+    assert_eq!(verifier().verify(&token, &keys()), Ok(claims));
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some(rsa_key().kid()));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
@@ -85,8 +81,9 @@ fn rs256_round_trip() {
 
 #[test]
 fn es256_round_trip() {
-    let token = ec_key().sign(&claims()).unwrap();
-    assert_eq!(verifier().verify(&token, &keys()), Ok(claims()));
+    let claims = claims();
+    let token = ec_key().sign(&claims).unwrap();
+    assert_eq!(verifier().verify(&token, &keys()), Ok(claims));
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some(ec_key().kid()));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
@@ -101,8 +98,9 @@ fn pem_round_trip_keeps_the_key() {
         assert_eq!(loaded.kid(), key.kid());
         assert_eq!(loaded.public_jwk(), key.public_jwk());
         // A token of the reloaded key verifies with the original's published record.
-        let token = loaded.sign(&claims()).unwrap();
-        assert_eq!(verifier().verify(&token, &keys()), Ok(claims()));
+        let claims = claims();
+        let token = loaded.sign(&claims).unwrap();
+        assert_eq!(verifier().verify(&token, &keys()), Ok(claims));
     }
 }
 
@@ -439,23 +437,9 @@ fn published_keys_are_active_or_not_yet_retired() {
     assert!(!is_published(&key, now));
 }
 
-/// Runs `command` on `state` as the log would: next sequence, with a time.
-fn run(state: &mut State, command: Command) {
-    for event in handle(state, command).expect("command") {
-        let next = state.sequence() + 1;
-        let envelope = event.envelope(EventMeta {
-            event_id: format!("evt-{next}"),
-            time: Some(Timestamp::from(SystemTime::now())),
-            actor: "tester".into(),
-            ..Default::default()
-        });
-        state.apply(next, &envelope).expect("apply");
-    }
-}
-
 fn state_with_client() -> State {
     let mut state = State::new();
-    run(
+    run_at(
         &mut state,
         Command::RegisterClient {
             client: gatehouse_proto::events::OAuthClient {
@@ -465,6 +449,7 @@ fn state_with_client() -> State {
                 ..Default::default()
             },
         },
+        SystemTime::now(),
     );
     state
 }
@@ -483,7 +468,7 @@ fn a_live_token_passes_revocation_checks() {
 fn a_revoked_jti_is_refused() {
     let mut state = state_with_client();
     let c = claims();
-    run(
+    run_at(
         &mut state,
         Command::RevokeToken {
             jti: c.jti.clone(),
@@ -493,6 +478,7 @@ fn a_revoked_jti_is_refused() {
             }),
             client_id: c.client_id.clone(),
         },
+        SystemTime::now(),
     );
     assert_eq!(check_revocation(&c, &state), Err(TokenError::Revoked));
     let mut other = claims();
@@ -504,11 +490,12 @@ fn a_revoked_jti_is_refused() {
 fn tokens_of_a_revoked_client_are_refused() {
     let mut state = state_with_client();
     let c = claims();
-    run(
+    run_at(
         &mut state,
         Command::RevokeClient {
             client_id: c.client_id.clone(),
         },
+        SystemTime::now(),
     );
     assert_eq!(check_revocation(&c, &state), Err(TokenError::ClientRevoked));
     // Issued long before the revocation: refused too.

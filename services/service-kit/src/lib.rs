@@ -25,7 +25,8 @@
 //!
 //! A service crate is then a library exposing `router()` (so the gateway's tests
 //! and an all-in-one launcher can embed it in-process) plus a three-line
-//! `main.rs` calling [`server::run`].
+//! `main.rs` calling [`server::run`]. What their tests share (in-process requests
+//! that check these invariants, the real binary's life) is in `gatehouse-testkit`.
 
 pub mod error;
 pub mod extract;
@@ -33,8 +34,6 @@ pub mod healthcheck;
 pub mod http;
 pub mod openapi;
 pub mod server;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::{ApiError, FieldError, Validator};
 pub use extract::{Id, JsonBody};

@@ -1,21 +1,17 @@
 //! Running the real `token-service` binary and talking to it: HTTPS (trusting the
-//! self-signed certificate it generated), gRPC, and the event log underneath.
+//! self-signed certificate it generated), gRPC, and the event log underneath. The
+//! process and the log's other writer (`World`) are the test kit's.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine;
 use gatehouse_domain::Command as DomainCommand;
-use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig, Record};
-use gatehouse_node::commands::{CallContext, CommandExecutor};
-use gatehouse_node::read_model::ReadModel;
+use gatehouse_eventlog::{EventLog, Record};
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, EventEnvelope, Resource, lifecycle,
 };
@@ -27,6 +23,11 @@ use prost::Message;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tonic::transport::Channel;
+
+pub use gatehouse_testkit::World;
+use gatehouse_testkit::process::Process;
+pub use gatehouse_testkit::tls::basic_auth as basic_header;
+pub use gatehouse_testkit::world::LogLocation;
 
 /// How long the binary may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,24 +79,34 @@ impl Options {
         self.signing_alg = Some(alg.into());
         self
     }
+
+    /// Where the service's log is, for the test to open it too.
+    pub fn location(&self) -> LogLocation {
+        match &self.log {
+            Log::Embedded => LogLocation::Embedded(self.data_dir.clone()),
+            Log::Nats { url, stream } => LogLocation::Nats {
+                url: url.clone(),
+                stream: stream.clone(),
+            },
+        }
+    }
 }
 
 /// A running token-service process (killed on drop).
 pub struct TokenService {
-    child: Child,
+    process: Process,
     pub options: Options,
     pub https: SocketAddr,
     pub grpc: SocketAddr,
     /// The admin client printed at start-up, if one was generated.
     pub printed_admin: Option<(String, String)>,
-    /// Everything the process printed on stdout before it was ready.
+    /// Everything the process printed before it was ready.
     pub stdout: String,
 }
 
 impl TokenService {
     pub fn start(options: Options) -> TokenService {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_token-service"));
-        command
+        let mut builder = Process::builder("token-service", env!("CARGO_BIN_EXE_token-service"))
             .arg("--data-dir")
             .arg(&options.data_dir)
             .args([
@@ -104,59 +115,23 @@ impl TokenService {
                 "--listen-grpc",
                 "127.0.0.1:0",
             ])
-            .env_remove("GATEHOUSE_NATS_URL")
-            .env_remove("GATEHOUSE_ADMIN_CLIENT_ID")
-            .env_remove("GATEHOUSE_ADMIN_CLIENT_SECRET")
-            .env_remove("GATEHOUSE_TLS_CERT")
-            .env_remove("GATEHOUSE_TLS_KEY")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .timeout(START_TIMEOUT);
         if let Log::Nats { url, stream } = &options.log {
-            command.args(["--nats-url", url, "--nats-stream", stream]);
+            builder = builder.args(["--nats-url", url, "--nats-stream", stream]);
         }
         if let Some((id, secret)) = &options.admin {
             // The secret by environment, as documented.
-            command
+            builder = builder
                 .args(["--admin-client-id", id])
                 .env("GATEHOUSE_ADMIN_CLIENT_SECRET", secret);
         }
         if let Some(alg) = &options.signing_alg {
-            command.env("GATEHOUSE_SIGNING_ALG", alg);
+            builder = builder.env("GATEHOUSE_SIGNING_ALG", alg);
         }
-        let mut child = command.spawn().expect("start token-service");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut printed = String::new();
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        let ready = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    printed.push_str(&line);
-                    printed.push('\n');
-                    if line.starts_with("token-service ready on") {
-                        break line;
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    panic!("token-service not ready (exit: {status:?}); stdout:\n{printed}");
-                }
-            }
-        };
+        let mut process = builder.spawn();
+        let ready = process.wait_for_line("token-service ready on");
+        let printed = process.output_of_this_run();
         let https = between(&ready, "https://", " ").parse().unwrap();
         let grpc = between(&ready, "grpc ", " ").parse().unwrap();
         let printed_admin = printed.lines().find_map(|line| {
@@ -168,7 +143,7 @@ impl TokenService {
             })
         });
         TokenService {
-            child,
+            process,
             options,
             https,
             grpc,
@@ -188,14 +163,13 @@ impl TokenService {
 
     /// Kills the process (like a crash) and waits for it.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// Stops and starts again with the same options (same data directory).
     pub fn restart(mut self) -> TokenService {
         self.stop();
-        TokenService::start(self.options.clone())
+        TokenService::start(self.options)
     }
 
     pub async fn key_manager(&self) -> KeyManagerClient<Channel> {
@@ -303,19 +277,6 @@ impl TokenService {
     }
 }
 
-impl Drop for TokenService {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-pub fn basic_header(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
-}
-
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     let rest = &text[text
         .find(start)
@@ -397,54 +358,7 @@ pub fn kid_of(token: &str) -> String {
 
 /// Opens the log the service uses (for the embedded log: only while it is stopped).
 pub async fn open_log(options: &Options) -> Arc<dyn EventLog> {
-    match &options.log {
-        Log::Embedded => Arc::new(FileLog::open(options.data_dir.join("eventlog")).unwrap()),
-        Log::Nats { url, stream } => Arc::new(
-            NatsLog::connect(NatsLogConfig {
-                url: url.clone(),
-                stream: stream.clone(),
-                ..NatsLogConfig::default()
-            })
-            .await
-            .unwrap(),
-        ),
-    }
-}
-
-/// Runs domain commands on `log` as another node (control) would.
-pub struct Writer {
-    pub model: Arc<ReadModel>,
-    executor: CommandExecutor,
-    follower: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    pub async fn new(log: Arc<dyn EventLog>) -> Writer {
-        let model = ReadModel::new();
-        let follower = tokio::spawn(model.clone().follow(log.clone()));
-        Writer {
-            executor: CommandExecutor::new(log, model.clone()),
-            model,
-            follower,
-        }
-    }
-
-    pub async fn run(&self, command: DomainCommand) {
-        let ctx = CallContext {
-            actor: "test-admin".into(),
-            ..Default::default()
-        };
-        self.executor
-            .execute(command.clone(), &ctx)
-            .await
-            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.follower.abort();
-    }
+    options.location().open().await
 }
 
 /// What [`seed_application`] made.
@@ -455,7 +369,7 @@ pub struct Seeded {
 
 /// `MyPythonApp` (owner alice, tier Unlimited) subscribed to a published ClientServiceAPI
 /// whose resources carry the scopes `read:users` and `write:users`.
-pub async fn seed_application(writer: &Writer) -> Seeded {
+pub async fn seed_application(writer: &World) -> Seeded {
     let seeded = Seeded {
         application_id: uuid::Uuid::new_v4().to_string(),
         api_id: uuid::Uuid::new_v4().to_string(),

@@ -1,0 +1,35 @@
+//! What Gatehouse's test suites share, defined once (dev-only: every crate lists it under
+//! `[dev-dependencies]`, none in its own code).
+//!
+//! | module | what it offers |
+//! |---|---|
+//! | [`ports`] | free loopback ports and addresses, a URL where nothing listens |
+//! | [`poll`] | [`eventually`] (sync and async): wait for a condition, panic naming what was awaited |
+//! | [`process`] | one child-process wrapper: output to a log file, killed on drop, signals, restarts |
+//! | [`nats`] | a real `nats-server` with JetStream, alone or as a cluster of three |
+//! | [`world`] | the admin side of a test: a log, a read model following it, commands, a published signing key |
+//! | [`domain`] | "handle and apply": decide a command against a `State` and fold its events, no I/O |
+//! | [`grpc`] | the bearer-token interceptor, an admin client, grpcurl |
+//! | [`tls`] | an HTTP/1.1 + HTTP/2 client that accepts any certificate, and convergence polls on it |
+//! | [`backend`] | backends served in-process: any router, the seed's two, an echo backend |
+//! | [`service`] | what the backends' own tests check: in-process requests, OpenAPI, the real binary |
+//!
+//! Every helper panics with a message saying what it was doing: a test has nothing
+//! sensible to do with a failure to start nats-server, or with a condition that never
+//! came true, but to fail and say why.
+
+pub mod backend;
+pub mod domain;
+pub mod grpc;
+pub mod nats;
+pub mod poll;
+pub mod ports;
+pub mod process;
+pub mod service;
+pub mod tls;
+pub mod world;
+
+pub use poll::{eventually, eventually_async};
+pub use ports::{free_addr, free_port};
+pub use process::Process;
+pub use world::{World, now};
