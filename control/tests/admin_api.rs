@@ -51,7 +51,7 @@ fn listings(control: &ControlProcess) -> (Value, Value, Value) {
 
 /// The seed's publisher + devportal steps with grpcurl, then a restart.
 async fn seed_flow_survives_restart(control: &mut ControlProcess) {
-    let services = grpcurl_list(control.addr);
+    let services = grpcurl_list(&control.target());
     assert!(
         services.contains("gatehouse.admin.v1.ControlPlane"),
         "{services}"
@@ -452,7 +452,7 @@ async fn admin_calls_need_a_valid_token_with_the_scope() {
 
     let dir = tempfile::tempdir().unwrap();
     let control = ControlProcess::start(dir.path(), None).await;
-    assert!(grpcurl_list(control.addr).contains("gatehouse.admin.v1.ControlPlane"));
+    assert!(grpcurl_list(&control.target()).contains("gatehouse.admin.v1.ControlPlane"));
 
     let list = |token: String| {
         let control = &control;

@@ -38,7 +38,7 @@ async fn main() {
     let mut replicas = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         let mut config = test_config(dir.path());
-        config.gateway_id = Some(format!("gw-{i}"));
+        replica(&mut config, &format!("gw-{i}"));
         config.log.nats_url = Some(nats.url());
         let gw = gatehouse_gateway::start(config, None).await.unwrap();
         wait_for_sequence(&gw, world.sequence()).await;

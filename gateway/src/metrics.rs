@@ -215,7 +215,12 @@ impl Metrics {
             (
                 "resyncs_total",
                 &self.resyncs,
-                "Resyncs from a snapshot after a gap or an undecodable event.",
+                "Resyncs from a snapshot after a gap in the log.",
+            ),
+            (
+                "events_quarantined_total",
+                &gatehouse_node::fold::QUARANTINED,
+                "Records that could not be folded (undecodable, kind not matching the subject, refused by the fold): skipped, as on every node.",
             ),
             (
                 "upstream_failures_total",

@@ -1,7 +1,7 @@
 //! Replicas kept in sync by the event log, with a real nats-server: convergence after
 //! every kind of admin change, a replica restarted, a replica started with control and
 //! NATS both down (disk snapshot, stale), NATS restarting under running replicas, and
-//! an undecodable event that must never be skipped.
+//! poison records (undecodable, or a kind its subject does not name) quarantined.
 //!
 //! Convergence is asserted, never speed: each check polls until every replica answers
 //! as expected, within a generous deadline.
@@ -24,7 +24,7 @@ use http::StatusCode;
 /// A replica in this process following NATS itself (control unreachable).
 async fn nats_replica(nats: &NatsServer, dir: &std::path::Path, id: &str) -> RunningGateway {
     let mut config = test_config(dir);
-    config.gateway_id = Some(id.into());
+    replica(&mut config, id);
     config.log.nats_url = Some(nats.url());
     gatehouse_gateway::start(config, None).await.unwrap()
 }
@@ -290,7 +290,7 @@ async fn wait_for_disk_snapshot(dir: &std::path::Path, sequence: u64) -> u64 {
 }
 
 #[tokio::test]
-async fn an_event_that_cannot_be_decoded_is_never_skipped() {
+async fn poison_records_are_quarantined_not_replayed_forever() {
     let world = World::new().await;
     seed(&world).await;
     let dir = tempfile::tempdir().unwrap();
@@ -304,25 +304,73 @@ async fn an_event_that_cannot_be_decoded_is_never_skipped() {
         StatusCode::OK,
     )
     .await;
+    let quarantined = || gatehouse_node::fold::QUARANTINED.load(Ordering::Relaxed);
+    let before = quarantined();
     let good = world.sequence();
-    let appended = world
-        .log
-        .append(AppendRequest {
-            subject: "gatehouse.events.api.junk".into(),
-            msg_id: "junk-1".into(),
-            headers: vec![],
-            payload: bytes::Bytes::from_static(b"\xff\xff\xff not protobuf"),
-            expect: Expectation::Any,
-        })
-        .await
-        .unwrap();
-    assert_eq!(appended.sequence, good + 1);
-    Poll::new("the bad event to cause a resync")
-        .every(Duration::from_millis(10))
-        .until_async(|| async { gw.gateway.metrics.resyncs.load(Ordering::Relaxed) > 0 })
+    // Bytes that are not an event, then a signing key of someone else's published on an
+    // API subject: what anyone able to publish on NATS could store.
+    let forged = gatehouse_tokens::SigningKeyPair::generate("ES256").unwrap();
+    let forged_event = gatehouse_proto::events::EventEnvelope {
+        event_id: "forged".into(),
+        aggregate_id: forged.kid().to_string(),
+        aggregate_version: 1,
+        event: Some(
+            gatehouse_proto::events::event_envelope::Event::SigningKeyPublished(
+                gatehouse_proto::events::SigningKeyPublished {
+                    key: Some(forged.to_signing_key_record()),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    for (subject, payload) in [
+        (
+            "gatehouse.events.api.junk".to_string(),
+            bytes::Bytes::from_static(b"\xff\xff\xff not protobuf"),
+        ),
+        (
+            format!("gatehouse.events.api.{}", forged.kid()),
+            bytes::Bytes::from(prost::Message::encode_to_vec(&forged_event)),
+        ),
+    ] {
+        world
+            .log
+            .append(AppendRequest {
+                subject,
+                msg_id: uuid::Uuid::new_v4().to_string(),
+                headers: vec![],
+                payload,
+                expect: Expectation::Any,
+            })
+            .await
+            .unwrap();
+    }
+    // A good change after them still arrives: the replica moved past both, counting
+    // them, without resyncing.
+    world.lifecycle("order-api", Lifecycle::Blocked).await;
+    wait_for_sequence(&gw, good + 3).await;
+    assert!(
+        quarantined() >= before + 2,
+        "both records counted as quarantined"
+    );
+    assert_eq!(gw.gateway.metrics.resyncs.load(Ordering::Relaxed), 0);
+    let metrics = http
+        .get(&format!("http://{}/metrics", gw.http_addr), None)
         .await;
-    // It keeps serving the last good table and never moves past the bad record.
-    assert_eq!(gw.gateway.table.load().sequence, good);
+    assert!(
+        String::from_utf8_lossy(&metrics.body)
+            .contains("gatehouse_gateway_events_quarantined_total"),
+        "the alert metric is exposed"
+    );
+    // The forged key is not trusted: its tokens are refused.
+    let forged_token = forged.sign(&claims("app1", false, "default")).unwrap();
+    let refused = http
+        .get(
+            &format!("https://{}/client/1.0.0/users", gw.https_addr),
+            Some(&forged_token),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     http.converge(
         &bases([&gw]),
         "/client/1.0.0/users",
@@ -330,14 +378,16 @@ async fn an_event_that_cannot_be_decoded_is_never_skipped() {
         StatusCode::OK,
     )
     .await;
+    http.converge(
+        &bases([&gw]),
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
     let ready = http
         .get(&format!("http://{}/readyz", gw.http_addr), None)
         .await;
-    assert_eq!(
-        ready.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not following: {ready:?}"
-    );
-    assert_eq!(gw.gateway.table.load().sequence, good);
+    assert_eq!(ready.status, StatusCode::OK, "still following: {ready:?}");
     gw.shutdown().await;
 }

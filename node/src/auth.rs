@@ -126,8 +126,13 @@ impl AdminAuth {
                 claims.client_id
             )));
         }
-        // The events this call causes continue its trace from this node's own span.
-        let (traceparent, tracestate) = crate::telemetry::current_traceparent();
+        // The events this call causes continue its trace from this node's own span (or,
+        // with tracing off, from the caller's trace context).
+        let (mut traceparent, mut tracestate) = crate::telemetry::current_traceparent();
+        if traceparent.is_empty() {
+            traceparent = header("traceparent");
+            tracestate = header("tracestate");
+        }
         Ok(Caller {
             context: CallContext {
                 actor: claims.client_id.clone(),

@@ -9,7 +9,8 @@
 //! | [`nats`] | a real `nats-server` with JetStream, alone or as a cluster of three |
 //! | [`world`] | the admin side of a test: a log, a read model following it, commands, a published signing key |
 //! | [`domain`] | "handle and apply": decide a command against a `State` and fold its events, no I/O |
-//! | [`grpc`] | the bearer-token interceptor, an admin client, grpcurl |
+//! | [`pki`] | a test cluster CA and node certificates (the product's own mutual TLS) |
+//! | [`grpc`] | TLS targets, the bearer-token interceptor, an admin client, grpcurl |
 //! | [`tls`] | an HTTP/1.1 + HTTP/2 client that accepts any certificate, and convergence polls on it |
 //! | [`backend`] | backends served in-process: any router, the seed's two, an echo backend |
 //! | [`service`] | what the backends' own tests check: in-process requests, OpenAPI, the real binary |
@@ -22,6 +23,7 @@ pub mod backend;
 pub mod domain;
 pub mod grpc;
 pub mod nats;
+pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod process;

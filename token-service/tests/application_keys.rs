@@ -5,12 +5,14 @@
 
 mod support;
 
+use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
 use gatehouse_proto::keymanager::{
     ApplicationKeys, GenerateKeysRequest, ListKeysRequest, RegenerateSecretRequest,
     RevokeKeysRequest,
 };
 use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::poll::Poll;
 use gatehouse_tokens::{API_AUDIENCE, AccessClaims};
 use support::*;
@@ -50,15 +52,22 @@ async fn setup() -> Setup {
 }
 
 async fn generate(s: &Setup, key_type: KeyType) -> ApplicationKeys {
+    let mut request = tonic::Request::new(GenerateKeysRequest {
+        application_id: s.seeded.application_id.clone(),
+        key_type: key_type as i32,
+        // Ignored: the actor is the verified caller.
+        actor: "mallory".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
     s.ts.key_manager()
         .await
-        .generate_keys(GenerateKeysRequest {
-            application_id: s.seeded.application_id.clone(),
-            key_type: key_type as i32,
-            actor: ADMIN_ID.into(),
-            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-            ..Default::default()
-        })
+        .generate_keys(request)
         .await
         .expect("GenerateKeys")
         .into_inner()
@@ -228,8 +237,69 @@ async fn application_keys_flow_on_nats() {
         .into_iter()
         .find(|(_, e)| e.aggregate_id == id)
         .expect("the ClientRegistered event");
-    assert_eq!(registered.1.actor, ADMIN_ID);
+    assert_eq!(
+        registered.1.actor, ADMIN_ID,
+        "the verified caller, not the request's actor field"
+    );
     assert!(registered.1.traceparent.starts_with("00-4bf92f35"));
+    drop(s.writer);
+}
+
+#[tokio::test]
+async fn key_manager_answers_control_only_on_an_admins_behalf() {
+    let s = setup().await;
+    let (id, secret) = s.ts.admin();
+    let admin_token = s.ts.token(&id, &secret, "").await.access_token;
+    let request = || GenerateKeysRequest {
+        application_id: s.seeded.application_id.clone(),
+        key_type: KeyType::Production as i32,
+        ..Default::default()
+    };
+    let refused = |r: Result<tonic::Response<ApplicationKeys>, tonic::Status>| {
+        let status = r.expect_err("refused");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ),
+            "{status:?}"
+        );
+        status.code()
+    };
+    // No client certificate, even with an admin's token.
+    let mut anonymous = s.ts.key_manager_as(None, &admin_token).await;
+    assert_eq!(
+        refused(anonymous.generate_keys(request()).await),
+        tonic::Code::Unauthenticated
+    );
+    // A gateway's identity, even with an admin's token.
+    let mut gateway =
+        s.ts.key_manager_as(Some(NodeRole::Gateway), &admin_token)
+            .await;
+    assert_eq!(
+        refused(gateway.generate_keys(request()).await),
+        tonic::Code::PermissionDenied
+    );
+    // control's identity without a token, or with an application's token.
+    let mut bare = s.ts.key_manager_as(Some(NodeRole::Control), "").await;
+    assert_eq!(
+        refused(bare.generate_keys(request()).await),
+        tonic::Code::Unauthenticated
+    );
+    let app = s.writer.token("some-app", false, "");
+    let mut with_app_token = s.ts.key_manager_as(Some(NodeRole::Control), &app).await;
+    refused(with_app_token.generate_keys(request()).await);
+    // A certificate of another CA does not even get a TLS session.
+    let stranger = TestPki::new()
+        .node_tls(NodeRole::Control, "control")
+        .channel(&format!("https://127.0.0.1:{}", s.ts.grpc.port()))
+        .unwrap();
+    let mut stranger =
+        gatehouse_proto::keymanager::key_manager_client::KeyManagerClient::new(stranger);
+    assert!(stranger.generate_keys(request()).await.is_err());
+    // From control, on the admin's behalf: it works.
+    let keys = generate(&s, KeyType::Production).await;
+    assert!(!keys.consumer_secret.is_empty());
     drop(s.writer);
 }
 

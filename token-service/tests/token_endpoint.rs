@@ -570,12 +570,13 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     let old = ts.token(ADMIN_ID, ADMIN_SECRET, "").await.access_token;
     let old_kid = kid_of(&old);
 
-    // grpc.health.v1 says the KeyManager serves.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ts.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    // grpc.health.v1 says the KeyManager serves (to anyone: health needs no identity).
+    let channel = gatehouse_testkit::grpc::channel(
+        &ts.options
+            .pki()
+            .target(format!("127.0.0.1:{}", ts.grpc.port())),
+    )
+    .await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {

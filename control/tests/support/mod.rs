@@ -8,14 +8,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::admin::ListApisRequest;
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
-use gatehouse_testkit::grpc::{AdminClient, admin_client};
+use gatehouse_testkit::grpc::{AdminClient, Target, admin_client};
+use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::ports::free_addr;
 use gatehouse_testkit::process::Process;
 use gatehouse_testkit::world::{World, admin_claims};
 use gatehouse_tokens::{ADMIN_AUDIENCE, ADMIN_SCOPES, SigningKeyPair};
-use tonic::transport::Channel;
 
 pub use gatehouse_testkit::grpc::{Bearer, grpcurl_list};
 pub use gatehouse_testkit::world::{LogLocation, now};
@@ -65,6 +66,8 @@ pub struct ControlProcess {
     /// An admin token with every scope.
     pub token: String,
     pub keys: AdminKeys,
+    /// The test CA of control's certificate (and of the gateways that call it).
+    pub pki: TestPki,
 }
 
 impl ControlProcess {
@@ -87,7 +90,9 @@ impl ControlProcess {
     ) -> ControlProcess {
         let addr = free_addr();
         let metrics_addr = free_addr();
+        let pki = TestPki::in_dir(&data_dir.join("pki"));
         let mut builder = Process::builder("control", env!("CARGO_BIN_EXE_control"))
+            .args(pki.args(NodeRole::Control, "control"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
@@ -107,6 +112,7 @@ impl ControlProcess {
             data_dir: data_dir.to_path_buf(),
             token: keys.admin_token(),
             keys,
+            pki,
         };
         control.wait_serving().await;
         control
@@ -114,16 +120,19 @@ impl ControlProcess {
 
     /// Waits until control answers an admin call.
     async fn wait_serving(&mut self) {
-        let (url, token) = (self.url(), self.token.clone());
+        let (target, token) = (self.target(), self.token.clone());
         self.process
             .wait_until_async("answering ListApis", || {
-                let (url, token) = (url.clone(), token.clone());
+                let (target, token) = (target.clone(), token.clone());
                 async move {
-                    let channel = Channel::from_shared(url)
-                        .unwrap()
-                        .connect()
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let channel = gatehouse_node::tls::server_verified_endpoint(
+                        &target.url(),
+                        Some(&target.ca),
+                    )
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
                     ControlPlaneClient::with_interceptor(channel, Bearer(token))
                         .list_apis(ListApisRequest::default())
                         .await
@@ -135,7 +144,12 @@ impl ControlProcess {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
+    }
+
+    /// control's admin port, as a TLS target for grpcurl and clients.
+    pub fn target(&self) -> Target {
+        self.pki.target(self.addr)
     }
 
     /// A client sending the full admin token.
@@ -145,12 +159,12 @@ impl ControlProcess {
 
     /// A client sending `token` (empty: no authorization metadata).
     pub async fn client_with(&self, token: &str) -> Client {
-        admin_client(&self.url(), token).await
+        admin_client(&self.target(), token).await
     }
 
     /// grpcurl with the admin token.
     pub fn grpcurl(&self, method: &str, body: &str) -> Result<serde_json::Value, String> {
-        gatehouse_testkit::grpc::grpcurl(self.addr, &self.token, method, body)
+        gatehouse_testkit::grpc::grpcurl(&self.target(), &self.token, method, body)
     }
 
     /// Stops the process (SIGKILL: nothing acknowledged may depend on a clean exit).

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gatehouse_gateway::{GatewayConfig, RunningGateway};
+use gatehouse_node::pki::NodeRole;
+use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::poll::Poll;
 
 pub use gatehouse_testkit::backend::{echo_backend, seed_backends, serve};
@@ -33,17 +35,25 @@ pub async fn gateway(
     gw
 }
 
-/// A configuration on free ports, control unreachable, no access log.
+/// A configuration on free ports, control unreachable, no access log, replica
+/// `test-gw`.
 pub fn test_config(dir: &std::path::Path) -> GatewayConfig {
     let mut config = GatewayConfig::defaults();
     config.https_listen = "127.0.0.1:0".parse().unwrap();
     config.http_listen = "127.0.0.1:0".parse().unwrap();
-    config.control_url = dead_url();
+    config.control_url = dead_url().replace("http://", "https://");
     config.data_dir = dir.to_path_buf();
-    config.gateway_id = Some("test-gw".into());
     config.access_log = false;
     config.report_interval_ms = 200;
+    replica(&mut config, "test-gw");
     config
+}
+
+/// Makes `config` replica `id`: the node certificate that names it, from a test CA in
+/// its data directory.
+pub fn replica(config: &mut GatewayConfig, id: &str) {
+    config.cluster = TestPki::in_dir(&config.data_dir.join("pki")).node(NodeRole::Gateway, id);
+    config.gateway_id = Some(id.into());
 }
 
 /// Waits until the gateway serves a table covering `sequence`.

@@ -12,17 +12,24 @@ use std::time::Duration;
 use base64::Engine;
 use gatehouse_domain::Command as DomainCommand;
 use gatehouse_eventlog::{EventLog, Record};
+use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, EventEnvelope, Resource, lifecycle,
 };
 use gatehouse_proto::keymanager::key_manager_client::KeyManagerClient;
+use gatehouse_testkit::grpc::Bearer;
+use gatehouse_testkit::pki::TestPki;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A KeyManager client with a caller's bearer token.
+pub type KeyManager = KeyManagerClient<InterceptedService<Channel, Bearer>>;
 
 pub use gatehouse_testkit::World;
 use gatehouse_testkit::process::Process;
@@ -80,6 +87,12 @@ impl Options {
         self
     }
 
+    /// The test CA the service's node certificate is issued by (`<data dir>/pki`, kept
+    /// across restarts).
+    pub fn pki(&self) -> TestPki {
+        TestPki::in_dir(&self.data_dir.join("pki"))
+    }
+
     /// Where the service's log is, for the test to open it too.
     pub fn location(&self) -> LogLocation {
         match &self.log {
@@ -115,6 +128,7 @@ impl TokenService {
                 "--listen-grpc",
                 "127.0.0.1:0",
             ])
+            .args(options.pki().args(NodeRole::TokenService, "token-service"))
             .env("RUST_LOG", "warn")
             .timeout(START_TIMEOUT);
         if let Log::Nats { url, stream } = &options.log {
@@ -172,10 +186,32 @@ impl TokenService {
         TokenService::start(self.options)
     }
 
-    pub async fn key_manager(&self) -> KeyManagerClient<Channel> {
-        KeyManagerClient::connect(format!("http://{}", self.grpc))
-            .await
-            .expect("connect to the KeyManager")
+    /// The KeyManager as control calls it: control's node certificate, and an admin's
+    /// token (the configured admin client's) forwarded with every call.
+    pub async fn key_manager(&self) -> KeyManager {
+        let (id, secret) = self.admin();
+        let token = self.token(&id, &secret, "").await.access_token;
+        self.key_manager_as(Some(NodeRole::Control), &token).await
+    }
+
+    /// The KeyManager as a caller presenting the certificate of a node of `role` (none:
+    /// no client certificate) and `token` (empty: none).
+    pub async fn key_manager_as(&self, role: Option<NodeRole>, token: &str) -> KeyManager {
+        let pki = self.options.pki();
+        let url = format!("https://127.0.0.1:{}", self.grpc.port());
+        let channel = match role {
+            Some(role) => pki
+                .node_tls(role, &format!("test-{role}"))
+                .channel(&url)
+                .unwrap(),
+            None => {
+                gatehouse_testkit::grpc::channel(
+                    &pki.target(format!("127.0.0.1:{}", self.grpc.port())),
+                )
+                .await
+            }
+        };
+        KeyManagerClient::with_interceptor(channel, Bearer(token.to_string()))
     }
 
     /// The self-signed certificate the service generated.
