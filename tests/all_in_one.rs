@@ -71,12 +71,29 @@ fn printed_lines_work_and_a_restart_reuses_the_data_without_reseeding() {
     // port where nothing listens.
     let probe = |args: &[&str]| run(env!("CARGO_BIN_EXE_gatehouse"), args).status.success();
     let local = |p: u16| format!("127.0.0.1:{p}");
+    let ca = data.join("pki/ca.crt").display().to_string();
     assert!(
-        probe(&["healthcheck", "grpc", &local(up.ports.control)]),
+        probe(&[
+            "healthcheck",
+            "grpc",
+            &local(up.ports.control),
+            "--cluster-ca",
+            &ca
+        ]),
         "control's gRPC health"
     );
     assert!(
-        probe(&["healthcheck", "grpc", &local(up.ports.token_grpc)]),
+        !probe(&["healthcheck", "grpc", &local(up.ports.control)]),
+        "control's port speaks TLS only"
+    );
+    assert!(
+        probe(&[
+            "healthcheck",
+            "grpc",
+            &local(up.ports.token_grpc),
+            "--cluster-ca",
+            &ca
+        ]),
         "token-service's gRPC health"
     );
     assert!(
@@ -177,17 +194,16 @@ async fn sigint_during_a_burst_of_admin_calls_loses_no_acknowledged_change() {
         .find(|l| l.trim_start().starts_with("ADMIN_TOKEN="))
         .unwrap();
     let token = bash(&format!("{}\necho -n \"$ADMIN_TOKEN\"", admin_line.trim()));
-    let control = format!("http://127.0.0.1:{}", up.ports.control);
+    let control = gatehouse_testkit::grpc::Target::new(
+        format!("127.0.0.1:{}", up.ports.control),
+        data.join("pki/ca.crt"),
+    );
 
     let burst = {
         let (control, token) = (control.clone(), token.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            let channel = tonic::transport::Channel::from_shared(control)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            let channel = gatehouse_testkit::grpc::channel(&control).await;
             let mut client = ControlPlaneClient::new(channel);
             for i in 0..100_000 {
                 let name = format!("burst-app-{i}");
@@ -220,11 +236,7 @@ async fn sigint_during_a_burst_of_admin_calls_loses_no_acknowledged_change() {
     up.node.restart();
     let node = &mut up.node;
     tokio::task::block_in_place(|| node.wait_for_output_count("Gatehouse is up.", 2));
-    let channel = tonic::transport::Channel::from_shared(control)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = gatehouse_testkit::grpc::channel(&control).await;
     let mut client = ControlPlaneClient::new(channel);
     let mut request = tonic::Request::new(ListApplicationsRequest::default());
     request

@@ -26,7 +26,7 @@ fn bootstrap_seeds_the_demo_once_and_a_second_run_changes_nothing() {
     );
 
     let token = plane.admin_token();
-    let snapshot = |token: &str| grpcurl_ok(plane.admin_addr(), token, "GetSnapshot", "{}");
+    let snapshot = |token: &str| grpcurl_ok(&plane.admin_target(), token, "GetSnapshot", "{}");
     let before = snapshot(&token);
     let apis = before["apis"].as_array().unwrap();
     assert_eq!(apis.len(), 2);

@@ -3,7 +3,6 @@
 
 mod support;
 
-use gatehouse_testkit::process::run;
 use support::gatehouse;
 
 fn readme() -> String {
@@ -89,7 +88,12 @@ fn the_walkthrough_runs_as_written() {
         .to_string();
     let script = walkthrough(&secret);
     assert!(script.contains("GenerateKeys") && script.contains("/orders/1.0.0/items"));
-    let result = run("bash", &["-c", &format!("set -euo pipefail\n{script}")]);
+    // Run where `./walkthrough` is the data directory, as the README says.
+    let result = std::process::Command::new("bash")
+        .args(["-c", &format!("set -euo pipefail\n{script}")])
+        .current_dir(dir.path())
+        .output()
+        .expect("bash");
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert!(
         result.status.success(),

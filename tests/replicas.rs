@@ -28,6 +28,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::admin::{
     ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
     ListGatewaysRequest, SubscribeRequest,
@@ -38,6 +39,7 @@ use gatehouse_proto::events::{
 use gatehouse_testkit::backend::{echo_backend, seed_backends};
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsServer;
+use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::poll::Poll;
 use gatehouse_testkit::ports::free_port;
 use gatehouse_testkit::process::Process;
@@ -88,7 +90,7 @@ impl Stack {
         let (client_url, order_url) = seed_backends().await;
         let http = HttpClient::default();
         let admin_token = access_token(&http, &plane, ADMIN_ID, ADMIN_SECRET).await;
-        let admin = admin_client(&plane.admin_url(), &admin_token).await;
+        let admin = admin_client(&plane.admin_target(), &admin_token).await;
         Stack {
             gateways_dir: work.path().join("gateways"),
             _work: work,
@@ -107,6 +109,7 @@ impl Stack {
     fn replica(&self, id: &str) -> Gateway {
         Gateway::start(
             &self.gateways_dir,
+            &self.plane.pki,
             id,
             self.plane.admin,
             Some(&self.nats.url()),
@@ -540,7 +543,7 @@ async fn after_nats_and_control_return_every_replica_follows(stack: &mut Stack, 
         })
         .await;
     let all = stack.bases();
-    stack.admin = admin_client(&stack.plane.admin_url(), &stack.admin_token).await;
+    stack.admin = admin_client(&stack.plane.admin_target(), &stack.admin_token).await;
     stack.lifecycle(&seed.client_api, Lifecycle::Blocked).await;
     let took = stack
         .http
@@ -574,22 +577,22 @@ async fn a_replica_without_nats_follows_controls_event_stream() {
     let work = tempfile::tempdir().unwrap();
     let nats = NatsServer::start();
     let control_port = free_port();
-    let mut control = gatehouse(
-        "control",
-        work.path(),
-        &[
-            "control",
-            "--listen",
-            &format!("127.0.0.1:{control_port}"),
-            "--data-dir",
-            &work.path().join("control").display().to_string(),
-            "--token-service-url",
-            &format!("http://127.0.0.1:{}", free_port()),
-            "--nats-url",
-            &nats.url(),
-        ],
-        &[],
-    );
+    let mut args: Vec<String> = [
+        "control".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{control_port}"),
+        "--data-dir".into(),
+        work.path().join("control").display().to_string(),
+        "--token-service-url".into(),
+        format!("https://127.0.0.1:{}", free_port()),
+        "--nats-url".into(),
+        nats.url(),
+    ]
+    .into();
+    let pki = TestPki::in_dir(&work.path().join("pki"));
+    args.extend(pki.args(NodeRole::Control, "control"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut control = gatehouse("control", work.path(), &args, &[]);
     control.wait_for_output("control ready on");
     // The admin side writes to the same stream directly (control's admin API needs
     // token-service; this test is about the gateway's sync path).
@@ -597,7 +600,7 @@ async fn a_replica_without_nats_follows_controls_event_stream() {
     let (echo, _) = echo_backend("echo").await;
     world.one_subscribed_api(&echo).await;
     // No --nats-url (and no GATEHOUSE_NATS_URL: the test kit never passes it on).
-    let gw = Gateway::start(work.path(), "gw", control_port, None, &[], &[]);
+    let gw = Gateway::start(work.path(), &pki, "gw", control_port, None, &[], &[]);
     let http = HttpClient::default();
     wait_for_sequence(&http, &gw, world.sequence()).await;
     let base = vec![gw.http()];

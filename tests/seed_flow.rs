@@ -14,7 +14,7 @@ fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let plane = ControlPlane::start(dir.path(), &nats.url(), &[], &[]);
-    let (https, admin_grpc) = (plane.https, plane.admin_addr());
+    let (https, admin_grpc) = (plane.https, plane.admin_target());
     let token_url = plane.token_url();
 
     // 1. An admin token, with curl.

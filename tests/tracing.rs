@@ -198,6 +198,7 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
             let envs = otel("gateway", g);
             Gateway::start(
                 dir.path(),
+                &plane.pki,
                 g,
                 plane.admin,
                 Some(&nats.url()),
@@ -333,14 +334,14 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
     // 2. An admin change (publish a new version) reaches every replica in one trace.
     let admin_token = plane.admin_token();
     let apis = grpcurl_ok(
-        plane.admin_addr(),
+        &plane.admin_target(),
         &admin_token,
         "ListApis",
         r#"{"context": "/client"}"#,
     );
     let source = apis["apis"][0]["id"].as_str().unwrap().to_string();
     let v2 = grpcurl_ok(
-        plane.admin_addr(),
+        &plane.admin_target(),
         &admin_token,
         "CreateApiVersion",
         &format!(r#"{{"sourceApiId": "{source}", "newVersion": "2.0.0"}}"#),
@@ -352,18 +353,20 @@ fn one_trace_per_call_across_gateway_and_backend_and_per_change_across_replicas(
         r#"{{"apiId": "{}", "target": "PUBLISHED"}}"#,
         v2["id"].as_str().unwrap()
     );
-    let control_addr = plane.admin_addr();
+    let control = plane.admin_target();
+    let ca = control.ca.display().to_string();
     run_ok(
         "grpcurl",
         &[
-            "-plaintext",
+            "-cacert",
+            &ca,
             "-H",
             &auth,
             "-H",
             &tp,
             "-d",
             &body,
-            &control_addr,
+            &control.addr,
             "gatehouse.admin.v1.ControlPlane/ChangeLifecycle",
         ],
     );

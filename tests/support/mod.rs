@@ -6,6 +6,9 @@
 
 use std::path::Path;
 
+use gatehouse_node::pki::NodeRole;
+use gatehouse_testkit::grpc::Target;
+use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::ports::{free_port, is_listening};
 use gatehouse_testkit::process::{Process, run_ok};
 
@@ -33,6 +36,8 @@ pub struct ControlPlane {
     pub keys: u16,
     /// control's gRPC port.
     pub admin: u16,
+    /// The cluster CA of the nodes (in `<dir>/pki`; gateways started in `dir` share it).
+    pub pki: TestPki,
 }
 
 pub const ADMIN_ID: &str = "admin";
@@ -46,44 +51,45 @@ impl ControlPlane {
         token_env: &[(&str, &str)],
     ) -> ControlPlane {
         let (https, keys, admin) = (free_port(), free_port(), free_port());
+        let pki = TestPki::in_dir(&dir.join("pki"));
+        let token_identity = pki.args(NodeRole::TokenService, "token-service");
+        let control_identity = pki.args(NodeRole::Control, "control");
         let mut env: Vec<(&str, &str)> = vec![
             ("GATEHOUSE_ADMIN_CLIENT_ID", ADMIN_ID),
             ("GATEHOUSE_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
         ];
         env.extend_from_slice(token_env);
-        let mut token_service = gatehouse(
-            "token-service",
-            dir,
-            &[
-                "token-service",
-                "--data-dir",
-                dir.join("token-service").to_str().unwrap(),
-                "--listen-https",
-                &format!("127.0.0.1:{https}"),
-                "--listen-grpc",
-                &format!("127.0.0.1:{keys}"),
-                "--nats-url",
-                nats_url,
-            ],
-            &env,
-        );
+        let mut token_args: Vec<String> = [
+            "token-service".to_string(),
+            "--data-dir".into(),
+            dir.join("token-service").display().to_string(),
+            "--listen-https".into(),
+            format!("127.0.0.1:{https}"),
+            "--listen-grpc".into(),
+            format!("127.0.0.1:{keys}"),
+            "--nats-url".into(),
+            nats_url.into(),
+        ]
+        .into();
+        token_args.extend(token_identity);
+        let token_args: Vec<&str> = token_args.iter().map(String::as_str).collect();
+        let mut token_service = gatehouse("token-service", dir, &token_args, &env);
         token_service.wait_until("listening", || is_listening(https) && is_listening(keys));
-        let mut control = gatehouse(
-            "control",
-            dir,
-            &[
-                "control",
-                "--data-dir",
-                dir.join("control").to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{admin}"),
-                "--token-service-url",
-                &format!("http://127.0.0.1:{keys}"),
-                "--nats-url",
-                nats_url,
-            ],
-            control_env,
-        );
+        let mut control_args: Vec<String> = [
+            "control".to_string(),
+            "--data-dir".into(),
+            dir.join("control").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--token-service-url".into(),
+            format!("https://127.0.0.1:{keys}"),
+            "--nats-url".into(),
+            nats_url.into(),
+        ]
+        .into();
+        control_args.extend(control_identity);
+        let control_args: Vec<&str> = control_args.iter().map(String::as_str).collect();
+        let mut control = gatehouse("control", dir, &control_args, control_env);
         control.wait_until("listening", || is_listening(admin));
         ControlPlane {
             control,
@@ -91,6 +97,7 @@ impl ControlPlane {
             https,
             keys,
             admin,
+            pki,
         }
     }
 
@@ -98,14 +105,10 @@ impl ControlPlane {
         format!("https://127.0.0.1:{}/oauth2/token", self.https)
     }
 
-    /// control's gRPC address, `127.0.0.1:<port>` (for grpcurl).
-    pub fn admin_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.admin)
-    }
-
-    /// control's gRPC URL, `http://127.0.0.1:<port>` (for a tonic client).
-    pub fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin)
+    /// control's gRPC address with the CA its certificate verifies under (for grpcurl
+    /// and tonic clients).
+    pub fn admin_target(&self) -> Target {
+        self.pki.target(format!("127.0.0.1:{}", self.admin))
     }
 
     /// An admin token (every admin scope), with curl.
@@ -129,7 +132,9 @@ impl ControlPlane {
             &[
                 "bootstrap",
                 "--control-url",
-                &format!("http://127.0.0.1:{}", self.admin),
+                &format!("https://127.0.0.1:{}", self.admin),
+                "--cluster-ca",
+                self.pki.ca_cert().to_str().unwrap(),
                 "--token-url",
                 &format!("https://127.0.0.1:{}", self.https),
                 "--admin-client-id",
@@ -206,10 +211,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts replica `id` with its data in `<dir>/<id>`, its log in `<dir>/gateway-<id>.log`,
+    /// Starts replica `id` (its certificate issued by `pki`) with its data in `<dir>/<id>`, its log in `<dir>/gateway-<id>.log`,
     /// `extra` flags and `envs`; waits for its ready line.
     pub fn start(
         dir: &Path,
+        pki: &TestPki,
         id: &str,
         control_port: u16,
         nats_url: Option<&str>,
@@ -222,7 +228,8 @@ impl Gateway {
             format!("127.0.0.1:{https_port}"),
             format!("127.0.0.1:{http_port}"),
         );
-        let control = format!("http://127.0.0.1:{control_port}");
+        let control = format!("https://127.0.0.1:{control_port}");
+        let identity = pki.args(NodeRole::Gateway, id);
         let mut args = vec![
             "gateway",
             "--gateway-id",
@@ -239,6 +246,7 @@ impl Gateway {
         if let Some(url) = nats_url {
             args.extend(["--nats-url", url]);
         }
+        args.extend(identity.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let mut node = gatehouse(&format!("gateway-{id}"), dir, &args, envs);
         node.wait_for_output("ready on https://");
