@@ -258,8 +258,8 @@ impl ClusterCa {
     ) -> Result<IssuedCertificate, PkiError> {
         let (cert_pem, key_pem, cert_path, key_path) = self.issue_files(
             &identity.file_stem(),
-            &identity.to_string(),
-            Some(identity.uri()),
+            &identity.name,
+            Some((identity.role, identity.uri())),
             hosts,
             Some((identity.role, identity.name.clone())),
         )?;
@@ -281,11 +281,13 @@ impl ClusterCa {
         Ok(cert_path)
     }
 
+    /// The certificate's subject is `CN=<name>,OU=<role>,O=Gatehouse` (NATS maps it to
+    /// a user with `verify_and_map`, see `nats/`), its URI SAN the node identity.
     fn issue_files(
         &self,
         stem: &str,
         common_name: &str,
-        uri: Option<String>,
+        role_and_uri: Option<(NodeRole, String)>,
         hosts: &[String],
         node: Option<(NodeRole, String)>,
     ) -> Result<(String, String, PathBuf, PathBuf), PkiError> {
@@ -294,10 +296,15 @@ impl ClusterCa {
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
+        if let Some((role, _)) = &role_and_uri {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, role.as_str());
+        }
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Gatehouse");
-        if let Some(uri) = uri {
+        if let Some((_, uri)) = role_and_uri {
             params.subject_alt_names.push(SanType::URI(
                 uri.as_str()
                     .try_into()

@@ -155,6 +155,26 @@ impl NatsBuilder {
     }
 }
 
+/// Gatehouse's NATS users (`nats/users.conf`, the very file compose mounts) behind TLS
+/// with client certificates from `pki`: each node's certificate maps to its user.
+pub fn with_node_users(pki: &crate::pki::TestPki) -> NatsBuilder {
+    let (cert, key) = pki.server("nats");
+    // nats-server resolves `include` against the configuration's own directory (a
+    // temporary one): the file's text goes in instead, unchanged.
+    let users = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../nats/users.conf"
+    ))
+    .expect("nats/users.conf");
+    let quoted = |path: &std::path::Path| serde_json::to_string(&path.to_string_lossy()).unwrap();
+    NatsServer::builder().config(&format!(
+        "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify_and_map: true\n  timeout: 5\n}}\n{users}\n",
+        quoted(&cert),
+        quoted(&key),
+        quoted(&pki.ca_cert()),
+    ))
+}
+
 /// A `nats-server` child process with JetStream, listening on `127.0.0.1:<port>`.
 ///
 /// Killed when dropped; its store directory (a temporary directory) is deleted with it.

@@ -106,6 +106,30 @@ impl TestPki {
             .unwrap_or_else(|e| panic!("cannot load {role} {name}: {e}"))
     }
 
+    /// A TLS server certificate naming no node (e.g. for nats-server), for `localhost`
+    /// and `127.0.0.1`: its certificate and key files.
+    pub fn server(&self, name: &str) -> (PathBuf, PathBuf) {
+        let cert = self.dir().join(format!("server-{name}.crt"));
+        if !cert.exists() {
+            self.ca
+                .issue_server(name, &["localhost".into(), "127.0.0.1".into()])
+                .unwrap_or_else(|e| panic!("cannot issue a server certificate for {name}: {e}"));
+        }
+        (cert, self.dir().join(format!("server-{name}.key")))
+    }
+
+    /// The environment that makes a node connect to NATS with TLS and its node
+    /// certificate (the user `nats/users.conf` maps it to).
+    pub fn nats_env(&self, role: NodeRole, name: &str) -> Vec<(String, String)> {
+        let args = self.node(role, name);
+        let path = |p: Option<PathBuf>| p.expect("set").to_string_lossy().into_owned();
+        vec![
+            ("GATEHOUSE_NATS_CA".into(), path(args.cluster_ca)),
+            ("GATEHOUSE_NATS_CERT".into(), path(args.node_cert)),
+            ("GATEHOUSE_NATS_KEY".into(), path(args.node_key)),
+        ]
+    }
+
     /// Revokes every certificate of the node (nodes started afterwards refuse it).
     pub fn revoke(&self, role: NodeRole, name: &str) {
         self.ca
