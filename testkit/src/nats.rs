@@ -161,11 +161,8 @@ pub fn with_node_users(pki: &crate::pki::TestPki) -> NatsBuilder {
     let (cert, key) = pki.server("nats");
     // nats-server resolves `include` against the configuration's own directory (a
     // temporary one): the file's text goes in instead, unchanged.
-    let users = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../nats/users.conf"
-    ))
-    .expect("nats/users.conf");
+    let users = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../nats/users.conf"))
+        .expect("nats/users.conf");
     let quoted = |path: &std::path::Path| serde_json::to_string(&path.to_string_lossy()).unwrap();
     NatsServer::builder().config(&format!(
         "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify_and_map: true\n  timeout: 5\n}}\n{users}\n",
