@@ -784,3 +784,70 @@ async fn the_embedded_log_holds_no_secret_and_no_private_key() {
     assert!(needles.len() > 8, "both keys' material is checked");
     assert_absent(&raw, &needles, "the embedded event log");
 }
+
+/// Reflection on the KeyManager's port names exactly the services that answer there.
+#[tokio::test]
+async fn reflection_on_the_key_manager_port_lists_exactly_its_services() {
+    let dir = temp();
+    let ts = start_admin(&dir).await;
+    let target = ts
+        .options
+        .pki()
+        .target(format!("127.0.0.1:{}", ts.grpc.port()));
+    let mut listed: Vec<String> = gatehouse_testkit::grpc::grpcurl_list(&target)
+        .lines()
+        .map(String::from)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "gatehouse.keymanager.v1.KeyManager",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+    );
+}
+
+/// With `--admin-client-secret-file` (compose), the first start generates the admin
+/// secret into the file, owner-only, and prints it nowhere; later starts use it.
+#[tokio::test]
+async fn the_admin_secret_is_generated_into_its_file_and_kept() {
+    let dir = temp();
+    let file = dir.path().join("secrets/admin-client-secret");
+    let options = Options::embedded(&dir.path().join("ts")).with_admin_secret_file("admin", &file);
+    let ts = TokenService::start(options);
+    let secret = std::fs::read_to_string(&file)
+        .expect("generated")
+        .trim()
+        .to_string();
+    assert!(secret.len() >= 32, "a long random secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
+    }
+    assert!(
+        !ts.stdout.contains(&secret),
+        "the secret is printed nowhere"
+    );
+    let first = ts.token("admin", &secret, "").await;
+    assert!(first.scope.contains("apim:admin"), "{}", first.scope);
+    let ts = ts.restart();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        secret,
+        "kept"
+    );
+    ts.token("admin", &secret, "").await;
+    let wrong = ts
+        .post_form(
+            "/oauth2/token",
+            Some(("admin", "not-the-secret")),
+            "grant_type=client_credentials",
+        )
+        .await;
+    wrong.assert_error(401, "invalid_client");
+}

@@ -54,6 +54,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     pub log: Log,
     pub admin: Option<(String, String)>,
+    /// The admin client's id and the file its secret is (or will be generated) in.
+    pub admin_secret_file: Option<(String, PathBuf)>,
     pub signing_alg: Option<String>,
 }
 
@@ -63,6 +65,7 @@ impl Options {
             data_dir: data_dir.to_path_buf(),
             log: Log::Embedded,
             admin: None,
+            admin_secret_file: None,
             signing_alg: None,
         }
     }
@@ -79,6 +82,11 @@ impl Options {
 
     pub fn with_admin(mut self, id: &str, secret: &str) -> Self {
         self.admin = Some((id.into(), secret.into()));
+        self
+    }
+
+    pub fn with_admin_secret_file(mut self, id: &str, file: &Path) -> Self {
+        self.admin_secret_file = Some((id.into(), file.to_path_buf()));
         self
     }
 
@@ -140,6 +148,12 @@ impl TokenService {
                 .args(["--admin-client-id", id])
                 .env("GATEHOUSE_ADMIN_CLIENT_SECRET", secret);
         }
+        if let Some((id, file)) = &options.admin_secret_file {
+            builder = builder.args(["--admin-client-id", id]).env(
+                "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE",
+                &file.display().to_string(),
+            );
+        }
         if let Some(alg) = &options.signing_alg {
             builder = builder.env("GATEHOUSE_SIGNING_ALG", alg);
         }
@@ -166,11 +180,19 @@ impl TokenService {
         }
     }
 
-    /// The admin credentials: configured, or printed at start-up.
+    /// The admin credentials: configured, read from the secret file, or printed at
+    /// start-up.
     pub fn admin(&self) -> (String, String) {
         self.options
             .admin
             .clone()
+            .or_else(|| {
+                let (id, file) = self.options.admin_secret_file.as_ref()?;
+                Some((
+                    id.clone(),
+                    std::fs::read_to_string(file).ok()?.trim().to_string(),
+                ))
+            })
             .or_else(|| self.printed_admin.clone())
             .expect("an admin client")
     }
