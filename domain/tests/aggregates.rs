@@ -1,7 +1,5 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
-mod support;
-
 use gatehouse_domain::{
     ApplyError, Command, Consistency, DomainError, EventMeta, State, handle, lifecycle as lc,
 };
@@ -10,7 +8,7 @@ use gatehouse_proto::events::{
     event_envelope::Event, lifecycle::State as Lc, subscription_status::State as SubState,
     throttle_policy::Level,
 };
-use support::{commit, run};
+use gatehouse_testkit::domain::{commit, try_run as run};
 
 fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {
     ApiDefinition {

@@ -1,14 +1,12 @@
 //! The key manager's aggregates (clients, signing keys, revoked tokens), exercised
 //! through `handle` and `State::apply` only: no I/O.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
 use gatehouse_domain::{Command, DomainError, State, handle};
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{OAuthClient, SigningKey, o_auth_client::KeyType};
-use support::run;
+use gatehouse_testkit::domain::try_run as run;
 
 fn admin(id: &str) -> Command {
     Command::RegisterClient {

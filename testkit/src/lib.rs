@@ -3,6 +3,7 @@
 //!
 //! | module | what it offers |
 //! |---|---|
+//! | [`cli`] | a binary's `--help` flags against the clap definition they come from |
 //! | [`ports`] | free loopback ports and addresses, a URL where nothing listens |
 //! | [`poll`] | [`eventually`] (sync and async): wait for a condition, panic naming what was awaited |
 //! | [`process`] | one child-process wrapper: output to a log file, killed on drop, signals, restarts |
@@ -20,6 +21,7 @@
 //! came true, but to fail and say why.
 
 pub mod backend;
+pub mod cli;
 pub mod domain;
 pub mod grpc;
 pub mod nats;

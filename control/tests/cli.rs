@@ -1,0 +1,14 @@
+//! The stand-alone `control` binary and `gatehouse control` parse one configuration
+//! struct: its `--help` lists exactly that struct's flags (the root crate's `cli` test
+//! checks `gatehouse control` against the same struct).
+
+use clap::Args;
+
+#[test]
+fn the_binary_offers_exactly_the_flags_of_its_configuration() {
+    gatehouse_testkit::cli::assert_help_matches(
+        env!("CARGO_BIN_EXE_control"),
+        &[],
+        &gatehouse_control::ControlConfig::augment_args(clap::Command::new("control")),
+    );
+}
