@@ -149,10 +149,9 @@ impl TokenService {
                 .env("GATEHOUSE_ADMIN_CLIENT_SECRET", secret);
         }
         if let Some((id, file)) = &options.admin_secret_file {
-            builder = builder.args(["--admin-client-id", id]).env(
-                "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE",
-                &file.display().to_string(),
-            );
+            builder = builder
+                .args(["--admin-client-id", id])
+                .env("GATEHOUSE_ADMIN_CLIENT_SECRET_FILE", file);
         }
         if let Some(alg) = &options.signing_alg {
             builder = builder.env("GATEHOUSE_SIGNING_ALG", alg);
