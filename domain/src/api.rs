@@ -337,6 +337,14 @@ pub(crate) fn normalize_definition(
         for origin in &cors.allow_origins {
             validate::cors_origin("definition.cors.allow_origins", origin)?;
         }
+        // The CORS rule browsers enforce: credentials are never shared with "any origin"
+        // (a gateway that did so would hand every site its users' cookies).
+        if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
+            return Err(DomainError::invalid(
+                "definition.cors.allow_credentials",
+                "cannot be true while definition.cors.allow_origins holds \"*\": list the origins that may send credentials",
+            ));
+        }
         for method in cors.allow_methods.iter_mut() {
             *method = validate::http_method("definition.cors.allow_methods", method)?;
         }

@@ -55,4 +55,4 @@ pub mod validate;
 
 pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};
 pub use error::{ApplyError, DomainError};
-pub use state::State;
+pub use state::{REVOCATION_RETENTION_SECONDS, State};

@@ -15,7 +15,7 @@
 //! checks what it needs (the aggregate exists) before it changes anything, so a refused
 //! event leaves the state exactly as it was and the reader can resync from a snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
@@ -27,6 +27,11 @@ use gatehouse_proto::events::{
 use crate::ApplyError;
 use crate::policy;
 use crate::record::Record;
+
+/// How long after a revoked token's expiry its revocation is still kept: longer than
+/// any clock skew a verifier allows on `exp` (gateways' `--token-leeway-seconds` is at
+/// most this), so a revoked token never becomes valid again.
+pub const REVOCATION_RETENTION_SECONDS: i64 = 300;
 
 /// Everything the log says, as of `sequence`.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +49,9 @@ pub struct State {
     signing_keys: BTreeMap<String, SigningKey>,
     /// Revoked access tokens by jti.
     revoked_tokens: BTreeMap<String, RevokedToken>,
+    /// The revoked tokens by expiry (seconds, jti): pruning takes the expired ones off
+    /// the front, in time proportional to what it drops.
+    revocations_by_expiry: BTreeSet<(i64, String)>,
 }
 
 impl Default for State {
@@ -64,6 +72,7 @@ impl State {
             clients: BTreeMap::new(),
             signing_keys: BTreeMap::new(),
             revoked_tokens: BTreeMap::new(),
+            revocations_by_expiry: BTreeSet::new(),
         }
     }
 
@@ -79,6 +88,11 @@ impl State {
         state.clients = by_key(snapshot.clients, |c| c.client_id.clone());
         state.signing_keys = by_key(snapshot.signing_keys, |k| k.kid.clone());
         state.revoked_tokens = by_key(snapshot.revoked_tokens, |t| t.jti.clone());
+        state.revocations_by_expiry = state
+            .revoked_tokens
+            .values()
+            .filter_map(|t| Some((t.expires_at.as_ref()?.seconds, t.jti.clone())))
+            .collect();
         state
     }
 
@@ -397,6 +411,16 @@ impl State {
                 key.last_sequence = sequence;
             }
             Event::TokenRevoked(e) => {
+                if let Some(before) = self.revoked_tokens.get(&id)
+                    && let Some(expires) = before.expires_at.as_ref()
+                {
+                    self.revocations_by_expiry
+                        .remove(&(expires.seconds, id.clone()));
+                }
+                if let Some(expires) = e.expires_at.as_ref() {
+                    self.revocations_by_expiry
+                        .insert((expires.seconds, id.clone()));
+                }
                 self.revoked_tokens.insert(
                     id.clone(),
                     RevokedToken {
@@ -407,7 +431,27 @@ impl State {
                 );
             }
         }
+        if let Some(now) = time {
+            self.forget_expired_revocations(now.seconds);
+        }
         Ok(())
+    }
+
+    /// Drops the revocations of tokens that expired more than
+    /// [`REVOCATION_RETENTION_SECONDS`] before `now` (the time of the event being
+    /// folded): such a token is refused for its expiry alone, so its revocation no longer
+    /// needs remembering, and a mint-and-revoke loop cannot grow the state without bound
+    /// (the log keeps every revocation). The event's time, not a clock, decides: every
+    /// node prunes the same entries at the same sequence.
+    fn forget_expired_revocations(&mut self, now: i64) {
+        let horizon = now.saturating_sub(REVOCATION_RETENTION_SECONDS);
+        while let Some((expires, _)) = self.revocations_by_expiry.first()
+            && *expires < horizon
+        {
+            if let Some((_, jti)) = self.revocations_by_expiry.pop_first() {
+                self.revoked_tokens.remove(&jti);
+            }
+        }
     }
 
     /// One default version per context: the API `except` takes the flag from the others.

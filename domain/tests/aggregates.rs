@@ -737,3 +737,57 @@ fn config_hash_follows_the_state() {
         a.config_hash()
     );
 }
+
+/// Credentials are never shared with "any origin": the rule browsers enforce, refused
+/// at the source, naming the field.
+#[test]
+fn cors_refuses_credentials_with_any_origin() {
+    use gatehouse_proto::events::CorsPolicy;
+    let mut state = State::new();
+    let with_cors = |origins: &[&str], credentials: bool| {
+        let mut d = definition("Client", "/client", "1.0.0");
+        d.cors = Some(CorsPolicy {
+            allow_origins: origins.iter().map(|o| o.to_string()).collect(),
+            allow_credentials: credentials,
+            ..Default::default()
+        });
+        d
+    };
+    let refused = run(
+        &mut state,
+        Command::CreateApi {
+            api_id: "a".into(),
+            definition: with_cors(&["*"], true),
+        },
+    )
+    .unwrap_err();
+    match refused {
+        DomainError::InvalidArgument {
+            field,
+            rule: message,
+        } => {
+            assert_eq!(field, "definition.cors.allow_credentials");
+            assert!(message.contains('*'), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.sequence(), 0, "nothing appended");
+    // Named origins may send credentials; any origin may call without them.
+    for (origins, credentials) in [
+        (&["https://app.example.com"][..], true),
+        (&["*"][..], false),
+    ] {
+        run(
+            &mut state,
+            Command::CreateApi {
+                api_id: format!("api-{credentials}"),
+                definition: {
+                    let mut d = with_cors(origins, credentials);
+                    d.version = format!("{credentials}");
+                    d
+                },
+            },
+        )
+        .unwrap();
+    }
+}

@@ -331,3 +331,57 @@ fn the_config_hash_ignores_secret_hashes() {
         state.config_hash()
     );
 }
+
+/// A revocation is kept until the token has been expired for
+/// `REVOCATION_RETENTION_SECONDS`, then leaves the state (the log keeps it): a
+/// mint-and-revoke loop cannot grow the folded state without bound.
+#[test]
+fn revocations_leave_the_state_once_their_token_has_expired() {
+    use gatehouse_domain::REVOCATION_RETENTION_SECONDS;
+    use gatehouse_testkit::domain::time_of;
+
+    let mut state = State::new();
+    // Each event is stamped one second after the previous (the kit's clock); each token
+    // lives one minute.
+    let revoke = |state: &mut State, jti: String| {
+        let expires = time_of(state.sequence() + 1).seconds + 60;
+        run(
+            state,
+            Command::RevokeToken {
+                jti,
+                expires_at: Some(Timestamp {
+                    seconds: expires,
+                    nanos: 0,
+                }),
+                client_id: "looping-app".into(),
+            },
+        )
+        .unwrap();
+    };
+    revoke(&mut state, "first".into());
+    for i in 0..10_000 {
+        revoke(&mut state, format!("jti-{i}"));
+        if i < 300 {
+            assert!(
+                state.revoked_token("first").is_some(),
+                "kept while it could still verify (event {i})"
+            );
+        }
+    }
+    assert!(
+        state.revoked_token("first").is_none(),
+        "forgotten long after"
+    );
+    let kept = state.revoked_tokens().count() as i64;
+    let bound = 60 + REVOCATION_RETENTION_SECONDS + 1;
+    assert!(kept <= bound, "{kept} revocations kept, at most {bound}");
+    assert!(kept >= 60, "the live ones are all kept: {kept}");
+    // The last one is there; a snapshot round trip keeps the index.
+    assert!(state.revoked_token("jti-9999").is_some());
+    let mut copy = State::from_snapshot(state.to_snapshot());
+    for i in 10_000..10_400 {
+        revoke(&mut copy, format!("jti-{i}"));
+    }
+    assert!(copy.revoked_token("jti-9000").is_none());
+    assert!(copy.revoked_tokens().count() as i64 <= bound);
+}
