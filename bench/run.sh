@@ -44,9 +44,11 @@ fi
 
 echo "bench: building the gateway (release)"
 cargo build --release -q -p gatehouse-gateway --bin gateway --example bench_seed
+cargo build --release -q -p gatehouse --bin gatehouse
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 gateway_bin="$target_dir/release/gateway"
 seed_bin="$target_dir/release/examples/bench_seed"
+gatehouse_bin="$target_dir/release/gatehouse"
 
 work=$(mktemp -d)
 pids=()
@@ -130,10 +132,12 @@ taskset -c "$LOAD_CPU" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$work/n
 pids+=($!)
 wait_port "$NATS_PORT"
 token=$(taskset -c "$LOAD_CPU" "$seed_bin" "nats://127.0.0.1:$NATS_PORT" "http://127.0.0.1:$BACKEND_PORT")
+# The gateway's node identity (control is absent: it follows NATS, reports nowhere).
+"$gatehouse_bin" ca ensure --dir "$work/pki" --node gateway/bench > /dev/null
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$gateway_bin" \
-  --gateway-id bench \
+  --cluster-ca "$work/pki/ca.crt" --node-cert "$work/pki/gateway-bench.crt" --node-key "$work/pki/gateway-bench.key" \
   --listen-http "127.0.0.1:$GW_HTTP_PORT" --listen-https "127.0.0.1:$GW_HTTPS_PORT" \
-  --nats-url "nats://127.0.0.1:$NATS_PORT" --control-url "http://127.0.0.1:1" \
+  --nats-url "nats://127.0.0.1:$NATS_PORT" --control-url "https://127.0.0.1:1" \
   --data-dir "$work/gateway" --access-log false ${GATEWAY_ARGS:-} > "$work/gateway.log" 2>&1 &
 gateway_pid=$!
 pids+=($!)
