@@ -4,7 +4,7 @@
 
 mod support;
 
-use gatehouse_testkit::grpc::grpcurl_ok;
+use gatehouse_testkit::grpc::{grpcurl, grpcurl_ok};
 use gatehouse_testkit::nats::NatsServer;
 use serde_json::json;
 use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, curl_json};
@@ -64,12 +64,31 @@ fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
         );
     }
     let app = call("CreateApplication", json!({"name": "MyPythonApp"}));
+    let mut subscriptions = Vec::new();
     for api in [&client_api, &order_api] {
-        call(
+        subscriptions.push(call(
             "Subscribe",
             json!({"applicationId": app["id"], "apiId": api["id"], "tier": "Gold"}),
-        );
+        ));
     }
+    // WSO2's scope-to-role binding: the admin grants the application the scope on
+    // ClientServiceAPI (a scope no resource declares is refused, naming it).
+    let granted = call(
+        "GrantScopes",
+        json!({"subscriptionId": subscriptions[0]["id"], "scopes": ["read:users"]}),
+    );
+    assert_eq!(granted["grantedScopes"], json!(["read:users"]));
+    let undeclared = grpcurl(
+        &admin_grpc,
+        &admin_token,
+        "GrantScopes",
+        &json!({"subscriptionId": subscriptions[0]["id"], "scopes": ["write:users"]}).to_string(),
+    )
+    .unwrap_err();
+    assert!(
+        undeclared.contains("InvalidArgument") && undeclared.contains("scopes[0]"),
+        "{undeclared}"
+    );
     let keys = call(
         "GenerateKeys",
         json!({"applicationId": app["id"], "keyType": "PRODUCTION"}),
@@ -91,7 +110,7 @@ fn admin_token_apis_app_keys_then_a_verifiable_application_token() {
     let scopes: Vec<&str> = reply["scope"].as_str().unwrap().split(' ').collect();
     assert!(
         scopes.contains(&"read:users"),
-        "a subscribed resource's scope is granted: {scopes:?}"
+        "a granted scope is in the token: {scopes:?}"
     );
     assert!(
         !scopes.contains(&"unknown:scope"),

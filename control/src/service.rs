@@ -513,6 +513,24 @@ impl ControlPlane for ControlService {
         Ok(Response::new(admin::UnsubscribeResponse {}))
     }
 
+    async fn grant_scopes(
+        &self,
+        request: Request<admin::GrantScopesRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let ctx = self.auth.authorize(&request, scopes::ADMIN)?;
+        let r = request.into_inner();
+        required("subscription_id", &r.subscription_id)?;
+        self.run(
+            Command::GrantSubscriptionScopes {
+                subscription_id: r.subscription_id.clone(),
+                scopes: r.scopes,
+            },
+            &ctx,
+        )
+        .await?;
+        Ok(Response::new(self.subscription(&r.subscription_id)?))
+    }
+
     async fn list_subscriptions(
         &self,
         request: Request<admin::ListSubscriptionsRequest>,

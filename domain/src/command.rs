@@ -72,7 +72,8 @@ impl AggregateKind {
             }
             Event::SubscriptionCreated(_)
             | Event::SubscriptionStateChanged(_)
-            | Event::SubscriptionDeleted(_) => AggregateKind::Subscription,
+            | Event::SubscriptionDeleted(_)
+            | Event::SubscriptionScopesGranted(_) => AggregateKind::Subscription,
             Event::ClientRegistered(_)
             | Event::ClientSecretRegenerated(_)
             | Event::ClientRevoked(_) => AggregateKind::Client,
@@ -253,6 +254,12 @@ pub enum Command {
     UnblockSubscription { subscription_id: String },
     /// Ends a subscription.
     Unsubscribe { subscription_id: String },
+    /// Grants the subscribed application scopes of the API's resources (replacing the
+    /// grant before).
+    GrantSubscriptionScopes {
+        subscription_id: String,
+        scopes: Vec<String>,
+    },
     /// New client credentials: an application's keys, or an admin client.
     RegisterClient { client: OAuthClient },
     /// A new secret (its hash) for live client credentials.
@@ -349,6 +356,10 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             subscription::unblock(state, &subscription_id)
         }
         Command::Unsubscribe { subscription_id } => subscription::delete(state, &subscription_id),
+        Command::GrantSubscriptionScopes {
+            subscription_id,
+            scopes,
+        } => subscription::grant_scopes(state, &subscription_id, scopes),
         Command::RegisterClient { client } => keys::register_client(state, client),
         Command::RegenerateSecret {
             client_id,

@@ -353,6 +353,7 @@ impl State {
                         aggregate_version: version,
                         last_sequence: sequence,
                         created_at: time,
+                        granted_scopes: Vec::new(),
                     },
                 );
             }
@@ -368,6 +369,14 @@ impl State {
                 self.subscriptions
                     .remove(&id)
                     .ok_or_else(|| unknown("subscription"))?;
+            }
+            Event::SubscriptionScopesGranted(e) => {
+                let s = self
+                    .subscriptions
+                    .get_mut(&id)
+                    .ok_or_else(|| unknown("subscription"))?;
+                s.granted_scopes.clone_from(&e.scopes);
+                s.stamp(version, sequence);
             }
             Event::ClientRegistered(e) => {
                 let mut client = e.client.clone().unwrap_or_default();

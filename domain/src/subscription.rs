@@ -11,7 +11,8 @@
 
 use gatehouse_proto::events::{
     Api, Application, Subscription, SubscriptionCreated, SubscriptionDeleted,
-    SubscriptionStateChanged, event_envelope::Event, subscription_status, throttle_policy::Level,
+    SubscriptionScopesGranted, SubscriptionStateChanged, event_envelope::Event,
+    subscription_status, throttle_policy::Level,
 };
 
 use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
@@ -105,6 +106,47 @@ pub(crate) fn delete(state: &State, subscription_id: &str) -> Decision {
     let s = Subscription::existing(state, subscription_id)?;
     let deleted = Event::SubscriptionDeleted(SubscriptionDeleted {});
     Ok(vec![s.next_event(s.unchanged(), deleted)])
+}
+
+/// Grants the subscribed application `scopes` on the subscription's API (replacing the
+/// scopes granted before): each must be declared by a resource of that API. Granting
+/// what is granted already changes nothing. The API is read for its declared scopes
+/// only; a scope it stops declaring later is no longer honoured (token-service and the
+/// gateways intersect the grant with the API's scopes when they use it), so the
+/// subscription's own subject is guard enough.
+pub(crate) fn grant_scopes(state: &State, subscription_id: &str, scopes: Vec<String>) -> Decision {
+    let s = Subscription::existing(state, subscription_id)?;
+    let api = Api::existing(state, &s.api_id)?;
+    let declared: std::collections::BTreeSet<&str> = api
+        .definition
+        .iter()
+        .flat_map(|d| &d.resources)
+        .flat_map(|r| r.scopes.iter().map(String::as_str))
+        .collect();
+    let mut granted: Vec<String> = Vec::with_capacity(scopes.len());
+    for (i, scope) in scopes.into_iter().enumerate() {
+        let field = format!("scopes[{i}]");
+        validate::scope(&field, &scope)?;
+        if !declared.contains(scope.as_str()) {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "{scope:?} is declared by no resource of API {}; it declares: {}",
+                    s.api_id,
+                    declared.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if !granted.contains(&scope) {
+            granted.push(scope);
+        }
+    }
+    granted.sort();
+    if granted == s.granted_scopes {
+        return Ok(Vec::new());
+    }
+    let event = Event::SubscriptionScopesGranted(SubscriptionScopesGranted { scopes: granted });
+    Ok(vec![s.next_event(s.unchanged(), event)])
 }
 
 /// Block or unblock; asking for the state a subscription already has changes nothing.

@@ -791,3 +791,102 @@ fn cors_refuses_credentials_with_any_origin() {
         .unwrap();
     }
 }
+
+/// An admin grants a subscription scopes its API declares (replacing the grant before);
+/// an undeclared scope is refused naming it, the same grant again changes nothing.
+#[test]
+fn scopes_are_granted_per_subscription_among_those_the_api_declares() {
+    let mut state = State::new();
+    let mut d = definition("Client", "/client", "1.0.0");
+    d.resources[0].scopes = vec!["read:users".into(), "write:users".into()];
+    run(
+        &mut state,
+        Command::CreateApi {
+            api_id: "api".into(),
+            definition: d,
+        },
+    )
+    .unwrap();
+    run(
+        &mut state,
+        Command::ChangeLifecycle {
+            api_id: "api".into(),
+            target: Lc::Published,
+            expected_version: None,
+        },
+    )
+    .unwrap();
+    run(
+        &mut state,
+        Command::CreateApplication {
+            application_id: "app".into(),
+            name: "App".into(),
+            owner: "o".into(),
+            throttling_tier: String::new(),
+            description: String::new(),
+        },
+    )
+    .unwrap();
+    run(
+        &mut state,
+        Command::Subscribe {
+            subscription_id: "sub".into(),
+            application_id: "app".into(),
+            api_id: "api".into(),
+            tier: "Unlimited".into(),
+        },
+    )
+    .unwrap();
+    let grant = |scopes: &[&str]| Command::GrantSubscriptionScopes {
+        subscription_id: "sub".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    assert!(state.subscription("sub").unwrap().granted_scopes.is_empty());
+    assert_eq!(
+        run(
+            &mut state,
+            grant(&["write:users", "read:users", "read:users"])
+        ),
+        Ok(1)
+    );
+    assert_eq!(
+        state.subscription("sub").unwrap().granted_scopes,
+        ["read:users", "write:users"]
+    );
+    assert_eq!(
+        run(&mut state, grant(&["read:users", "write:users"])),
+        Ok(0),
+        "no change"
+    );
+    let before = state.sequence();
+    match run(&mut state, grant(&["read:users", "admin:everything"])).unwrap_err() {
+        DomainError::InvalidArgument { field, rule } => {
+            assert_eq!(field, "scopes[1]");
+            assert!(
+                rule.contains("read:users"),
+                "lists what the API declares: {rule}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(state.sequence(), before);
+    assert_eq!(
+        run(&mut state, grant(&["read:users"])),
+        Ok(1),
+        "replaces the grant"
+    );
+    assert_eq!(
+        state.subscription("sub").unwrap().granted_scopes,
+        ["read:users"]
+    );
+    assert!(matches!(
+        run(
+            &mut state,
+            Command::GrantSubscriptionScopes {
+                subscription_id: "nope".into(),
+                scopes: vec![]
+            }
+        ),
+        Err(DomainError::NotFound { .. })
+    ));
+}

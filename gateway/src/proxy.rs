@@ -694,11 +694,23 @@ impl Gateway {
     }
 
     /// Phase 8, for an authenticated call. A resource that lists scopes needs a token
-    /// with one of them (403 900910).
+    /// with one of them, granted to the application on *this* API (its subscription's
+    /// `GrantScopes`): a scope granted on another API that happens to declare the same
+    /// name authorises nothing here (403 900910).
     pub fn scopes(&self, route: &Route, caller: &Caller) -> Result<(), GatewayError> {
         let resource = route.resource();
-        if resource.scopes.is_empty() || resource.scopes.iter().any(|s| caller.claims.has_scope(s))
-        {
+        if resource.scopes.is_empty() {
+            return Ok(());
+        }
+        let granted_here = route
+            .api
+            .subscriptions
+            .get(caller.claims.application_id.as_str())
+            .map_or(&[][..], |s| &s.granted_scopes[..]);
+        let allowed = resource.scopes.iter().any(|scope| {
+            caller.claims.has_scope(scope) && granted_here.iter().any(|g| **g == **scope)
+        });
+        if allowed {
             Ok(())
         } else {
             Err(GatewayError::scope_not_allowed(&resource.template))

@@ -178,6 +178,9 @@ struct MethodSet {
 pub struct SubscriptionInfo {
     pub state: subscription_status::State,
     pub limit: Option<Limit>,
+    /// The scopes an admin granted the application on this API (`GrantScopes`): the
+    /// only ones a token of it may use on this API's resources.
+    pub granted_scopes: Box<[Box<str>]>,
 }
 
 /// A deployed API, compiled.
@@ -312,6 +315,11 @@ impl RoutingTable {
                     SubscriptionInfo {
                         state: sub.state(),
                         limit,
+                        granted_scopes: sub
+                            .granted_scopes
+                            .iter()
+                            .map(|s| s.as_str().into())
+                            .collect(),
                     },
                 );
         }

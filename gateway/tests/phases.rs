@@ -756,18 +756,40 @@ fn blocked_subscription_is_401_900907_and_prod_only_blocks_production_keys_only(
 
 #[test]
 fn missing_scope_is_403_900910() {
-    let f = Fixture::new(|_| {});
+    let mut f = Fixture::new(|_| {});
     let reply = f.get(
         "/client/1.0.0/admin",
         Some(&f.token("app1", false, "default")),
     );
     assert_error(&reply, StatusCode::FORBIDDEN, 900910);
     assert!(description(&reply).contains("/admin"), "{reply:?}");
-    f.get(
-        "/client/1.0.0/admin",
-        Some(&f.token("app1", false, "default admin:read")),
-    )
-    .assert_forwarded_to(PRODUCTION);
+    // A token that carries the scope is not enough: the scope must be granted to the
+    // application on this API.
+    let with_scope = f.token("app1", false, "default admin:read");
+    assert_error(
+        &f.get("/client/1.0.0/admin", Some(&with_scope)),
+        StatusCode::FORBIDDEN,
+        900910,
+    );
+    f.run(Command::GrantSubscriptionScopes {
+        subscription_id: "sub1".into(),
+        scopes: vec!["admin:read".into()],
+    });
+    f.get("/client/1.0.0/admin", Some(&with_scope))
+        .assert_forwarded_to(PRODUCTION);
+    // Another API declaring the same scope name: the grant on client-api authorises
+    // nothing there.
+    let mut other = api(&[("GET", "/admin")]);
+    other.name = "Other".into();
+    other.context = "/other".into();
+    other.resources[0].scopes = vec!["admin:read".into()];
+    f.publish_api("other-api", other);
+    f.subscribe("sub2", "app1", "other-api", "Unlimited");
+    assert_error(
+        &f.get("/other/1.0.0/admin", Some(&with_scope)),
+        StatusCode::FORBIDDEN,
+        900910,
+    );
 }
 
 #[test]

@@ -530,9 +530,11 @@ async fn hash(secret: &str) -> Result<String, AuthorityError> {
     Ok(tokio::task::spawn_blocking(move || secrets::hash_secret(&secret)).await??)
 }
 
-/// The scopes an application client may be granted: those of the resources of every
-/// API its application is subscribed to (subscriptions that let its key type through),
-/// plus `default`.
+/// The scopes an application client may be granted: `default`, and on every API its
+/// application is subscribed to (subscriptions that let its key type through) the
+/// scopes an admin granted that subscription (`GrantScopes`) which the API's resources
+/// still declare. Declaring a scope on a resource grants it to nobody (WSO2's scope-to-
+/// role binding, here per subscription).
 pub fn application_scopes(state: &State, client: &OAuthClient) -> BTreeSet<String> {
     use subscription_status::State as Sub;
     let mut allowed = BTreeSet::from([DEFAULT_SCOPE.to_string()]);
@@ -548,9 +550,19 @@ pub fn application_scopes(state: &State, client: &OAuthClient) -> BTreeSet<Strin
         else {
             continue;
         };
-        for resource in &definition.resources {
-            allowed.extend(resource.scopes.iter().cloned());
-        }
+        let declared = |scope: &String| {
+            definition
+                .resources
+                .iter()
+                .any(|r| r.scopes.contains(scope))
+        };
+        allowed.extend(
+            subscription
+                .granted_scopes
+                .iter()
+                .filter(|s| declared(s))
+                .cloned(),
+        );
     }
     allowed
 }
@@ -558,8 +570,8 @@ pub fn application_scopes(state: &State, client: &OAuthClient) -> BTreeSet<Strin
 /// The scopes granted to `client` for `requested`:
 ///
 /// - an application client gets the requested scopes it may have
-///   ([`application_scopes`]); unknown ones are dropped, never granted; asking for none
-///   (or for none it may have) gets `default`;
+///   ([`application_scopes`]); ungranted or unknown ones are dropped, never an error;
+///   asking for none (or for none it may have) gets `default`;
 /// - an admin client gets the requested scopes among its admin scopes, or all of them
 ///   when it asks for none; asking only for scopes it does not have is `invalid_scope`.
 pub fn grant_scopes(

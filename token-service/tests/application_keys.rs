@@ -104,7 +104,23 @@ async fn application_keys_flow_on_nats() {
     assert_eq!(claims.application_tier, "Unlimited");
     assert_eq!(claims.scope, "default");
 
-    // Scope granting: subscribed resources' scopes are granted, unknown ones dropped.
+    // Scope granting: a resource's scope reaches a token only once an admin granted it
+    // to the application's subscription; ungranted and unknown ones are dropped.
+    let before_grant = ts
+        .token(id, secret, "&scope=read:users%20write:users")
+        .await;
+    assert_eq!(before_grant.scope, "default", "declared is not granted");
+    s.writer
+        .run(gatehouse_domain::Command::GrantSubscriptionScopes {
+            subscription_id: s.seeded.subscription_id.clone(),
+            scopes: vec!["read:users".into(), "write:users".into()],
+        })
+        .await;
+    Poll::new("token-service to fold the grant")
+        .until_async(|| async {
+            ts.token(id, secret, "&scope=read:users").await.scope == "read:users"
+        })
+        .await;
     let scoped = ts
         .token(
             id,

@@ -422,6 +422,7 @@ pub async fn open_log(options: &Options) -> Arc<dyn EventLog> {
 pub struct Seeded {
     pub application_id: String,
     pub api_id: String,
+    pub subscription_id: String,
 }
 
 /// `MyPythonApp` (owner alice, tier Unlimited) subscribed to a published ClientServiceAPI
@@ -430,6 +431,7 @@ pub async fn seed_application(writer: &World) -> Seeded {
     let seeded = Seeded {
         application_id: uuid::Uuid::new_v4().to_string(),
         api_id: uuid::Uuid::new_v4().to_string(),
+        subscription_id: uuid::Uuid::new_v4().to_string(),
     };
     writer
         .run(DomainCommand::CreateApplication {
@@ -482,7 +484,7 @@ pub async fn seed_application(writer: &World) -> Seeded {
         .await;
     writer
         .run(DomainCommand::Subscribe {
-            subscription_id: uuid::Uuid::new_v4().to_string(),
+            subscription_id: seeded.subscription_id.clone(),
             application_id: seeded.application_id.clone(),
             api_id: seeded.api_id.clone(),
             tier: "Unlimited".into(),
