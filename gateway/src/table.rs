@@ -146,11 +146,14 @@ pub struct Cors {
 }
 
 impl Cors {
-    /// Whether `origin` may call the API.
+    /// Whether `origin` may call the API. The opaque origin `null` (sandboxed frames,
+    /// `file:` pages, redirects) never may: any page can claim it.
     pub fn allows(&self, origin: &str) -> bool {
-        self.allow_origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        !origin.eq_ignore_ascii_case("null")
+            && self
+                .allow_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 }
 

@@ -985,3 +985,46 @@ fn the_upstream_request_filter_prepares_the_headers_the_backend_gets() {
         assert!(!h.contains_key(gone), "{gone}: {h:?}");
     }
 }
+
+/// The opaque origin `null` is never reflected, even by an API open to any origin.
+#[test]
+fn the_null_origin_is_never_allowed() {
+    let f = Fixture::new(|d| {
+        d.cors = Some(CorsPolicy {
+            enabled: true,
+            allow_origins: vec!["*".into()],
+            allow_methods: vec!["GET".into()],
+            allow_headers: vec![],
+            allow_credentials: false,
+            max_age_seconds: 0,
+        })
+    });
+    let preflight = |origin: &str| {
+        request(
+            Method::OPTIONS,
+            "/client/1.0.0/users",
+            None,
+            &[("origin", origin), ("access-control-request-method", "GET")],
+        )
+    };
+    let any = f.call(preflight("https://anywhere.example"));
+    assert_eq!(any.status, StatusCode::OK, "{any:?}");
+    assert_eq!(any.header("access-control-allow-origin"), Some("*"));
+    for null in ["null", "NULL"] {
+        let refused = f.call(preflight(null));
+        assert_error(&refused, StatusCode::FORBIDDEN, 403);
+        assert!(refused.header("access-control-allow-origin").is_none());
+    }
+    let token = f.token("app1", false, "");
+    let actual = f.call(request(
+        Method::GET,
+        "/client/1.0.0/users",
+        Some(&token),
+        &[("origin", "null")],
+    ));
+    actual.assert_forwarded_to(PRODUCTION);
+    assert!(
+        actual.header("access-control-allow-origin").is_none(),
+        "no CORS header for null: {actual:?}"
+    );
+}
