@@ -33,10 +33,30 @@ use crate::record::Record;
 /// most this), so a revoked token never becomes valid again.
 pub const REVOCATION_RETENTION_SECONDS: i64 = 300;
 
+/// Where the hash chain of [`State::config_hash`] starts (FNV-1a's offset basis).
+const CHAIN_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One link of the chain: FNV-1a 64 over the previous hash, the sequence and the bytes.
+fn chain(previous: u64, sequence: u64, bytes: &[u8]) -> u64 {
+    let mut hash = CHAIN_START;
+    for b in previous
+        .to_le_bytes()
+        .iter()
+        .chain(&sequence.to_le_bytes())
+        .chain(bytes)
+    {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// Everything the log says, as of `sequence`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
     sequence: u64,
+    /// The hash chain of [`State::config_hash`].
+    config_hash: u64,
     apis: BTreeMap<String, Api>,
     /// Keyed by [`policy::policy_id`] (`<level>-<name>`): one name may exist at several
     /// levels (`Unlimited` does at all three).
@@ -65,6 +85,7 @@ impl State {
     pub fn new() -> Self {
         State {
             sequence: 0,
+            config_hash: CHAIN_START,
             apis: BTreeMap::new(),
             policies: by_key(policy::built_in(), policy_key),
             applications: BTreeMap::new(),
@@ -81,6 +102,11 @@ impl State {
     pub fn from_snapshot(snapshot: Snapshot) -> Self {
         let mut state = State::new();
         state.sequence = snapshot.sequence;
+        state.config_hash = if snapshot.config_hash == 0 && snapshot.sequence == 0 {
+            CHAIN_START
+        } else {
+            snapshot.config_hash
+        };
         state.policies.extend(by_key(snapshot.policies, policy_key));
         state.apis = by_key(snapshot.apis, |a| a.id.clone());
         state.applications = by_key(snapshot.applications, |a| a.id.clone());
@@ -100,6 +126,7 @@ impl State {
     pub fn to_snapshot(&self) -> Snapshot {
         Snapshot {
             sequence: self.sequence,
+            config_hash: self.config_hash,
             apis: self.apis.values().cloned().collect(),
             policies: self.policies.values().cloned().collect(),
             applications: self.applications.values().cloned().collect(),
@@ -202,22 +229,16 @@ impl State {
         self.revoked_tokens.values()
     }
 
-    /// A short fingerprint of the configuration (hex FNV-1a 64 of the encoded snapshot,
-    /// secret hashes left out): two readers at the same sequence have the same hash,
-    /// whether or not they hold the secret hashes (gateways never do). A gateway
-    /// reports it so control can tell whether the replica serves exactly its state.
+    /// A short fingerprint of the configuration at this sequence, in hex: a hash chain
+    /// over every record folded (FNV-1a 64 of the previous hash, the sequence and the
+    /// event with its secret hashes cleared; a skipped record chains its sequence alone).
+    /// Two readers at the same sequence have read the same records, so they have the
+    /// same state and the same hash, whether or not they hold the secret hashes
+    /// (gateways never do). It costs one event's bytes per event, never the whole state.
+    /// A gateway reports it so control can tell whether the replica serves exactly its
+    /// state; snapshots carry it.
     pub fn config_hash(&self) -> String {
-        use prost::Message;
-        let mut snapshot = self.to_snapshot();
-        for client in &mut snapshot.clients {
-            client.secret_hash.clear();
-        }
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in snapshot.encode_to_vec() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{hash:016x}")
+        format!("{:016x}", self.config_hash)
     }
 
     /// Folds the event stored at `sequence` into the state.
@@ -234,6 +255,13 @@ impl State {
         }
         self.fold(sequence, envelope)?;
         self.sequence = sequence;
+        let mut redacted = envelope.clone();
+        crate::redact::redact_event(&mut redacted);
+        self.config_hash = chain(
+            self.config_hash,
+            sequence,
+            &prost::Message::encode_to_vec(&redacted),
+        );
         Ok(())
     }
 
@@ -247,6 +275,7 @@ impl State {
             });
         }
         self.sequence = sequence;
+        self.config_hash = chain(self.config_hash, sequence, &[]);
         Ok(())
     }
 
