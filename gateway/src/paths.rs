@@ -16,7 +16,7 @@
 //! | other `%XX` | kept, hex digits upper-cased |
 //! | `.` or `..` segments, literal or encoded | refused |
 //! | `%2F` (encoded `/`), `%5C` or `\` (backslash) | refused |
-//! | `;` (path parameters) | refused |
+//! | `;` or `%3B` (path parameters, literal or encoded) | refused |
 //! | `%00`…`%1F`, `%7F` (encoded control characters), or `%` not followed by two hex digits | refused |
 //!
 //! The query is not touched. A path that needs no change is returned as it is, without
@@ -31,7 +31,7 @@ pub enum PathRefusal {
     EncodedSlash,
     #[error("the path contains a backslash ('\\' or %5C)")]
     Backslash,
-    #[error("the path contains ';' (path parameters are not accepted)")]
+    #[error("the path contains ';' or %3B (path parameters are not accepted)")]
     PathParameter,
     #[error("the path contains a '.' or '..' segment")]
     DotSegment,
@@ -69,6 +69,7 @@ fn decode_at(bytes: &[u8], i: usize) -> Result<(u8, bool), PathRefusal> {
     match byte {
         b'/' => Err(PathRefusal::EncodedSlash),
         b'\\' => Err(PathRefusal::Backslash),
+        b';' => Err(PathRefusal::PathParameter),
         0x00..=0x1f | 0x7f => Err(PathRefusal::EncodedControl),
         _ => Ok((
             byte,
@@ -203,6 +204,7 @@ mod tests {
             ("/ctx/1.0.0/a\\b", Backslash),
             ("/ctx/1.0.0/admin;x=1", PathParameter),
             ("/ctx/1.0.0/admin;", PathParameter),
+            ("/ctx/1.0.0/admin%3bx", PathParameter),
             ("/ctx/1.0.0/../admin", DotSegment),
             ("/ctx/1.0.0/./admin", DotSegment),
             ("/ctx/1.0.0/%2e%2E/admin", DotSegment),

@@ -12,7 +12,7 @@
 //!    `Retry-After: 1`.
 //! 3. [`normalize_path`](Gateway::normalize_path) — the one normal form of the path
 //!    (see [`crate::paths`]): `//` merged and encoded unreserved characters decoded;
-//!    400 for `%2F`, `%5C`, `\`, `;` path parameters, `.`/`..` segments (also
+//!    400 for `%2F`, `%5C`, `\`, `;` or `%3B` path parameters, `.`/`..` segments (also
 //!    encoded), encoded control characters and broken `%` escapes. Every later phase,
 //!    and the backend, get the normalised path: the path matched is the path forwarded.
 //! 4. [`route_match`](Gateway::route_match) — context (longest wins), version or the
