@@ -91,7 +91,8 @@ pub struct GatewayLimits {
     )]
     pub http2_max_concurrent_streams: u32,
     /// Largest request head, in bytes: HTTP/1's request line and headers (the read
-    /// buffer; at least 8192), HTTP/2's header list. Past it: 431.
+    /// buffer; at least 8192), HTTP/2's header list. Past it: 431 (from hyper, without a
+    /// body) and the connection is closed.
     #[arg(
         long = "max-header-bytes",
         env = "GATEHOUSE_GATEWAY_MAX_HEADER_BYTES",
@@ -127,7 +128,8 @@ pub struct GatewayLimits {
     pub body_read_timeout_seconds: u64,
     /// Slowest request body accepted, in bytes per second averaged over the time spent
     /// waiting for it, once `--body-read-timeout-seconds` has been waited (a grace for
-    /// slow starts). Slower: 408. 0: no minimum.
+    /// slow starts). Slower: 408. 0: no minimum (none either when the body read timeout
+    /// is 0).
     #[arg(
         long = "min-body-rate-bytes-per-second",
         env = "GATEHOUSE_GATEWAY_MIN_BODY_RATE_BYTES_PER_SECOND",
