@@ -212,13 +212,6 @@ pub struct Forward {
     pub path: Option<Box<str>>,
 }
 
-impl Forward {
-    /// The path the route was matched on, and the one to forward.
-    pub fn path<'p>(&'p self, parts: &'p Parts) -> &'p str {
-        self.path.as_deref().unwrap_or(parts.uri.path())
-    }
-}
-
 /// What the response phases (17, 18) and the trace know about one request: the
 /// configuration it is served with, how it arrived, and the results of the phases that
 /// ran. [`Gateway::request_head`] fills it in from what each phase returns; no phase
