@@ -303,6 +303,16 @@ pub(crate) fn normalize_definition(
         }
     }
 
+    if d.max_request_body_bytes > validate::MAX_REQUEST_BODY_BYTES {
+        return Err(DomainError::invalid(
+            "definition.max_request_body_bytes",
+            format!(
+                "must be at most {} (1 GiB); 0 uses the gateway's default",
+                validate::MAX_REQUEST_BODY_BYTES
+            ),
+        ));
+    }
+
     if d.subscription_tiers.is_empty() {
         d.subscription_tiers.push(policy::UNLIMITED.to_string());
     }

@@ -12,6 +12,10 @@ pub const MAX_NAME_LEN: usize = 100;
 /// Longest upstream timeout accepted, in milliseconds.
 pub const MAX_TIMEOUT_MS: u32 = 300_000;
 
+/// Largest per-API request body limit accepted, in bytes (1 GiB): a gateway streams
+/// bodies, but an API that needs more is better served by an upload endpoint of its own.
+pub const MAX_REQUEST_BODY_BYTES: u32 = 1 << 30;
+
 /// Any value, as long as there is one.
 pub(crate) fn required(field: &str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() {

@@ -191,6 +191,12 @@ fn bad_definitions_name_the_field() {
             "definition.resources[1]",
             Box::new(|d| d.resources.push(d.resources[0].clone())),
         ),
+        (
+            "definition.max_request_body_bytes",
+            Box::new(|d| {
+                d.max_request_body_bytes = gatehouse_domain::validate::MAX_REQUEST_BODY_BYTES + 1
+            }),
+        ),
     ];
     for (field, mutate) in cases {
         let mut d = definition("X", "/x", "1.0.0");
@@ -220,6 +226,17 @@ fn defaults_are_filled() {
     let d = s.api("x").unwrap().definition.clone().unwrap();
     assert_eq!(d.subscription_tiers, vec!["Unlimited"]);
     assert_eq!(d.cache.unwrap().ttl_seconds, 300);
+    assert_eq!(d.max_request_body_bytes, 0, "0: the gateway's default");
+}
+
+#[test]
+fn a_request_body_limit_up_to_one_gib_is_kept() {
+    let mut s = State::new();
+    let mut d = definition("X", "/x", "1.0.0");
+    d.max_request_body_bytes = gatehouse_domain::validate::MAX_REQUEST_BODY_BYTES;
+    create_api_as(&mut s, "x", d).unwrap();
+    let d = s.api("x").unwrap().definition.clone().unwrap();
+    assert_eq!(d.max_request_body_bytes, 1 << 30);
 }
 
 /// Walks every allowed transition through `handle`, and tries every refused one.

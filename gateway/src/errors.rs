@@ -9,7 +9,13 @@
 //!
 //! so clients written against WSO2 keep recognising them. The codes are WSO2's
 //! (`org.wso2.carbon.apimgt.gateway.handlers.security.APISecurityConstants` and the
-//! throttle handler's constants), listed in [`codes`].
+//! throttle handler's constants), listed in [`codes`]; where WSO2 answers with the bare
+//! HTTP status (404, 405, 413), the code is that status.
+//!
+//! A refusal says what the client did wrong, never what the gateway knows of the
+//! backends: a backend failure (503 101503, 504 101504) is a generic description, and
+//! its details (endpoint, error chain, timeout) go to the log line and the upstream
+//! span only.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -51,6 +57,14 @@ pub mod codes {
     pub const CORS_ORIGIN_NOT_ALLOWED: u32 = 403;
     /// The gateway has no configuration yet (WSO2's code for an unavailable back end).
     pub const NOT_READY: u32 = BACKEND_UNREACHABLE;
+    /// A request path the gateway does not accept (see [`crate::paths`]).
+    pub const BAD_REQUEST: u32 = 400;
+    /// A request body that did not arrive in time.
+    pub const REQUEST_TIMEOUT: u32 = 408;
+    /// A request body larger than the API accepts.
+    pub const REQUEST_TOO_LARGE: u32 = 413;
+    /// More request header fields than the gateway accepts.
+    pub const HEADER_FIELDS_TOO_LARGE: u32 = 431;
 }
 
 /// A refusal made by the gateway, rendered as WSO2's JSON error.
@@ -164,23 +178,64 @@ impl GatewayError {
         )
     }
 
-    /// 503 / 101503.
-    pub fn backend_unreachable(detail: impl std::fmt::Display) -> Self {
+    /// 503 / 101503, with WSO2's generic description: which endpoint failed, and how,
+    /// is for the log and the trace, not the client.
+    pub fn backend_unreachable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             codes::BACKEND_UNREACHABLE,
             "Error connecting to the back end",
-            format!("Error connecting to the back end: {detail}"),
+            "Error connecting to the back end".to_string(),
         )
     }
 
-    /// 504 / 101504.
-    pub fn backend_timeout(timeout_ms: u128) -> Self {
+    /// 504 / 101504, generic like [`backend_unreachable`](Self::backend_unreachable).
+    pub fn backend_timeout() -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             codes::BACKEND_TIMEOUT,
             "Connection timed out",
-            format!("The back end did not answer within {timeout_ms} ms"),
+            "The back end did not answer in time".to_string(),
+        )
+    }
+
+    /// 400 / 400: a request path the gateway refuses (see [`crate::paths`]).
+    pub fn bad_request(reason: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            "Bad Request",
+            format!("The request is not accepted: {reason}"),
+        )
+    }
+
+    /// 413 / 413: a request body larger than the API's limit of `limit` bytes.
+    pub fn request_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::REQUEST_TOO_LARGE,
+            "Request Entity Too Large",
+            format!("The request body is larger than this API accepts ({limit} bytes)"),
+        )
+    }
+
+    /// 408 / 408: a request body that arrived too slowly.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            codes::REQUEST_TIMEOUT,
+            "Request Timeout",
+            "The request body did not arrive in time".to_string(),
+        )
+    }
+
+    /// 431 / 431: more header fields than `max`.
+    pub fn header_fields_too_large(max: u32) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            codes::HEADER_FIELDS_TOO_LARGE,
+            "Request Header Fields Too Large",
+            format!("The request has more than {max} header fields"),
         )
     }
 
@@ -305,6 +360,32 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(response.headers()[header::VARY], "Origin");
         assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[test]
+    fn backend_failures_say_nothing_of_the_backend() {
+        for error in [
+            GatewayError::backend_unreachable(),
+            GatewayError::backend_timeout(),
+        ] {
+            let body: serde_json::Value = serde_json::from_str(&error.body()).unwrap();
+            let description = body["description"].as_str().unwrap();
+            assert!(!description.contains("http"), "{description}");
+            assert!(!description.contains(':'), "no error chain: {description}");
+        }
+        assert_eq!(GatewayError::backend_unreachable().code, 101503);
+        assert_eq!(GatewayError::backend_timeout().code, 101504);
+    }
+
+    #[test]
+    fn a_too_large_body_is_413_in_wso2_shape() {
+        let response = GatewayError::request_too_large(1024).into_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            GatewayError::request_too_large(1024)
+                .body()
+                .starts_with(r#"{"code":413,"message":"Request Entity Too Large","description":"#)
+        );
     }
 
     #[test]

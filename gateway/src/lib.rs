@@ -36,9 +36,12 @@
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod conn;
 pub mod disk;
 pub mod errors;
+pub mod limits;
 pub mod metrics;
+pub mod paths;
 pub mod proxy;
 pub mod routing;
 pub mod server;
@@ -162,6 +165,8 @@ pub struct GatewayConfig {
     /// one it follows control's `WatchEvents` (the embedded file log belongs to one
     /// process and is never opened by a separate gateway).
     #[command(flatten)]
+    pub limits: limits::GatewayLimits,
+    #[command(flatten)]
     pub cluster: ClusterTlsArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -272,6 +277,7 @@ pub async fn start(
         replica_count: config.replica_count,
         access_log: config.access_log,
         trace_requests: config.trace_requests,
+        limits: config.limits.clone(),
     })?);
 
     let log_source = match (log, config.log.nats_config()?) {

@@ -100,6 +100,14 @@ pub struct Metrics {
     pub upstream_failures: AtomicU64,
     /// Responses served from the response cache.
     pub cache_hits: AtomicU64,
+    /// Client connections open now, both listeners.
+    pub connections_open: AtomicU64,
+    /// Connections closed at once because their listener was full (`--max-connections`).
+    pub connections_refused: AtomicU64,
+    /// Connections closed because a request head took too long.
+    pub header_timeouts: AtomicU64,
+    /// Connections closed after their keep-alive or HTTP/2 idle timeout.
+    pub idle_closes: AtomicU64,
 }
 
 impl Metrics {
@@ -205,6 +213,11 @@ impl Metrics {
                 u64::from(self.stale.load(Relaxed)),
                 "1 while serving a configuration not known to be current (disk snapshot).",
             ),
+            (
+                "connections_open",
+                self.connections_open.load(Relaxed),
+                "Client connections open now.",
+            ),
         ];
         let counters = [
             (
@@ -231,6 +244,21 @@ impl Metrics {
                 "cache_hits_total",
                 &self.cache_hits,
                 "Responses served from the response cache.",
+            ),
+            (
+                "connections_refused_total",
+                &self.connections_refused,
+                "Connections accepted and closed at once because their listener had --max-connections open.",
+            ),
+            (
+                "header_timeouts_total",
+                &self.header_timeouts,
+                "Connections closed because a request head did not arrive within --header-read-timeout-seconds.",
+            ),
+            (
+                "idle_closes_total",
+                &self.idle_closes,
+                "Connections closed after their HTTP/1 keep-alive or HTTP/2 idle timeout.",
             ),
         ];
         let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {

@@ -10,58 +10,73 @@
 //!
 //! 2. [`ready`](Gateway::ready) — no configuration loaded yet: 503 101503 with
 //!    `Retry-After: 1`.
-//! 3. [`route_match`](Gateway::route_match) — context (longest wins), version or the
+//! 3. [`normalize_path`](Gateway::normalize_path) — the one normal form of the path
+//!    (see [`crate::paths`]): `//` merged and encoded unreserved characters decoded;
+//!    400 for `%2F`, `%5C`, `\`, `;` or `%3B` path parameters, `.`/`..` segments (also
+//!    encoded), encoded control characters and broken `%` escapes. Every later phase,
+//!    and the backend, get the normalised path: the path matched is the path forwarded.
+//! 4. [`route_match`](Gateway::route_match) — context (longest wins), version or the
 //!    default version, resource template and method: 404 / 405.
-//! 4. [`api_state`](Gateway::api_state) — BLOCKED answers 503 700700; PROTOTYPED APIs
+//! 5. [`request_limits`](Gateway::request_limits) — a `Content-Length` over the API's
+//!    body limit: 413 before anything else is spent on the call; more header fields than
+//!    `--max-headers`: 431.
+//! 6. [`api_state`](Gateway::api_state) — BLOCKED answers 503 700700; PROTOTYPED APIs
 //!    and resources without authentication need no token ([`Security`]).
-//! 5. [`cors_preflight`](Gateway::cors_preflight) — for APIs with CORS, answers
+//! 7. [`cors_preflight`](Gateway::cors_preflight) — for APIs with CORS, answers
 //!    preflights (200 with the `Access-Control-*` headers, 403 for an origin it does not
 //!    allow) and says which origin the response may name; a preflight to an API without
 //!    CORS is 405.
-//! 6. [`authenticate`](Gateway::authenticate) — Bearer JWT (see [`crate::auth`]): 401
+//! 8. [`authenticate`](Gateway::authenticate) — Bearer JWT (see [`crate::auth`]): 401
 //!    900902 / 900901; the key type must have endpoints (401 900901).
-//! 7. [`subscription`](Gateway::subscription) — the token's application is subscribed
+//! 9. [`subscription`](Gateway::subscription) — the token's application is subscribed
 //!    and not blocked: 403 900908 / 401 900907.
-//! 8. [`scopes`](Gateway::scopes) — one of the resource's scopes: 403 900910.
-//! 9. [`throttle`](Gateway::throttle) — subscription, application, API, resource tiers:
-//!    429 900804 / 900803 / 900800 / 900802 (see [`crate::throttle`]).
-//! 10. [`response_cache`](Gateway::response_cache) — a fresh cached answer, if the API
-//!     caches.
-//! 11. [`upstream_peer`](Gateway::upstream_peer) — the endpoint group of the key type
+//! 10. [`scopes`](Gateway::scopes) — one of the resource's scopes: 403 900910.
+//! 11. [`throttle`](Gateway::throttle) — subscription, application, API, resource tiers:
+//!     429 900804 / 900803 / 900800 / 900802 (see [`crate::throttle`]).
+//! 12. [`response_cache`](Gateway::response_cache) — a fresh cached answer, if the API
+//!     caches (see [`crate::cache`]).
+//! 13. [`upstream_peer`](Gateway::upstream_peer) — the endpoint group of the key type
 //!     and the order to try its endpoints in: 503 101503 when the API has none.
 //!
 //! The head ends in a [`Decision`]: an answer (a preflight, a cache hit) or a call to
 //! [`Forward`]. Then the upstream ([`upstream`](Gateway::upstream)), asynchronous, with
 //! the request body (see [`crate::upstream`]):
 //!
-//! 12. [`upstream_request_filter`](Gateway::upstream_request_filter) — the headers the
-//!     backend gets.
-//! 13. [`forward`](Gateway::forward) — the backend call, with the API's timeout and
-//!     retries: 503 101503 / 504 101504.
-//! 14. [`cache_store`](Gateway::cache_store) — a cacheable answer is stored as it
+//! 14. [`upstream_request_filter`](Gateway::upstream_request_filter) — the headers the
+//!     backend gets (`X-Forwarded-*` from the connection).
+//! 15. [`forward`](Gateway::forward) — the backend call, with the API's timeout and
+//!     retries: 503 101503 / 504 101504 (generic: the details are logged and on the
+//!     upstream span); the request body streams within the API's size limit and the
+//!     body timeouts: 413 / 408 (see [`crate::body`]).
+//! 16. [`cache_store`](Gateway::cache_store) — a cacheable answer is stored as it
 //!     streams to the client.
 //!
 //! And for every response, refusals included ([`respond`](Gateway::respond)):
 //!
-//! 15. [`response_headers`](Gateway::response_headers) — CORS and `X-RateLimit-*`.
-//! 16. [`logging`](Gateway::logging) — access log line and metrics.
+//! 17. [`response_headers`](Gateway::response_headers) — CORS and `X-RateLimit-*`.
+//! 18. [`logging`](Gateway::logging) — access log line and metrics.
 //!
-//! Every phase that can refuse (2–9, 11, 13) returns a `Result` whose error is a
-//! [`GatewayError`], or becomes one (phase 3's [`Unrouted`], phase 9's [`Throttled`]):
+//! Every phase that can refuse (2–11, 13, 15) returns a `Result` whose error is a
+//! [`GatewayError`], or becomes one (phase 4's [`Unrouted`], phase 11's [`Throttled`]):
 //! the first refusal ends the request with its WSO2-shaped answer. Each phase takes
 //! what it works on as parameters and returns what it found; [`RequestCtx`] only
-//! records those results for the response phases and the trace. The request head needs
-//! no socket: a test builds the `Parts` and a routing table in memory and runs it, or
-//! any one phase (`tests/phases.rs`).
+//! records those results for the response phases and the trace. The request head
+//! needs no socket: a test builds the `Parts` and a routing table in memory and runs
+//! it, or any one phase (`tests/phases.rs`).
+//!
+//! What a connection may cost before any phase runs (connections, header bytes, idle
+//! and header timeouts) is [`crate::server`]'s and [`crate::conn`]'s.
 //!
 //! # Shared state
 //!
 //! [`Gateway`] is shared by every connection behind an `Arc`. The routing table is an
 //! `ArcSwap` loaded once per request into the [`RequestCtx`], so every phase of one
 //! request sees the same configuration (see [`crate::table`]). Everything else it holds
-//! is either immutable or internally synchronised (throttle counters, token cache,
-//! response cache, connection pool, metrics), each explained in its module.
+//! is either immutable (its [`GatewayLimits`]) or internally synchronised (throttle
+//! counters, token cache, response cache, connection pool, metrics), each explained in
+//! its module.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,7 +95,9 @@ use crate::auth::{Authenticator, Caller};
 use crate::body::GatewayBody;
 use crate::cache::ResponseCache;
 use crate::errors::GatewayError;
+use crate::limits::GatewayLimits;
 use crate::metrics::Metrics;
+use crate::paths;
 use crate::table::{CompiledApi, Route, RouteMatch, RoutingTable};
 use crate::throttle::{Check, RateLimitStatus, ThrottleKey, Throttled, Throttler};
 use crate::upstream::{Forwarded, Peer, Upstream, prepare_request_headers};
@@ -103,7 +120,7 @@ pub struct ConnInfo {
     pub proto: &'static str,
 }
 
-/// Phase 4's verdict on authentication.
+/// Phase 6's verdict on authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
     /// A Bearer token is required.
@@ -112,10 +129,10 @@ pub enum Security {
     Anonymous,
 }
 
-/// Phase 3's refusal.
+/// Phase 4's refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unrouted {
-    /// 404: no API, version or template matches (or the path has `.`/`..` segments).
+    /// 404: no API, version or template matches.
     NotFound,
     /// 405: a template of API `api` (its label) matches, not with this method.
     MethodNotAllowed {
@@ -144,17 +161,17 @@ impl From<Unrouted> for GatewayError {
     }
 }
 
-/// Phase 5's outcome for a call it lets through.
+/// Phase 7's outcome for a call it lets through.
 #[derive(Debug)]
 pub struct CorsDecision {
-    /// The request's `Origin`, when the API's CORS policy allows it: phase 15 names it in
+    /// The request's `Origin`, when the API's CORS policy allows it: phase 17 names it in
     /// `Access-Control-Allow-Origin`.
     pub allowed_origin: Option<HeaderValue>,
     /// The answer to a CORS preflight; `None` for any other call.
     pub preflight: Option<Response<GatewayBody>>,
 }
 
-/// What phase 10 found.
+/// What phase 12 found.
 #[derive(Debug)]
 #[allow(
     clippy::large_enum_variant,
@@ -165,11 +182,11 @@ pub enum CacheLookup {
     Bypass,
     /// A fresh stored answer (`X-Cache: HIT`): the backend is not called.
     Hit(Response<GatewayBody>),
-    /// Nothing fresh under this key: phase 14 stores the backend's answer there.
+    /// Nothing fresh under this key: phase 16 stores the backend's answer there.
     Miss(String),
 }
 
-/// What the request head (phases 2–11) decided for a call it did not refuse.
+/// What the request head (phases 2–13) decided for a call it did not refuse.
 #[derive(Debug)]
 #[allow(
     clippy::large_enum_variant,
@@ -182,17 +199,20 @@ pub enum Decision {
     Forward(Forward),
 }
 
-/// A call to forward: what the upstream phases (12–14) need from the head.
+/// A call to forward: what the upstream phases (14–16) need from the head.
 #[derive(Debug)]
 pub struct Forward {
     pub route: Route,
-    /// Phase 11's choice.
+    /// Phase 13's choice.
     pub peer: Peer,
-    /// Where phase 14 stores the answer (phase 10 missed).
+    /// Where phase 16 stores the answer (phase 12 missed).
     pub cache_key: Option<String>,
+    /// Phase 3's normal form of the path, when it differs from the request's: the path
+    /// the route was matched on, and the one forwarded.
+    pub path: Option<Box<str>>,
 }
 
-/// What the response phases (15, 16) and the trace know about one request: the
+/// What the response phases (17, 18) and the trace know about one request: the
 /// configuration it is served with, how it arrived, and the results of the phases that
 /// ran. [`Gateway::request_head`] fills it in from what each phase returns; no phase
 /// reads its inputs from it. Owned by the request's task.
@@ -206,17 +226,17 @@ pub struct RequestCtx {
     pub started: Instant,
     /// The request's span, when traces are exported.
     pub span: Option<tracing::Span>,
-    /// Phase 3's route, once matched.
+    /// Phase 4's route, once matched.
     pub route: Option<Route>,
     /// The API of a 405 (for metrics), when there is no route.
     pub api_label: Option<Arc<str>>,
-    /// Phase 6's caller (`None`: anonymous, or not authenticated yet).
+    /// Phase 8's caller (`None`: anonymous, or not authenticated yet).
     pub caller: Option<Arc<Caller>>,
-    /// Phase 9's most constrained tier, or the tier that refused.
+    /// Phase 11's most constrained tier, or the tier that refused.
     pub rate_limit: Option<RateLimitStatus>,
-    /// Phase 5's allowed origin.
+    /// Phase 7's allowed origin.
     pub cors_origin: Option<HeaderValue>,
-    /// Phase 10 answered.
+    /// Phase 12 answered.
     pub cache_hit: bool,
 }
 
@@ -239,7 +259,7 @@ impl RequestCtx {
         }
     }
 
-    /// The request path.
+    /// The request path, as the client sent it.
     pub fn path(&self) -> &str {
         self.uri.path()
     }
@@ -263,6 +283,9 @@ pub struct GatewayOptions {
     pub replica_count: u32,
     pub access_log: bool,
     pub trace_requests: bool,
+    /// What one client may cost (connections, timeouts, bodies, cache memory, trusted
+    /// proxies).
+    pub limits: GatewayLimits,
 }
 
 /// The gateway's request path and everything it shares.
@@ -280,23 +303,30 @@ pub struct Gateway {
     /// backend). Only when traces are exported: otherwise the hot path skips it.
     pub trace_requests: bool,
     pub gateway_id: String,
+    /// What one client may cost; read by the listeners too.
+    pub limits: GatewayLimits,
 }
 
 impl Gateway {
     /// A gateway with an empty routing table, answering 503 (phase 2) until the syncer
     /// (or a test) stores a table and sets `sync.has_config`. Opens no socket.
     pub fn new(options: GatewayOptions) -> anyhow::Result<Gateway> {
+        let limits = options.limits;
         Ok(Gateway {
             table: ArcSwap::from_pointee(RoutingTable::empty(&options.metrics)),
             sync: SyncFlags::default(),
             throttler: Throttler::new(options.replica_count),
             auth: Authenticator::new(options.verifier),
-            cache: Default::default(),
+            cache: Arc::new(ResponseCache::new(
+                limits.cache_max_bytes,
+                limits.cache_max_entry_bytes,
+            )),
             upstream: Upstream::new(options.metrics.clone())?,
             access_log: options.access_log,
             trace_requests: options.trace_requests,
             gateway_id: options.gateway_id,
             metrics: options.metrics,
+            limits,
         })
     }
 
@@ -349,7 +379,7 @@ impl Gateway {
         span
     }
 
-    /// Phases 2 to 14: the request head, then the upstream if the head forwards. With
+    /// Phases 2 to 16: the request head, then the upstream if the head forwards. With
     /// traces exported, the upstream is a child span of the request's span.
     async fn serve(
         &self,
@@ -362,8 +392,14 @@ impl Gateway {
             Decision::Forward(forward) => forward,
         };
         if ctx.span.is_some() {
-            let span =
-                tracing::info_span!("upstream", otel.name = "upstream", otel.kind = "client");
+            let span = tracing::info_span!(
+                "upstream",
+                otel.name = "upstream",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                server.address = tracing::field::Empty,
+                gatehouse.upstream_error = tracing::field::Empty,
+            );
             self.upstream(ctx.conn, true, forward, parts, body)
                 .instrument(span)
                 .await
@@ -372,7 +408,7 @@ impl Gateway {
         }
     }
 
-    /// Phases 2 to 11, recording in `ctx` what the response phases need; the first
+    /// Phases 2 to 13, recording in `ctx` what the response phases need; the first
     /// refusal ends the request. With traces exported, each phase that can refuse or
     /// wait (authenticate, subscription, scopes, throttle, response cache) is a child
     /// span of the request's span.
@@ -383,12 +419,14 @@ impl Gateway {
     ) -> Result<Decision, GatewayError> {
         let traced = ctx.span.is_some();
         self.ready()?;
+        let path = self.normalize_path(parts)?;
         let table = ctx.table.clone();
-        let route = self.route_match(&table, parts).map_err(|unrouted| {
+        let route = self.route_match(&table, parts, &path).map_err(|unrouted| {
             ctx.api_label = unrouted.api_label().cloned();
             GatewayError::from(unrouted)
         })?;
         ctx.route = Some(route.clone());
+        self.request_limits(&route, parts)?;
         let security = self.api_state(&route)?;
         let cors = self.cors_preflight(&route, parts)?;
         ctx.cors_origin = cors.allowed_origin;
@@ -414,7 +452,7 @@ impl Gateway {
             }
         }
         let cache_key = match phase(traced, "response cache", || {
-            self.response_cache(&route, parts, caller)
+            self.response_cache(&route, parts, &path, caller)
         }) {
             CacheLookup::Hit(response) => {
                 ctx.cache_hit = true;
@@ -428,10 +466,14 @@ impl Gateway {
             route,
             peer,
             cache_key,
+            path: match path {
+                Cow::Owned(path) => Some(path.into_boxed_str()),
+                Cow::Borrowed(_) => None,
+            },
         }))
     }
 
-    /// Phases 12 to 14 for a call the head forwards, with the request's body.
+    /// Phases 14 to 16 for a call the head forwards, with the request's body.
     /// `traced`: the backend's `traceparent` names the current span (the upstream one).
     pub async fn upstream(
         &self,
@@ -441,16 +483,22 @@ impl Gateway {
         mut parts: Parts,
         body: Incoming,
     ) -> Result<Response<GatewayBody>, GatewayError> {
+        // A miss of a caching API: phase 16 needs the request's headers (`Vary`) as
+        // the client sent them.
+        let request_headers = forward.cache_key.as_ref().map(|_| parts.headers.clone());
         self.upstream_request_filter(&mut parts, conn, traced);
-        let response = self
-            .forward(&forward.route, &forward.peer, parts, body)
-            .await?;
+        let response = self.forward(&forward, parts, body).await?;
         Ok(self
-            .cache_store(&forward.route.api, forward.cache_key, response)
+            .cache_store(
+                &forward.route.api,
+                forward.cache_key,
+                request_headers.as_ref(),
+                response,
+            )
             .await)
     }
 
-    /// Phases 15 and 16 on the answer to a request (a refusal becomes its WSO2 JSON).
+    /// Phases 17 and 18 on the answer to a request (a refusal becomes its WSO2 JSON).
     pub fn respond(
         &self,
         ctx: &RequestCtx,
@@ -545,11 +593,22 @@ impl Gateway {
         }
     }
 
-    /// Phase 3. Finds the API and resource in `table`. May refuse with 404 (no API,
-    /// version or template matches, or the path has `.`/`..` segments) or 405 (the
+    /// Phase 3. The request path in its one normal form (see [`crate::paths`]), or 400
+    /// for a path the gateway refuses. Borrowed from `parts` when already normal.
+    pub fn normalize_path<'p>(&self, parts: &'p Parts) -> Result<Cow<'p, str>, GatewayError> {
+        paths::normalize(parts.uri.path()).map_err(GatewayError::bad_request)
+    }
+
+    /// Phase 4. Finds the API and resource in `table` for `path` (phase 3's normal
+    /// form). May refuse with 404 (no API, version or template matches) or 405 (the
     /// template matches, the method does not). A CORS preflight is matched with the
     /// method it announces.
-    pub fn route_match(&self, table: &RoutingTable, parts: &Parts) -> Result<Route, Unrouted> {
+    pub fn route_match(
+        &self,
+        table: &RoutingTable,
+        parts: &Parts,
+        path: &str,
+    ) -> Result<Route, Unrouted> {
         let announced;
         let method = if is_preflight(parts) {
             announced = parts
@@ -561,7 +620,7 @@ impl Gateway {
         } else {
             &parts.method
         };
-        match table.route(method, parts.uri.path()) {
+        match table.route(method, path) {
             RouteMatch::Matched(route) => Ok(route),
             RouteMatch::MethodNotAllowed { api, allow } => Err(Unrouted::MethodNotAllowed {
                 api: api.label.clone(),
@@ -571,10 +630,34 @@ impl Gateway {
         }
     }
 
-    /// Phase 4. PUBLISHED and DEPRECATED serve, with a token unless the resource turns
+    /// Phase 5. What the request head says it will cost, against the limits: a
+    /// `Content-Length` over the API's body limit (its `max_request_body_bytes`, else
+    /// `--max-request-body-bytes`) is 413 at once, before authentication or the backend
+    /// (a body without a length is counted as it streams: phase 15); more header fields
+    /// than `--max-headers` is 431 (HTTP/1 connections are held to it by hyper already,
+    /// HTTP/2 ones here).
+    pub fn request_limits(&self, route: &Route, parts: &Parts) -> Result<(), GatewayError> {
+        if parts.headers.len() > self.limits.max_headers as usize {
+            return Err(GatewayError::header_fields_too_large(
+                self.limits.max_headers,
+            ));
+        }
+        let max = self.limits.body(route.api.max_request_body).max_bytes;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(length) if length > max => Err(GatewayError::request_too_large(max)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Phase 6. PUBLISHED and DEPRECATED serve, with a token unless the resource turns
     /// authentication off; PROTOTYPED serves without authentication; BLOCKED answers
     /// 503 / 700700. (CREATED and RETIRED APIs have no routes at all: they were 404 in
-    /// phase 3.)
+    /// phase 4.)
     pub fn api_state(&self, route: &Route) -> Result<Security, GatewayError> {
         match route.api.lifecycle {
             Lifecycle::Blocked => Err(GatewayError::api_blocked(&route.api.label)),
@@ -584,8 +667,8 @@ impl Gateway {
         }
     }
 
-    /// Phase 5. For an API with CORS enabled: the request's `Origin`, if the API allows
-    /// it, is what the response names (phase 15); a preflight is answered here, without
+    /// Phase 7. For an API with CORS enabled: the request's `Origin`, if the API allows
+    /// it, is what the response names (phase 17); a preflight is answered here, without
     /// authentication: 200 with the `Access-Control-*` headers, or 403 for an origin
     /// the API does not allow. For an API without CORS a preflight is an `OPTIONS` call
     /// like any other: 405 unless the resource it matched is `OPTIONS` itself.
@@ -647,7 +730,7 @@ impl Gateway {
         })
     }
 
-    /// Phase 6. Unless the call is anonymous, the Bearer token must verify against
+    /// Phase 8. Unless the call is anonymous, the Bearer token must verify against
     /// `table` (401 900902 when absent, 900901 when invalid, expired, revoked or of a
     /// revoked client), and the API must have endpoints for its key type (401 900901).
     /// Returns the caller, `None` for an anonymous call.
@@ -673,7 +756,7 @@ impl Gateway {
         Ok(Some(caller))
     }
 
-    /// Phase 7, for an authenticated call. The caller's application must be subscribed
+    /// Phase 9, for an authenticated call. The caller's application must be subscribed
     /// to the API (403 900908), and the subscription not BLOCKED, nor PROD_ONLY_BLOCKED
     /// for a production key (401 900907).
     pub fn subscription(&self, route: &Route, caller: &Caller) -> Result<(), GatewayError> {
@@ -693,7 +776,7 @@ impl Gateway {
         Ok(())
     }
 
-    /// Phase 8, for an authenticated call. A resource that lists scopes needs a token
+    /// Phase 10, for an authenticated call. A resource that lists scopes needs a token
     /// with one of them, granted to the application on *this* API (its subscription's
     /// `GrantScopes`): a scope granted on another API that happens to declare the same
     /// name authorises nothing here (403 900910).
@@ -717,7 +800,7 @@ impl Gateway {
         }
     }
 
-    /// Phase 9. Counts the call against the subscription and application tiers (for an
+    /// Phase 11. Counts the call against the subscription and application tiers (for an
     /// authenticated caller), then the API and resource tiers, those that have a limit.
     /// Returns the most constrained tier's status (`X-RateLimit-*`), or the first tier
     /// that refuses: 429 with `Retry-After` (see [`crate::throttle`]).
@@ -766,13 +849,15 @@ impl Gateway {
         self.throttler.admit(&checks)
     }
 
-    /// Phase 10. For an API with caching on, a `GET` is looked up by API, path, query
-    /// and caller (application, key type and scopes); a hit is the answer. A miss names
-    /// the key for phase 14 to store the backend's answer under.
+    /// Phase 12. For an API with caching on, a `GET` is looked up by API, host, `path`
+    /// (phase 3's normal form), query and caller (application, key type and scopes); a
+    /// fresh answer whose `Vary` headers have the values this request has is the answer.
+    /// A miss names the key for phase 16 to store the backend's answer under.
     pub fn response_cache(
         &self,
         route: &Route,
         parts: &Parts,
+        path: &str,
         caller: Option<&Caller>,
     ) -> CacheLookup {
         if route.api.cache_ttl.is_none() || parts.method != Method::GET {
@@ -784,14 +869,18 @@ impl Gateway {
                 c.claims.application_id, c.key_type, c.claims.scope
             )
         });
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path_and_query = match parts.uri.query() {
+            Some(query) => Cow::Owned(format!("{path}?{query}")),
+            None => Cow::Borrowed(path),
+        };
         let key = ResponseCache::key(
             &route.api.id,
             parts.method.as_str(),
-            path_and_query,
+            request_host(parts).unwrap_or(""),
+            &path_and_query,
             &caller,
         );
-        match self.cache.lookup(&key) {
+        match self.cache.lookup(&key, &parts.headers) {
             Some(hit) => {
                 self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                 CacheLookup::Hit(hit)
@@ -800,7 +889,7 @@ impl Gateway {
         }
     }
 
-    /// Phase 11. Chooses the peer: the endpoint group of the caller's key type (`None`,
+    /// Phase 13. Chooses the peer: the endpoint group of the caller's key type (`None`,
     /// an anonymous call: production, else sandbox), and the order to try its endpoints
     /// in (round-robin or failover, endpoints that just failed last; see
     /// [`crate::upstream`]). 503 101503 when the API has no such group.
@@ -815,14 +904,16 @@ impl Gateway {
             None => api.production.as_ref().or(api.sandbox.as_ref()),
         };
         let endpoints = endpoints.ok_or_else(|| {
-            GatewayError::backend_unreachable("the API has no endpoints for this call")
+            tracing::warn!(api = %api.label, ?key_type, "the API has no usable endpoints for this call");
+            GatewayError::backend_unreachable()
         })?;
         Ok(self.upstream.peer(endpoints))
     }
 
-    /// Phase 12. The request headers as the backend gets them: hop-by-hop headers and
+    /// Phase 14. The request headers as the backend gets them: hop-by-hop headers and
     /// `Authorization` removed, `X-Forwarded-For`/`-Proto`/`-Host` set from `conn` and
-    /// the client's `Host` (or HTTP/2 authority), `Host` left to the backend's URL.
+    /// the authority the request was sent to ([`request_host`]) — a client's own kept
+    /// only from one of `--trusted-proxies` — and `Host` left to the backend's URL.
     /// With `traced`, `traceparent` names the current span (the gateway's upstream
     /// span); otherwise the client's passes on unchanged.
     pub fn upstream_request_filter(&self, parts: &mut Parts, conn: ConnInfo, traced: bool) {
@@ -836,67 +927,65 @@ impl Gateway {
                 }
             }
         }
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let host = request_host(parts).map(str::to_string);
         let forwarded = Forwarded {
             client_ip: conn.remote.ip(),
             proto: conn.proto,
             host: host.as_deref(),
+            trusted_peer: self.limits.trusts(conn.remote.ip()),
         };
         prepare_request_headers(&mut parts.headers, forwarded);
     }
 
-    /// Phase 13. Forwards the call to `peer` with the API's timeout: the path after the
-    /// route's context and version follows the endpoint's own path, the query passes
-    /// on. A call without a body moves on to the next endpoint when a connection fails.
-    /// 503 101503 when no endpoint can be reached, 504 101504 on timeout.
+    /// Phase 15. Forwards the call to its peer with the API's timeout: the normalised
+    /// path after the route's context and version follows the endpoint's own path, the
+    /// query passes on. A call without a body moves on to the next endpoint when a
+    /// connection fails; a body streams within the API's limits (413 past its size,
+    /// 408 when it is too slow). 503 101503 when no endpoint can be reached, 504 101504
+    /// on timeout.
     pub async fn forward(
         &self,
-        route: &Route,
-        peer: &Peer,
+        forward: &Forward,
         parts: Parts,
         body: Incoming,
     ) -> Result<Response<Incoming>, GatewayError> {
+        let route = &forward.route;
         let uri = parts.uri.clone();
+        let path = forward.path.as_deref().unwrap_or(uri.path());
         self.upstream
             .forward(
-                peer,
+                &forward.peer,
                 route.api.timeout,
                 parts,
                 body,
-                route.resource_path(uri.path()),
+                route.resource_path(path),
+                self.limits.body(route.api.max_request_body),
             )
             .await
     }
 
-    /// Phase 14. With a key from phase 10, a cacheable answer (see
-    /// [`ResponseCache::cacheable`]) streams to the client while a copy is stored; any
-    /// other answer streams through as is.
+    /// Phase 16. With a key from phase 12, a storable answer (see
+    /// [`ResponseCache::storable`]) streams to the client while a copy is stored with the
+    /// values `request_headers` has for its `Vary`; any other answer streams through as
+    /// is.
     pub async fn cache_store(
         &self,
         api: &CompiledApi,
         cache_key: Option<String>,
+        request_headers: Option<&http::HeaderMap>,
         response: Response<Incoming>,
     ) -> Response<GatewayBody> {
-        match (cache_key, api.cache_ttl) {
-            (Some(key), Some(ttl))
-                if ResponseCache::cacheable(response.status(), response.headers()) =>
-            {
-                self.cache.tee(key, ttl, response)
-            }
-            _ => {
-                let (parts, body) = response.into_parts();
-                Response::from_parts(parts, GatewayBody::streamed_prefetched(body).await)
-            }
+        if let (Some(key), Some(ttl), Some(request)) = (cache_key, api.cache_ttl, request_headers)
+            && let Ok(vary) = ResponseCache::storable(response.status(), response.headers())
+        {
+            return self.cache.tee(key, ttl, &vary, request, response);
         }
+        let (parts, body) = response.into_parts();
+        Response::from_parts(parts, GatewayBody::streamed_prefetched(body).await)
     }
 
-    /// Phase 15. Adds the CORS headers for the origin phase 5 allowed and the
-    /// `X-RateLimit-*` headers of phase 9's tier, to every answer (refusals included).
+    /// Phase 17. Adds the CORS headers for the origin phase 7 allowed and the
+    /// `X-RateLimit-*` headers of phase 11's tier, to every answer (refusals included).
     pub fn response_headers(&self, ctx: &RequestCtx, response: &mut Response<GatewayBody>) {
         let headers = response.headers_mut();
         if let (Some(origin), Some(route)) = (ctx.cors_origin.as_ref(), ctx.route.as_ref())
@@ -925,7 +1014,7 @@ impl Gateway {
         }
     }
 
-    /// Phase 16. Metrics (requests by API and status, latency to response headers)
+    /// Phase 18. Metrics (requests by API and status, latency to response headers)
     /// and, unless turned off, one access-log line (target `gatehouse_gateway::access`).
     pub fn logging(&self, ctx: &RequestCtx, response: &Response<GatewayBody>) {
         let elapsed = ctx.started.elapsed();
@@ -953,6 +1042,18 @@ impl Gateway {
             );
         }
     }
+}
+
+/// The authority a request was sent to: HTTP/2's `:authority` (or an absolute-form
+/// URI's), else `Host` — if it is a well-formed `host[:port]` (no user info).
+pub fn request_host(parts: &Parts) -> Option<&str> {
+    let host = match parts.uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => parts.headers.get(header::HOST)?.to_str().ok()?,
+    };
+    let well_formed =
+        !host.is_empty() && !host.contains('@') && host.parse::<http::uri::Authority>().is_ok();
+    well_formed.then_some(host)
 }
 
 /// An `OPTIONS` call with `Origin` and `Access-Control-Request-Method`.

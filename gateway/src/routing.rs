@@ -15,10 +15,13 @@
 //! `/files/*`, or `/a/{x}` next to `/a/{y}/b`; a segment trie with backtracking has no
 //! such conflicts, and it is a few dozen lines.
 //!
-//! Paths are matched as they are on the wire (no percent-decoding), so what matches is
-//! exactly what is forwarded. [`has_dot_segments`] lets the caller refuse `.` / `..`
-//! segments (also percent-encoded) before matching, so `/client/1.0.0/users/../admin`
-//! can never reach a backend path the API does not expose.
+//! Paths are matched in the normal form [`crate::paths`] gives them before routing
+//! (`//` merged, encoded unreserved characters decoded; `%2F`, `\`, `;` and dot segments
+//! refused), and that same form is forwarded, so what matches is exactly what the
+//! backend gets. [`has_dot_segments`] is a second guard for callers of the table
+//! itself: `.` / `..` segments (also percent-encoded) never match, so
+//! `/client/1.0.0/users/../admin` can never reach a backend path the API does not
+//! expose.
 
 use std::collections::HashMap;
 

@@ -2,6 +2,14 @@
 //! loop that hands every connection to hyper's auto (h1/h2) connection builder with
 //! [`Gateway::handle`] as the service.
 //!
+//! Each listener holds at most `--max-connections` connections: past it, a new one is
+//! accepted and closed at once, before any TLS handshake or read, and counted in
+//! `gatehouse_gateway_connections_refused_total` (accepting and closing, rather than
+//! no longer accepting, answers at once instead of leaving clients in the kernel's
+//! backlog; `gatehouse_gateway_connections_open` counts the others). hyper enforces the
+//! header limits (`--max-header-bytes`, `--max-headers`: 431) and HTTP/2's streams and
+//! PINGs; each connection's idle and header timeouts are [`crate::conn`]'s.
+//!
 //! Graceful shutdown: when the shutdown signal fires, each loop stops accepting, asks
 //! every open connection to finish (HTTP/1.1: close after the in-flight response;
 //! HTTP/2: GOAWAY) and waits for them, at most [`DRAIN_TIMEOUT`], so in-flight requests
@@ -14,11 +22,13 @@
 //!
 //! # Shared state
 //!
-//! Each loop owns its listener and a `JoinSet` of its connection tasks (reaped as they
-//! finish); connections share only the `Arc<Gateway>`.
+//! Each loop owns its listener, a `JoinSet` of its connection tasks (reaped as they
+//! finish) and its count of open connections (an atomic each task decrements when it
+//! ends); connections share only the `Arc<Gateway>`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,6 +44,8 @@ use tokio_rustls::TlsAcceptor;
 
 use gatehouse_node::Shutdown;
 
+use crate::conn::{Activity, Expired, Timeouts, Tracked, Watched, watchdog};
+use crate::limits::GatewayLimits;
 use crate::proxy::{ConnInfo, Gateway};
 
 /// Longest wait for in-flight requests at shutdown.
@@ -112,6 +124,51 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// hyper's connection builder, with the limits it enforces itself.
+fn builder(limits: &GatewayLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's HTTP/1 header timer runs from the moment the connection is idle: a
+    // backstop behind the watchdog's separate idle and head timeouts.
+    let backstop = match (limits.header_read_timeout(), limits.http1_keep_alive_idle()) {
+        (Some(head), Some(idle)) => Some(head + idle),
+        _ => None,
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(backstop)
+        .max_buf_size(limits.max_header_bytes as usize)
+        .max_headers(limits.max_headers as usize);
+    let mut http2 = builder.http2();
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .keep_alive_timeout(Duration::from_secs(limits.http2_keep_alive_timeout_seconds));
+    if limits.http2_keep_alive_interval_seconds > 0 {
+        http2.keep_alive_interval(Duration::from_secs(
+            limits.http2_keep_alive_interval_seconds,
+        ));
+    }
+    builder
+}
+
+/// One open connection of a listener; dropping it closes the count.
+struct Open {
+    listener: Arc<AtomicU32>,
+    gateway: Arc<Gateway>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.listener.fetch_sub(1, Ordering::AcqRel);
+        self.gateway
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`, then drains.
 pub async fn accept_loop(
     listener: TcpListener,
@@ -120,13 +177,15 @@ pub async fn accept_loop(
     shutdown: Shutdown,
 ) {
     let proto = if tls.is_some() { "https" } else { "http" };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let limits = &gateway.limits;
+    let builder = Arc::new(builder(limits));
+    let timeouts = Timeouts {
+        header_read: limits.header_read_timeout(),
+        http1_idle: limits.http1_keep_alive_idle(),
+        http2_idle: limits.http2_idle(),
+    };
+    let max_connections = limits.max_connections;
+    let open = Arc::new(AtomicU32::new(0));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -142,6 +201,24 @@ pub async fn accept_loop(
                 }
             },
         };
+        if open.load(Ordering::Acquire) >= max_connections {
+            gateway
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote, proto, max_connections, "connection refused: listener full");
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        gateway
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let guard = Open {
+            listener: open.clone(),
+            gateway: gateway.clone(),
+        };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo { remote, proto };
         let gateway = gateway.clone();
@@ -149,7 +226,7 @@ pub async fn accept_loop(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let service = service_fn(move |request| gateway.clone().handle(conn, request));
+            let _guard = guard;
             match tls {
                 Some(tls) => {
                     let stream =
@@ -164,9 +241,16 @@ pub async fn accept_loop(
                                 return;
                             }
                         };
-                    serve(&builder, TokioIo::new(stream), service, shutdown).await;
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let activity = Activity::new(h2);
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    serve(&builder, io, &gateway, conn, activity, timeouts, shutdown).await;
                 }
-                None => serve(&builder, TokioIo::new(stream), service, shutdown).await,
+                None => {
+                    let activity = Activity::new(false);
+                    let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                    serve(&builder, io, &gateway, conn, activity, timeouts, shutdown).await;
+                }
             }
         });
     }
@@ -189,17 +273,33 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve<I, S>(builder: &auto::Builder<TokioExecutor>, io: I, service: S, shutdown: Shutdown)
-where
+/// Serves one connection until it ends, its [`watchdog`] ends it, or `shutdown`
+/// (then it drains: see the module docs).
+async fn serve<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    gateway: &Arc<Gateway>,
+    conn: ConnInfo,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    shutdown: Shutdown,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::GatewayBody>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
 {
+    let service = {
+        let gateway = gateway.clone();
+        let activity = activity.clone();
+        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let in_flight = activity.begin(request.version());
+            let gateway = gateway.clone();
+            async move {
+                let response = gateway.handle(conn, request).await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked::new(body, in_flight)),
+                )
+            }
+        })
+    };
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
@@ -209,10 +309,26 @@ where
             }
             return;
         }
+        expired = watchdog(&activity, timeouts) => {
+            match expired {
+                Expired::SlowHead => {
+                    gateway.metrics.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(remote = %conn.remote, "closing a connection: its request head is too slow");
+                    return;
+                }
+                Expired::Idle => {
+                    gateway.metrics.idle_closes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         () = shutdown.wait() => {}
     }
     connection.as_mut().graceful_shutdown();
-    if let Err(error) = connection.await {
-        tracing::debug!(error = %error, "connection ended with an error while draining");
+    match tokio::time::timeout(DRAIN_TIMEOUT, connection).await {
+        Ok(Err(error)) => {
+            tracing::debug!(error = %error, "connection ended with an error while draining")
+        }
+        Ok(Ok(())) => {}
+        Err(_) => tracing::debug!("connection still busy after {DRAIN_TIMEOUT:?}; closed"),
     }
 }

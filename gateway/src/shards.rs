@@ -12,6 +12,11 @@
 //! only when they touch the same shard and one of them writes. The closures given to
 //! the methods run with the shard's lock held: they must be short and never block.
 //!
+//! A map made [`weighted`](ShardedMap::weighted) also keeps, per shard, the sum of its
+//! values' weights (the response cache's bytes), updated under the same write lock as
+//! the entries, so [`insert_weighed`](ShardedMap::insert_weighed) can keep a shard
+//! within a budget without walking it.
+//!
 //! A lock poisoned by a panic elsewhere is used as is: every value stored is valid on
 //! its own (a counter, a cached entry), so there is no half-written state to avoid.
 
@@ -20,21 +25,83 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-type Shard<K, V> = RwLock<HashMap<K, V, foldhash::fast::RandomState>>;
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One shard's entries, and the sum of their weights.
+struct Entries<K, V> {
+    map: FastMap<K, V>,
+    weight: usize,
+}
+
+impl<K, V> Default for Entries<K, V> {
+    fn default() -> Self {
+        Entries {
+            map: HashMap::default(),
+            weight: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Entries<K, V> {
+    fn insert(&mut self, key: K, value: V, weigh: fn(&V) -> usize) {
+        self.weight += weigh(&value);
+        if let Some(old) = self.map.insert(key, value) {
+            self.weight -= weigh(&old);
+        }
+    }
+
+    fn remove<Q>(&mut self, key: &Q, weigh: fn(&V) -> usize)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(old) = self.map.remove(key) {
+            self.weight -= weigh(&old);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool, weigh: fn(&V) -> usize) {
+        let mut removed = 0;
+        self.map.retain(|k, v| {
+            let kept = keep(k, v);
+            if !kept {
+                removed += weigh(v);
+            }
+            kept
+        });
+        self.weight -= removed;
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.weight = 0;
+    }
+}
+
+type Shard<K, V> = RwLock<Entries<K, V>>;
 
 /// A concurrent map split into shards. See the module docs.
 pub struct ShardedMap<K, V> {
     /// Picks a key's shard.
     selector: foldhash::fast::RandomState,
     shards: Box<[Shard<K, V>]>,
+    /// A value's weight (0 for every value of an unweighted map).
+    weigh: fn(&V) -> usize,
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// An empty map of `shards` shards (at least one).
     pub fn new(shards: usize) -> Self {
+        Self::weighted(shards, |_| 0)
+    }
+
+    /// An empty map of `shards` shards whose values weigh `weigh(value)` each (bytes,
+    /// for the response cache): see [`insert_weighed`](Self::insert_weighed).
+    pub fn weighted(shards: usize, weigh: fn(&V) -> usize) -> Self {
         ShardedMap {
             selector: Default::default(),
             shards: (0..shards.max(1)).map(|_| RwLock::default()).collect(),
+            weigh,
         }
     }
 
@@ -42,15 +109,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         &self.shards[(self.selector.hash_one(key) as usize) % self.shards.len()]
     }
 
-    fn read_shard(
-        shard: &Shard<K, V>,
-    ) -> RwLockReadGuard<'_, HashMap<K, V, foldhash::fast::RandomState>> {
+    fn read_shard(shard: &Shard<K, V>) -> RwLockReadGuard<'_, Entries<K, V>> {
         shard.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_shard(
-        shard: &Shard<K, V>,
-    ) -> RwLockWriteGuard<'_, HashMap<K, V, foldhash::fast::RandomState>> {
+    fn write_shard(shard: &Shard<K, V>) -> RwLockWriteGuard<'_, Entries<K, V>> {
         shard.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -60,7 +123,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        read(Self::read_shard(self.shard(key)).get(key))
+        read(Self::read_shard(self.shard(key)).map.get(key))
     }
 
     /// Runs `use_value` on the value of `key`, inserting `make()` first if there is none.
@@ -74,12 +137,19 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         let shard = self.shard(&key);
         {
             let values = Self::read_shard(shard);
-            if let Some(value) = values.get(&key) {
+            if let Some(value) = values.map.get(&key) {
                 return use_value(value);
             }
         }
         let mut values = Self::write_shard(shard);
-        use_value(values.entry(key).or_insert_with(make))
+        let values = &mut *values;
+        let weigh = self.weigh;
+        let value = values.map.entry(key).or_insert_with(|| {
+            let value = make();
+            values.weight += weigh(&value);
+            value
+        });
+        use_value(value)
     }
 
     /// Inserts `value`, keeping the shard within `max_per_shard` entries: when it is
@@ -93,13 +163,58 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         keep: impl FnMut(&K, &mut V) -> bool,
     ) {
         let mut values = Self::write_shard(self.shard(&key));
-        if values.len() >= max_per_shard {
-            values.retain(keep);
-            if values.len() >= max_per_shard {
+        if values.map.len() >= max_per_shard {
+            values.retain(keep, self.weigh);
+            if values.map.len() >= max_per_shard {
                 values.clear();
             }
         }
-        values.insert(key, value);
+        values.insert(key, value, self.weigh);
+    }
+
+    /// Inserts `value` (replacing the value of `key`), keeping the shard's weight within
+    /// `max_weight`: when it would not fit, the entries `keep` refuses go first, then the
+    /// oldest by `age` (smallest first) until the shard is at most 7/8 full with the new
+    /// value, so that the next inserts find room without another eviction. A value
+    /// heavier than `max_weight` on its own is not inserted (and `key` keeps no value):
+    /// returns whether it was.
+    pub fn insert_weighed<O: Ord>(
+        &self,
+        key: K,
+        value: V,
+        max_weight: usize,
+        keep: impl FnMut(&K, &mut V) -> bool,
+        age: impl Fn(&V) -> O,
+    ) -> bool
+    where
+        K: Clone,
+    {
+        let weight = (self.weigh)(&value);
+        let mut values = Self::write_shard(self.shard(&key));
+        values.remove(&key, self.weigh);
+        if weight > max_weight {
+            return false;
+        }
+        if values.weight + weight > max_weight {
+            values.retain(keep, self.weigh);
+        }
+        if values.weight + weight > max_weight {
+            let target = (max_weight - max_weight / 8).saturating_sub(weight);
+            let mut by_age: Vec<(O, K)> = values
+                .map
+                .iter()
+                .map(|(k, v)| (age(v), k.clone()))
+                .collect();
+            by_age.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (_, oldest) in by_age {
+                if values.weight <= target {
+                    break;
+                }
+                values.remove(&oldest, self.weigh);
+            }
+        }
+        values.insert(key, value, self.weigh);
+        true
     }
 
     /// Removes `key` if `remove` says so of its value.
@@ -109,27 +224,40 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let mut values = Self::write_shard(self.shard(key));
-        if let Some(value) = values.get(key)
+        if let Some(value) = values.map.get(key)
             && remove(value)
         {
-            values.remove(key);
+            values.remove(key, self.weigh);
         }
     }
 
     /// Keeps only the entries `keep` accepts, one shard at a time (sweeps).
     pub fn retain(&self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         for shard in &self.shards {
-            Self::write_shard(shard).retain(&mut keep);
+            Self::write_shard(shard).retain(&mut keep, self.weigh);
         }
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| Self::read_shard(s).len()).sum()
+        self.shards
+            .iter()
+            .map(|s| Self::read_shard(s).map.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The sum of the values' weights (0 for an unweighted map).
+    pub fn weight(&self) -> usize {
+        self.shards.iter().map(|s| Self::read_shard(s).weight).sum()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 }
 
@@ -179,5 +307,45 @@ mod tests {
         map.insert_bounded(11, 11, 3, |_, _| true);
         assert_eq!(map.len(), 1, "nothing could go: the shard was emptied");
         assert_eq!(map.read(&11, |v| v.copied()), Some(11));
+    }
+
+    #[test]
+    fn a_weighted_shard_stays_within_its_budget_dropping_refused_then_oldest() {
+        // The value is (weight, age).
+        let map: ShardedMap<u32, (usize, u32)> = ShardedMap::weighted(1, |v| v.0);
+        let insert = |k: u32, w: usize, age: u32, keep_from: u32| {
+            map.insert_weighed(k, (w, age), 100, |_, v| v.1 >= keep_from, |v| v.1)
+        };
+        for k in 0..10 {
+            assert!(insert(k, 10, k, 0));
+        }
+        assert_eq!(map.weight(), 100);
+        // Full: entries `keep` refuses (age < 3) go first, nothing else.
+        assert!(insert(10, 20, 10, 3));
+        assert_eq!(map.weight(), 90, "0, 1, 2 dropped for 10: {map:?}");
+        assert_eq!(map.read(&2, |v| v.copied()), None);
+        assert_eq!(map.read(&3, |v| v.copied()), Some((10, 3)));
+        // Full again, `keep` refuses nothing: the oldest go, down to 7/8 with the new one.
+        assert!(insert(11, 30, 11, 0));
+        assert!(map.weight() <= 100 - 100 / 8, "{}", map.weight());
+        assert_eq!(map.read(&3, |v| v.copied()), None, "the oldest went");
+        assert_eq!(map.read(&11, |v| v.copied()), Some((30, 11)));
+        assert_eq!(
+            map.read(&10, |v| v.copied()),
+            Some((20, 10)),
+            "a young one stayed"
+        );
+        // Replacing a key counts its weight once.
+        let before = map.weight();
+        assert!(insert(11, 5, 12, 0));
+        assert_eq!(map.weight(), before - 25);
+        // Heavier than the whole budget: not stored, and the key's old value is gone.
+        assert!(!insert(11, 101, 13, 0));
+        assert_eq!(map.read(&11, |v| v.copied()), None);
+        assert_eq!(map.weight(), before - 30);
+        // Removing and sweeping keep the sum true.
+        map.remove_if(&10, |_| true);
+        map.retain(|_, _| false);
+        assert_eq!((map.len(), map.weight()), (0, 0));
     }
 }

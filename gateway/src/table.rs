@@ -201,6 +201,8 @@ pub struct CompiledApi {
     pub production: Option<Arc<Endpoints>>,
     pub sandbox: Option<Arc<Endpoints>>,
     pub timeout: Duration,
+    /// The API's own request body limit, in bytes (0: the gateway's default).
+    pub max_request_body: u32,
     pub cors: Option<Cors>,
     pub cache_ttl: Option<Duration>,
     pub limit: Option<Limit>,
@@ -528,6 +530,7 @@ fn compile_api(
         production: Endpoints::of(endpoints.and_then(|e| e.production.as_ref())),
         sandbox: Endpoints::of(endpoints.and_then(|e| e.sandbox.as_ref())),
         timeout,
+        max_request_body: d.max_request_body_bytes,
         cors,
         cache_ttl,
         limit,

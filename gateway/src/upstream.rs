@@ -19,10 +19,14 @@
 //!   headers (`Connection` and those it names, `Keep-Alive`, `TE`, `Transfer-Encoding`,
 //!   `Upgrade`, `Proxy-*`, `Trailer`) are removed both ways. `Authorization` is not
 //!   forwarded (the backend trusts the gateway, as with WSO2's default).
-//!   `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto` and
-//!   `X-Forwarded-Host` say how the client called; `Host` becomes the backend's;
-//!   `traceparent`/`tracestate` pass on unchanged, or name the gateway's span when
-//!   traces are exported.
+//!   `X-Forwarded-*` come from the connection: `-For` is the TCP peer's address,
+//!   `-Proto` the listener's scheme, `-Host` the authority the request was sent to
+//!   (HTTP/2 `:authority` or `Host`, if it is a well-formed host and port). A client's
+//!   own `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are dropped, unless its peer is
+//!   one of `--trusted-proxies`: then its `X-Forwarded-For` chain is kept with the peer
+//!   appended, and its `-Proto`, `-Host` and `Forwarded` pass on. `Host` becomes the
+//!   backend's; `traceparent`/`tracestate` pass on unchanged, or name the gateway's span
+//!   when traces are exported.
 //! - **Retries** ([`Upstream::forward`]): a call without a request body moves on to the
 //!   next endpoint when the connection fails (nothing reached the backend). A call with
 //!   a body streams it to the first endpoint tried and is never retried: the body is
@@ -30,8 +34,13 @@
 //!   be acting on the call).
 //! - **Timeout**: the API's `timeout_ms` (default 30 s) bounds the wait for the
 //!   response headers of each attempt; 504 / 101504 when it passes. 503 / 101503 when no
-//!   endpoint can be reached.
-//! - **Bodies** stream both ways, frame by frame ([`GatewayBody`]).
+//!   endpoint can be reached. Both say nothing of the backend: the endpoint and the
+//!   error chain are in the warning logged and on the upstream span
+//!   (`gatehouse.upstream_error`).
+//! - **Bodies** stream both ways, frame by frame ([`GatewayBody`]); a request body is
+//!   [metered](GatewayBody::metered): past the API's size limit, or too slow, it ends
+//!   with an error (the backend's request is reset) and the client gets 413 or 408 —
+//!   unless the backend has already answered, in which case that answer stands.
 //!
 //! [`upstream_peer`]: crate::proxy::Gateway::upstream_peer
 //! [`upstream_request_filter`]: crate::proxy::Gateway::upstream_request_filter
@@ -59,8 +68,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::body::GatewayBody;
+use crate::body::{BodyRefusal, GatewayBody, RefusalSlot};
 use crate::errors::GatewayError;
+use crate::limits::BodyLimits;
 use crate::metrics::Metrics;
 use crate::table::{Endpoints, Target};
 
@@ -73,11 +83,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How the client called the gateway, for the `X-Forwarded-*` headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded<'a> {
+    /// The TCP peer.
     pub client_ip: IpAddr,
     /// `http` or `https`.
     pub proto: &'static str,
-    /// The `Host` (or HTTP/2 `:authority`) the client used.
+    /// The authority the request was sent to (HTTP/2 `:authority` or `Host`), if well
+    /// formed.
     pub host: Option<&'a str>,
+    /// The peer is one of `--trusted-proxies`: its `X-Forwarded-*` are believed.
+    pub trusted_peer: bool,
 }
 
 /// The peer chosen for one call: an endpoint group, and the order in which to try its
@@ -191,7 +205,8 @@ impl Upstream {
 
     /// Forwards a call to `peer` (its headers already prepared, see
     /// [`prepare_request_headers`]) and returns the backend's response (headers
-    /// received; the body streams on). `resource_path` follows the endpoint's own path.
+    /// received; the body streams on). `resource_path` follows the endpoint's own path;
+    /// the request body streams within `limits`.
     pub async fn forward(
         &self,
         peer: &Peer,
@@ -199,17 +214,18 @@ impl Upstream {
         parts: request::Parts,
         body: Incoming,
         resource_path: &str,
+        limits: BodyLimits,
     ) -> Result<Response<Incoming>, GatewayError> {
         let failures = &self.metrics.upstream_failures;
         let mut headers = parts.headers;
         let query = parts.uri.query();
         let retryable = body.is_end_stream();
+        let refusal = RefusalSlot::default();
         let mut body = Some(if retryable {
             GatewayBody::empty()
         } else {
-            GatewayBody::streamed(body)
+            GatewayBody::metered(body, limits, refusal.clone())
         });
-        let mut last_error = String::from("no endpoint");
         let attempts = if retryable { peer.order.len() } else { 1 };
         for (attempt, &index) in peer.order.iter().take(attempts).enumerate() {
             let Some(attempt_body) = body.take() else {
@@ -225,8 +241,10 @@ impl Upstream {
                 headers.clone()
             };
             let target = &peer.endpoints.targets[index];
-            let uri = upstream_uri(target, resource_path, query)
-                .map_err(|e| GatewayError::backend_unreachable(format!("bad backend URL: {e}")))?;
+            let uri = upstream_uri(target, resource_path, query).map_err(|e| {
+                backend_failed(&target.url, &format!("cannot build the backend URL: {e}"));
+                GatewayError::backend_unreachable()
+            })?;
             let mut request = Request::new(attempt_body);
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = uri;
@@ -239,24 +257,45 @@ impl Upstream {
                     return Ok(response);
                 }
                 Ok(Err(error)) => {
+                    // The gateway itself cut the request body off: the client's fault,
+                    // not the backend's.
+                    match refusal.get() {
+                        Some(BodyRefusal::TooLarge(limit)) => {
+                            return Err(GatewayError::request_too_large(*limit));
+                        }
+                        Some(BodyRefusal::TooSlow) => return Err(GatewayError::request_timeout()),
+                        None => {}
+                    }
                     failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(endpoint = %target.url, error = %error_chain(&error), "backend call failed");
-                    last_error = format!("{}: {}", target.url, error_chain(&error));
+                    backend_failed(&target.url, &error_chain(&error));
                     if error.is_connect() {
                         self.mark_down(&target.url);
                         continue;
                     }
-                    return Err(GatewayError::backend_unreachable(last_error));
+                    return Err(GatewayError::backend_unreachable());
                 }
                 Err(_elapsed) => {
                     failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(endpoint = %target.url, ?timeout, "backend call timed out");
-                    return Err(GatewayError::backend_timeout(timeout.as_millis()));
+                    backend_failed(
+                        &target.url,
+                        &format!("no answer within {} ms", timeout.as_millis()),
+                    );
+                    return Err(GatewayError::backend_timeout());
                 }
             }
         }
-        Err(GatewayError::backend_unreachable(last_error))
+        Err(GatewayError::backend_unreachable())
     }
+}
+
+/// Logs a failed backend call and records it on the current (upstream) span: the
+/// details the client's 503 / 504 leaves out.
+fn backend_failed(endpoint: &str, error: &str) {
+    tracing::warn!(endpoint, error, "backend call failed");
+    let span = tracing::Span::current();
+    span.record("server.address", endpoint);
+    span.record("gatehouse.upstream_error", error);
+    span.record("otel.status_code", "ERROR");
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -324,27 +363,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request headers as the backend gets them.
+/// The request headers as the backend gets them (see the module docs).
 pub fn prepare_request_headers(headers: &mut HeaderMap, forwarded: Forwarded<'_>) {
+    const XFF: &str = "x-forwarded-for";
+    const PROTO: &str = "x-forwarded-proto";
+    const HOST: &str = "x-forwarded-host";
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     let ip = forwarded.client_ip.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+    let chain: Vec<&str> = if forwarded.trusted_peer {
+        headers
+            .get_all(XFF)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", value);
+    let xff = if chain.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", chain.join(", "))
+    };
+    match HeaderValue::from_str(&xff) {
+        Ok(value) => {
+            headers.insert(XFF, value);
+        }
+        Err(_) => {
+            headers.remove(XFF);
+        }
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(forwarded.proto),
-    );
-    if let Some(host) = forwarded.host
+    if !forwarded.trusted_peer {
+        for name in [PROTO, HOST, "forwarded", "x-real-ip"] {
+            headers.remove(name);
+        }
+    }
+    if !headers.contains_key(PROTO) {
+        headers.insert(PROTO, HeaderValue::from_static(forwarded.proto));
+    }
+    if !headers.contains_key(HOST)
+        && let Some(host) = forwarded.host
         && let Ok(value) = HeaderValue::from_str(host)
     {
-        headers.insert("x-forwarded-host", value);
+        headers.insert(HOST, value);
     }
 }
 
@@ -379,6 +443,7 @@ mod tests {
                 client_ip: "127.0.0.1".parse().unwrap(),
                 proto: "https",
                 host: Some("gw:8243"),
+                trusted_peer: true,
             },
         );
         for gone in [
@@ -396,6 +461,50 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "gw:8243");
         assert!(h.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_forge_forwarded_headers() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=10.0.0.1;host=evil.example"),
+            ("x-real-ip", "10.0.0.1"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        let mut trusted = h.clone();
+        prepare_request_headers(
+            &mut h,
+            Forwarded {
+                client_ip: "192.0.2.9".parse().unwrap(),
+                proto: "http",
+                host: Some("gw:8280"),
+                trusted_peer: false,
+            },
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "gw:8280");
+        assert!(!h.contains_key("forwarded") && !h.contains_key("x-real-ip"));
+        // From a trusted proxy, the chain and its view of the call are kept.
+        prepare_request_headers(
+            &mut trusted,
+            Forwarded {
+                client_ip: "192.0.2.9".parse().unwrap(),
+                proto: "http",
+                host: Some("gw:8280"),
+                trusted_peer: true,
+            },
+        );
+        assert_eq!(trusted["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.9");
+        assert_eq!(trusted["x-forwarded-proto"], "https");
+        assert_eq!(trusted["x-forwarded-host"], "evil.example");
+        assert!(trusted.contains_key("forwarded"));
     }
 
     #[test]

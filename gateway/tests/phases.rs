@@ -17,6 +17,7 @@ use futures::FutureExt;
 use gatehouse_domain::{Command, State};
 use gatehouse_gateway::body::GatewayBody;
 use gatehouse_gateway::errors::GatewayError;
+use gatehouse_gateway::limits::GatewayLimits;
 use gatehouse_gateway::metrics::Metrics;
 use gatehouse_gateway::proxy::{
     ConnInfo, Decision, Forward, Gateway, GatewayOptions, RequestCtx, Security, Unrouted,
@@ -50,6 +51,11 @@ struct Fixture {
 impl Fixture {
     /// A ready gateway whose state has only a published ES256 signing key.
     fn empty() -> Fixture {
+        Fixture::empty_with(GatewayLimits::default())
+    }
+
+    /// [`Fixture::empty`], with these limits.
+    fn empty_with(limits: GatewayLimits) -> Fixture {
         let gateway = Gateway::new(GatewayOptions {
             gateway_id: "phases".into(),
             metrics: Arc::new(Metrics::default()),
@@ -61,6 +67,7 @@ impl Fixture {
             replica_count: 1,
             access_log: false,
             trace_requests: false,
+            limits,
         })
         .unwrap();
         let mut fixture = Fixture {
@@ -84,7 +91,12 @@ impl Fixture {
     /// `admin:read`, production endpoints only) subscribed by `app1`, and `app2` with
     /// keys but no subscription: `tests/errors.rs`'s world.
     fn new(tweak: impl FnOnce(&mut ApiDefinition)) -> Fixture {
-        let mut f = Fixture::empty();
+        Fixture::new_with(GatewayLimits::default(), tweak)
+    }
+
+    /// [`Fixture::new`], with these limits.
+    fn new_with(limits: GatewayLimits, tweak: impl FnOnce(&mut ApiDefinition)) -> Fixture {
+        let mut f = Fixture::empty_with(limits);
         let mut definition = api(&[("GET", "/users"), ("GET", "/users/{id}")]);
         definition.resources.push(Resource {
             method: "GET".into(),
@@ -186,7 +198,7 @@ impl Fixture {
     /// The route of a `GET` on `path`, through phase 3.
     fn route(&self, path: &str) -> Route {
         self.gateway
-            .route_match(&self.table(), &get(path, None))
+            .route_match(&self.table(), &get(path, None), path)
             .unwrap()
     }
 
@@ -362,12 +374,10 @@ fn no_matching_resource_is_404_json_and_wrong_method_405() {
         "/client/9.9.9/users",
         "/client/1.0.0/unknown",
         "/client/1.0.0/users/1/2",
-        "/client/1.0.0/users/../admin",
-        "/client/1.0.0/users/%2e%2e/admin",
     ] {
         assert_eq!(
             f.gateway
-                .route_match(&f.table(), &get(path, Some(&token)))
+                .route_match(&f.table(), &get(path, Some(&token)), path)
                 .unwrap_err(),
             Unrouted::NotFound,
             "{path}"
@@ -376,7 +386,9 @@ fn no_matching_resource_is_404_json_and_wrong_method_405() {
     }
     let delete = || request(Method::DELETE, "/client/1.0.0/users/1", Some(&token), &[]);
     assert_eq!(
-        f.gateway.route_match(&f.table(), &delete()).unwrap_err(),
+        f.gateway
+            .route_match(&f.table(), &delete(), "/client/1.0.0/users/1")
+            .unwrap_err(),
         Unrouted::MethodNotAllowed {
             api: "/client/1.0.0".into(),
             allow: "GET".into()
@@ -916,10 +928,7 @@ fn no_endpoints_for_the_call_is_503_101503() {
         .gateway
         .upstream_peer(&route, Some(KeyType::Sandbox))
         .unwrap_err();
-    assert_eq!(
-        refusal,
-        GatewayError::backend_unreachable("the API has no endpoints for this call")
-    );
+    assert_eq!(refusal, GatewayError::backend_unreachable());
     assert_eq!(refusal.status, StatusCode::SERVICE_UNAVAILABLE);
     // The whole head: an anonymous call to a PROTOTYPED API whose one URL the gateway
     // cannot use.
@@ -929,9 +938,10 @@ fn no_endpoints_for_the_call_is_503_101503() {
     f.lifecycle("client-api", Lifecycle::Prototyped);
     let reply = f.get("/client/1.0.0/users", None);
     assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE, 101503);
-    assert!(
-        description(&reply).contains("the API has no endpoints for this call"),
-        "{reply:?}"
+    assert_eq!(
+        description(&reply),
+        "Error connecting to the back end",
+        "WSO2's generic description: the reason is logged"
     );
 }
 
@@ -959,31 +969,46 @@ fn each_key_type_gets_its_own_endpoints_and_anonymous_calls_production() {
 
 #[test]
 fn the_upstream_request_filter_prepares_the_headers_the_backend_gets() {
-    let f = Fixture::new(|_| {});
-    let mut parts = request(
-        Method::GET,
-        "/client/1.0.0/users",
-        Some("token"),
-        &[
-            ("connection", "keep-alive, x-private"),
-            ("x-private", "secret"),
-            ("x-forwarded-for", "10.1.2.3"),
-            ("x-custom", "kept"),
-        ],
-    );
-    let conn = ConnInfo {
-        remote: SocketAddr::from(([192, 0, 2, 7], 40_000)),
-        proto: "https",
+    let filtered = |limits: GatewayLimits| {
+        let f = Fixture::new_with(limits, |_| {});
+        let mut parts = request(
+            Method::GET,
+            "/client/1.0.0/users",
+            Some("token"),
+            &[
+                ("connection", "keep-alive, x-private"),
+                ("x-private", "secret"),
+                ("x-forwarded-for", "10.1.2.3"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-custom", "kept"),
+            ],
+        );
+        let conn = ConnInfo {
+            remote: SocketAddr::from(([192, 0, 2, 7], 40_000)),
+            proto: "https",
+        };
+        f.gateway.upstream_request_filter(&mut parts, conn, false);
+        parts.headers
     };
-    f.gateway.upstream_request_filter(&mut parts, conn, false);
-    let h = &parts.headers;
-    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 192.0.2.7");
+    // From a client: X-Forwarded-* are the connection's.
+    let h = filtered(GatewayLimits::default());
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "gw.example:8243");
     assert_eq!(h["x-custom"], "kept");
     for gone in ["host", "authorization", "connection", "x-private"] {
         assert!(!h.contains_key(gone), "{gone}: {h:?}");
     }
+    // From a trusted proxy: its chain and its view of the call.
+    let limits = GatewayLimits {
+        trusted_proxies: vec!["192.0.2.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    let h = filtered(limits);
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "evil.example");
 }
 
 /// The opaque origin `null` is never reflected, even by an API open to any origin.
@@ -1027,4 +1052,193 @@ fn the_null_origin_is_never_allowed() {
         actual.header("access-control-allow-origin").is_none(),
         "no CORS header for null: {actual:?}"
     );
+}
+
+/// `/client/1.0.0` with an open `/*` (authentication off) next to a scoped `/admin`:
+/// the layout the path attacks aim at.
+fn open_wildcard_next_to_admin(d: &mut ApiDefinition) {
+    d.resources.push(Resource {
+        method: "GET".into(),
+        path: "/*".into(),
+        auth_disabled: true,
+        ..Default::default()
+    });
+}
+
+/// Paths a lenient backend would read as another resource (`/admin` through `%2F`,
+/// `\\`, `;`, dot segments) are refused with 400 before routing: never forwarded
+/// anonymously under the open `/*`.
+#[test]
+fn ambiguous_paths_are_400_before_routing() {
+    let f = Fixture::new(open_wildcard_next_to_admin);
+    // The open resource serves anonymous calls.
+    f.get("/client/1.0.0/public/x", None)
+        .assert_forwarded_to(PRODUCTION);
+    for path in [
+        "/client/1.0.0/x%2F..%2Fadmin",
+        "/client/1.0.0/x%2fadmin",
+        "/client/1.0.0/x%5Cadmin",
+        "/client/1.0.0/admin;jsessionid=1",
+        "/client/1.0.0/x;/admin",
+        "/client/1.0.0/users/../admin",
+        "/client/1.0.0/users/%2e%2e/admin",
+        "/client/1.0.0/./admin",
+        "/client/1.0.0/admin%00",
+        "/client/1.0.0/admin%zz",
+    ] {
+        let reply = f.get(path, None);
+        assert_error(&reply, StatusCode::BAD_REQUEST, 400);
+        assert_eq!(reply.json()["message"], "Bad Request", "{path}");
+        assert!(
+            description(&reply).starts_with("The request is not accepted: the path contains"),
+            "{reply:?}"
+        );
+        assert!(
+            f.gateway.normalize_path(&get(path, None)).is_err(),
+            "{path}"
+        );
+    }
+    assert!(
+        f.gateway
+            .metrics
+            .render()
+            .contains(r#"gatehouse_gateway_requests_total{api="",status="400"} 10"#),
+        "{}",
+        f.gateway.metrics.render()
+    );
+}
+
+/// `//admin` and `%61dmin` are `/admin`: matched as the scoped resource (a token and
+/// its scope needed), and forwarded as `/admin`, never as the open `/*`.
+#[test]
+fn doubled_slashes_and_encoded_letters_are_normalised_so_the_match_is_what_is_forwarded() {
+    let mut f = Fixture::new(open_wildcard_next_to_admin);
+    for path in [
+        "/client/1.0.0//admin",
+        "/client/1.0.0/%61dmin",
+        "//client//1.0.0///admin",
+        "/client/1.0.0/ad%6Din/",
+    ] {
+        let anonymous = f.get(path, None);
+        assert_error(&anonymous, StatusCode::UNAUTHORIZED, 900902);
+        let route = f
+            .gateway
+            .route_match(
+                &f.table(),
+                &get(path, None),
+                &f.gateway.normalize_path(&get(path, None)).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(&*route.resource().template, "/admin", "{path}");
+    }
+    assert_error(
+        &f.get("/client/1.0.0//admin", Some(&f.token("app1", false, ""))),
+        StatusCode::FORBIDDEN,
+        900910,
+    );
+    f.run(Command::GrantSubscriptionScopes {
+        subscription_id: "sub1".into(),
+        scopes: vec!["admin:read".into()],
+    });
+    let token = f.token("app1", false, "admin:read");
+    let reply = f.get("/client/1.0.0//admin?x=1", Some(&token));
+    reply.assert_forwarded_to(PRODUCTION);
+    let forward = reply.forwarded.as_ref().unwrap();
+    assert_eq!(forward.path.as_deref(), Some("/client/1.0.0/admin"));
+    assert_eq!(
+        forward
+            .route
+            .resource_path(forward.path.as_deref().unwrap()),
+        "/admin",
+        "the backend gets the path that was matched"
+    );
+    // A path already normal is forwarded as it came, without a copy.
+    let plain = f.get("/client/1.0.0/admin", Some(&token));
+    assert!(plain.forwarded.as_ref().unwrap().path.is_none());
+}
+
+fn post(path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Parts {
+    request(Method::POST, path, token, headers)
+}
+
+/// A `Content-Length` over the limit is refused with 413 at once: before the token is
+/// even looked at, and the backend is never called. The API's own limit wins over the
+/// gateway's default.
+#[test]
+fn a_content_length_over_the_limit_is_413_before_anything_else() {
+    let limits = GatewayLimits {
+        max_request_body_bytes: 1000,
+        ..Default::default()
+    };
+    let f = Fixture::new_with(limits, |d| {
+        d.resources.push(Resource {
+            method: "POST".into(),
+            path: "/users".into(),
+            ..Default::default()
+        });
+    });
+    let token = f.token("app1", false, "");
+    let length = |n: &str| [("content-length", n.to_string())];
+    let call = |n: &str, token: Option<&str>| {
+        let headers = length(n);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        f.call(post("/client/1.0.0/users", token, &headers))
+    };
+    let refused = call("1001", None);
+    assert_error(&refused, StatusCode::PAYLOAD_TOO_LARGE, 413);
+    assert_eq!(refused.json()["message"], "Request Entity Too Large");
+    assert!(description(&refused).contains("1000 bytes"), "{refused:?}");
+    assert_error(
+        &call("1001", Some(&token)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413,
+    );
+    call("1000", Some(&token)).assert_forwarded_to(PRODUCTION);
+    // An API with a limit of its own.
+    let f = Fixture::new(|d| {
+        d.resources.push(Resource {
+            method: "POST".into(),
+            path: "/users".into(),
+            ..Default::default()
+        });
+        d.max_request_body_bytes = 10;
+    });
+    let token = f.token("app1", false, "");
+    let headers = [("content-length", "11")];
+    assert_error(
+        &f.call(post("/client/1.0.0/users", Some(&token), &headers)),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413,
+    );
+    let headers = [("content-length", "10")];
+    f.call(post("/client/1.0.0/users", Some(&token), &headers))
+        .assert_forwarded_to(PRODUCTION);
+}
+
+/// More header fields than `--max-headers` (HTTP/2 requests reach the head with any
+/// number; hyper holds HTTP/1 to it already): 431.
+#[test]
+fn too_many_header_fields_is_431() {
+    let limits = GatewayLimits {
+        max_headers: 5,
+        ..Default::default()
+    };
+    let f = Fixture::new_with(limits, |_| {});
+    let token = f.token("app1", false, "");
+    let names: Vec<String> = (0..5).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let reply = f.call(request(
+        Method::GET,
+        "/client/1.0.0/users",
+        Some(&token),
+        &many,
+    ));
+    assert_error(&reply, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 431);
+    f.call(request(
+        Method::GET,
+        "/client/1.0.0/users",
+        Some(&token),
+        &many[..2],
+    ))
+    .assert_forwarded_to(PRODUCTION);
 }
