@@ -7,13 +7,16 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`proxy`] | the request's life as named phases, pingora-style: ready → route match → API state → CORS preflight → authenticate → subscription → scopes → throttle → response cache → upstream peer → upstream request filter → forward → cache store → response headers → logging |
+//! | [`proxy`] | the request's life as named phases, pingora-style: ready → path normalisation → route match → request limits → API state → CORS preflight → authenticate → subscription → scopes → throttle → response cache → upstream peer → upstream request filter → forward → cache store → response headers → logging |
 //! | [`table`] | the routing table compiled from the domain state, swapped atomically |
 //! | [`routing`] | the segment tries behind route matching (longest context, templates) |
 //! | [`auth`] | Bearer JWT verification with a verified-token cache |
 //! | [`throttle`] | fixed-window counters; each replica enforces its share of a limit |
 //! | [`cache`] | the opt-in response cache |
 //! | [`shards`] | the sharded map behind the token cache, the response cache and the throttle counters |
+//! | [`paths`] | the one path normalisation before routing (what is merged, what is refused) |
+//! | [`limits`] | the edge limits as flags: connections, timeouts, header and body sizes, cache budgets, trusted proxies |
+//! | [`conn`] | the per-connection watchdog: header-read, HTTP/1 keep-alive and HTTP/2 idle timeouts |
 //! | [`upstream`] | pooled keep-alive client, load balancing, failover, timeouts |
 //! | [`errors`] | WSO2's JSON error bodies and codes |
 //! | [`sync`] | snapshot → follow the log → rebuild and swap; resync on gaps; status reports |

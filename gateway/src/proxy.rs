@@ -30,7 +30,8 @@
 //!    900902 / 900901; the key type must have endpoints (401 900901).
 //! 9. [`subscription`](Gateway::subscription) — the token's application is subscribed
 //!    and not blocked: 403 900908 / 401 900907.
-//! 10. [`scopes`](Gateway::scopes) — one of the resource's scopes: 403 900910.
+//! 10. [`scopes`](Gateway::scopes) — one of the resource's scopes, granted to the
+//!     application on this API: 403 900910.
 //! 11. [`throttle`](Gateway::throttle) — subscription, application, API, resource tiers:
 //!     429 900804 / 900803 / 900800 / 900802 (see [`crate::throttle`]).
 //! 12. [`response_cache`](Gateway::response_cache) — a fresh cached answer, if the API
