@@ -159,7 +159,8 @@ fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let secret = secrets::generate_secret();
-            gatehouse_node::pki::write_private(path, secret.as_bytes())?;
+            gatehouse_node::pki::write_private(path, secret.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "admin client secret generated into {} (read it there; it is shown nowhere else)",
                 path.display()
