@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
 use gatehouse_node::pki::{ClusterCa, NodeIdentity, NodeRole};
+use gatehouse_node::process::parse_defaults;
 use gatehouse_node::tls::ClusterTlsArgs;
 use gatehouse_node::{NodeContext, RuntimeArgs, Shutdown};
 use serde::{Deserialize, Serialize};
@@ -407,7 +408,7 @@ pub fn start_nodes(
     tracing: bool,
     nodes: &mut Nodes,
 ) {
-    let mut control: gatehouse_control::ControlConfig = defaults();
+    let mut control: gatehouse_control::ControlConfig = parse_defaults();
     control.listen = config.control_listen;
     control.data_dir = data.path.join("control");
     control.token_service_url = format!("https://{}", local(config.token_grpc_listen));
@@ -417,7 +418,7 @@ pub fn start_nodes(
         gatehouse_control::serve_on_log(control, log.clone(), nodes.shutdown.clone()),
     );
 
-    let mut token: gatehouse_token_service::TokenServiceConfig = defaults();
+    let mut token: gatehouse_token_service::TokenServiceConfig = parse_defaults();
     token.listen_https = config.token_https_listen;
     token.listen_grpc = config.token_grpc_listen;
     token.data_dir = data.path.join("token-service");
@@ -432,7 +433,7 @@ pub fn start_nodes(
         gatehouse_token_service::serve_on_log(token, log.clone(), nodes.shutdown.clone()),
     );
 
-    let mut gateway: gatehouse_gateway::GatewayConfig = defaults();
+    let mut gateway: gatehouse_gateway::GatewayConfig = parse_defaults();
     gateway.https_listen = config.gateway_https_listen;
     gateway.http_listen = config.gateway_http_listen;
     gateway.control_url = format!("https://{}", local(config.control_listen));
@@ -592,15 +593,6 @@ impl Nodes {
             }
         }
     }
-}
-
-/// Parses a clap `Args` struct from no arguments: its defaults (and environment).
-fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let command = T::augment_args(clap::Command::new("defaults")).no_binary_name(true);
-    let matches = command
-        .try_get_matches_from(std::iter::empty::<String>())
-        .expect("defaults parse");
-    T::from_arg_matches(&matches).expect("defaults parse")
 }
 
 fn local(addr: SocketAddr) -> SocketAddr {

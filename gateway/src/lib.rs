@@ -173,13 +173,7 @@ impl GatewayConfig {
     /// The configuration with every default, as if no flag were given (tests and
     /// launchers adjust fields from there).
     pub fn defaults() -> GatewayConfig {
-        use clap::{Args, FromArgMatches};
-        let command = GatewayConfig::augment_args(clap::Command::new("gateway"));
-        let matches = command
-            .no_binary_name(true)
-            .try_get_matches_from(std::iter::empty::<String>())
-            .expect("defaults parse");
-        GatewayConfig::from_arg_matches(&matches).expect("defaults parse")
+        gatehouse_node::process::parse_defaults()
     }
 
     /// The replica id: the name its node certificate proves (`--gateway-id`, if given,

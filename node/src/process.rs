@@ -87,6 +87,19 @@ where
     })
 }
 
+/// A configuration `C` as parsed from no flags: its defaults, and whatever the
+/// environment sets. Launchers (the all-in-one) and tests adjust fields from there.
+pub fn parse_defaults<C>() -> C
+where
+    C: clap::Args + clap::FromArgMatches,
+{
+    let command = C::augment_args(clap::Command::new("defaults")).no_binary_name(true);
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("defaults parse");
+    C::from_arg_matches(&matches).expect("defaults parse")
+}
+
 /// A node's stand-alone binary (`control`, `token-service`, `gateway`): parses the
 /// command line into the node's configuration `C` — the very struct `gatehouse <node>`
 /// parses — and runs the node's `main` with it.
