@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use gatehouse_node::pki::{NodeIdentity, NodeRole};
 use gatehouse_node::read_model::ReadModel;
-use gatehouse_node::tls::caller_node;
+use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::admin::{
     self, GatewayInfo, GatewayStatus, ReportStatusResponse, gateway_sync_server::GatewaySync,
@@ -127,17 +127,17 @@ pub fn public_snapshot(model: &ReadModel) -> Snapshot {
     snapshot
 }
 
+/// Who may call `GatewaySync`: gateways only (see the module docs).
+const GATEWAYS_ONLY: AnswersOnly = AnswersOnly {
+    service: "GatewaySync",
+    role: NodeRole::Gateway,
+    callers: "gateways",
+    certificate: "a gateway's",
+};
+
 /// The calling gateway, or why the call is refused.
 pub fn calling_gateway<T>(request: &Request<T>) -> Result<NodeIdentity, Status> {
-    match caller_node(request) {
-        None => Err(Status::unauthenticated(
-            "GatewaySync answers gateways only: present a gateway's node certificate (mutual TLS under the cluster CA)",
-        )),
-        Some(node) if node.role != NodeRole::Gateway => Err(Status::permission_denied(format!(
-            "GatewaySync answers gateways only, not {node}"
-        ))),
-        Some(node) => Ok(node.clone()),
-    }
+    GATEWAYS_ONLY.caller(request)
 }
 
 /// `gatehouse.admin.v1.GatewaySync`.

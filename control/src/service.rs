@@ -31,7 +31,7 @@ use gatehouse_tokens::scopes;
 
 use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::read_model::ReadModel;
-use gatehouse_node::status::{invalid, log_status};
+use gatehouse_node::status::{invalid, log_status, required};
 
 /// The admin API's state: the log (for watching), the fold (for reading) and the
 /// executor (for writing).
@@ -147,14 +147,6 @@ fn on_behalf<T, M>(incoming: &Request<T>, message: M) -> Request<M> {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn required(field: &str, value: &str) -> Result<(), Status> {
-    if value.trim().is_empty() {
-        Err(invalid(field, "must not be empty"))
-    } else {
-        Ok(())
-    }
 }
 
 fn expected_version(v: u64) -> Option<u64> {

@@ -44,3 +44,13 @@ pub fn log_status(error: LogError) -> Status {
 pub fn invalid(field: &str, rule: &str) -> Status {
     Status::invalid_argument(format!("{field}: {rule}"))
 }
+
+/// INVALID_ARGUMENT unless the request field `field` holds more than white space: the
+/// check every RPC makes on the ids it is given.
+pub fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}

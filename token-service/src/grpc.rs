@@ -23,8 +23,8 @@ use std::sync::Arc;
 use gatehouse_domain::Command;
 use gatehouse_node::auth::{AdminAuth, Caller};
 use gatehouse_node::pki::NodeRole;
-use gatehouse_node::status::invalid;
-use gatehouse_node::tls::caller_node;
+use gatehouse_node::status::{invalid, required};
+use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
 use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
 use gatehouse_tokens::scopes;
@@ -32,6 +32,14 @@ use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, AuthorityError};
 use crate::secrets;
+
+/// Who may call `KeyManager`: control only (see the module docs).
+const CONTROL_ONLY: AnswersOnly = AnswersOnly {
+    service: "KeyManager",
+    role: NodeRole::Control,
+    callers: "control",
+    certificate: "control's",
+};
 
 pub struct KeyManagerService {
     authority: Arc<Authority>,
@@ -45,19 +53,7 @@ impl KeyManagerService {
 
     /// The admin on whose behalf control calls (see the module docs).
     fn authorize<T>(&self, request: &Request<T>, scope: &str) -> Result<Caller, Status> {
-        match caller_node(request) {
-            None => {
-                return Err(Status::unauthenticated(
-                    "KeyManager answers control only: present control's node certificate (mutual TLS under the cluster CA)",
-                ));
-            }
-            Some(node) if node.role != NodeRole::Control => {
-                return Err(Status::permission_denied(format!(
-                    "KeyManager answers control only, not {node}"
-                )));
-            }
-            Some(_) => {}
-        }
+        CONTROL_ONLY.caller(request)?;
         self.auth.caller(request, scope)
     }
 
@@ -91,14 +87,6 @@ impl KeyManagerService {
                     key_type.as_str_name()
                 ))
             })
-    }
-}
-
-fn required(field: &str, value: &str) -> Result<(), Status> {
-    if value.trim().is_empty() {
-        Err(invalid(field, "must not be empty"))
-    } else {
-        Ok(())
     }
 }
 
