@@ -31,27 +31,27 @@ pub const APP_NAME: &str = "MyPythonApp";
 pub struct BootstrapConfig {
     /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
     #[arg(
-        long = "control-url",
+        long,
         env = "GATEHOUSE_CONTROL_URL",
         default_value = "https://127.0.0.1:50051"
     )]
     pub control_url: String,
     /// The cluster CA certificate (PEM) that control's certificate is issued by.
-    #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
     pub cluster_ca: Option<std::path::PathBuf>,
     /// token-service's HTTPS base URL.
     #[arg(
-        long = "token-url",
+        long,
         env = "GATEHOUSE_TOKEN_URL",
         default_value = "https://127.0.0.1:9443"
     )]
     pub token_url: String,
     /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
-    #[arg(long = "admin-client-id", env = "GATEHOUSE_ADMIN_CLIENT_ID")]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID")]
     pub admin_client_id: String,
     /// The admin client's secret (or `--admin-client-secret-file`).
     #[arg(
-        long = "admin-client-secret",
+        long,
         env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
         hide_env_values = true,
         default_value = ""
@@ -59,35 +59,32 @@ pub struct BootstrapConfig {
     pub admin_client_secret: String,
     /// A file holding the admin client's secret (compose: the one token-service generated
     /// into its volume on first start).
-    #[arg(
-        long = "admin-client-secret-file",
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE"
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE")]
     pub admin_client_secret_file: Option<std::path::PathBuf>,
     /// The backend of ClientServiceAPI, as the gateways reach it.
     #[arg(
-        long = "client-service-url",
+        long,
         env = "GATEHOUSE_CLIENT_SERVICE_URL",
         default_value = "http://client-service:8000"
     )]
     pub client_service_url: String,
     /// The backend of OrderServiceAPI, as the gateways reach it.
     #[arg(
-        long = "order-service-url",
+        long,
         env = "GATEHOUSE_ORDER_SERVICE_URL",
         default_value = "http://order-service:8000"
     )]
     pub order_service_url: String,
     /// The token endpoint as users reach it, for the printed curl lines.
     #[arg(
-        long = "public-token-url",
+        long,
         env = "GATEHOUSE_PUBLIC_TOKEN_URL",
         default_value = "https://localhost:9443"
     )]
     pub public_token_url: String,
     /// A gateway as users reach it, for the printed curl lines.
     #[arg(
-        long = "public-gateway-url",
+        long,
         env = "GATEHOUSE_PUBLIC_GATEWAY_URL",
         default_value = "https://localhost:8243"
     )]

@@ -36,39 +36,39 @@ use crate::bootstrap::{self, BootstrapConfig};
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpConfig {
     /// Where the event log, keys and certificates live.
-    #[arg(long = "data-dir", default_value = "./data")]
+    #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
     /// Use this NATS server (JetStream) as the event log instead of the embedded one.
-    #[arg(long = "nats", env = "GATEHOUSE_NATS_URL")]
+    #[arg(long, env = "GATEHOUSE_NATS_URL")]
     pub nats: Option<String>,
     /// control's gRPC admin API (TLS under the all-in-one's cluster CA).
-    #[arg(long = "control-listen", default_value = "127.0.0.1:50051")]
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub control_listen: SocketAddr,
     /// token-service's HTTPS token endpoint.
-    #[arg(long = "token-https-listen", default_value = "127.0.0.1:9443")]
+    #[arg(long, default_value = "127.0.0.1:9443")]
     pub token_https_listen: SocketAddr,
     /// token-service's gRPC key manager (internal: control only, mutual TLS; stays on
     /// loopback even with --listen-all).
-    #[arg(long = "token-grpc-listen", default_value = "127.0.0.1:50052")]
+    #[arg(long, default_value = "127.0.0.1:50052")]
     pub token_grpc_listen: SocketAddr,
     /// The gateway's HTTPS listener.
-    #[arg(long = "gateway-https-listen", default_value = "127.0.0.1:8243")]
+    #[arg(long, default_value = "127.0.0.1:8243")]
     pub gateway_https_listen: SocketAddr,
     /// The gateway's plain HTTP listener (and /healthz, /readyz, /metrics).
-    #[arg(long = "gateway-http-listen", default_value = "127.0.0.1:8280")]
+    #[arg(long, default_value = "127.0.0.1:8280")]
     pub gateway_http_listen: SocketAddr,
     /// Listen on every interface (0.0.0.0) instead of loopback only: the admin API, the
     /// token endpoint and the gateway become reachable from other machines.
-    #[arg(long = "listen-all")]
+    #[arg(long)]
     pub listen_all: bool,
     /// client-service's port on 127.0.0.1 (0: a free port, kept for later starts).
-    #[arg(long = "client-service-port", default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub client_service_port: u16,
     /// order-service's port on 127.0.0.1 (0: a free port, kept for later starts).
-    #[arg(long = "order-service-port", default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub order_service_port: u16,
     /// Start empty: no demo APIs, application or keys (do the seed's steps by hand).
-    #[arg(long = "no-demo")]
+    #[arg(long)]
     pub no_demo: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -408,29 +408,34 @@ pub fn start_nodes(
     tracing: bool,
     nodes: &mut Nodes,
 ) {
+    let context = NodeContext {
+        shutdown: nodes.shutdown.clone(),
+        tracing,
+        log: Some(log),
+    };
     let mut control: gatehouse_control::ControlConfig = parse_defaults();
     control.listen = config.control_listen;
     control.data_dir = data.path.join("control");
     control.token_service_url = format!("https://{}", local(config.token_grpc_listen));
-    control.cluster = identities.cluster(NodeRole::Control, "control");
+    control.node.cluster = identities.cluster(NodeRole::Control, "control");
     nodes.spawn(
         "control",
-        gatehouse_control::serve_on_log(control, log.clone(), nodes.shutdown.clone()),
+        gatehouse_control::serve(control, context.clone()),
     );
 
     let mut token: gatehouse_token_service::TokenServiceConfig = parse_defaults();
     token.listen_https = config.token_https_listen;
     token.listen_grpc = config.token_grpc_listen;
     token.data_dir = data.path.join("token-service");
-    token.cluster = identities.cluster(NodeRole::TokenService, "token-service");
+    token.node.cluster = identities.cluster(NodeRole::TokenService, "token-service");
     // Only the first start registers the admin client (the configured secret wins).
     if let Some(secret) = &admin.secret {
-        token.admin_client_id = Some(admin.client_id.clone());
-        token.admin_client_secret = Some(secret.clone());
+        token.admin.admin_client_id = Some(admin.client_id.clone());
+        token.admin.admin_client_secret = Some(secret.clone());
     }
     nodes.spawn(
         "token-service",
-        gatehouse_token_service::serve_on_log(token, log.clone(), nodes.shutdown.clone()),
+        gatehouse_token_service::serve(token, context.clone()),
     );
 
     let mut gateway: gatehouse_gateway::GatewayConfig = parse_defaults();
@@ -438,13 +443,9 @@ pub fn start_nodes(
     gateway.http_listen = config.gateway_http_listen;
     gateway.control_url = format!("https://{}", local(config.control_listen));
     gateway.data_dir = data.path.join("gateway");
-    gateway.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
+    gateway.node.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
     gateway.access_log = false;
-    gateway.trace_requests = tracing;
-    nodes.spawn(
-        "gateway",
-        gatehouse_gateway::serve(gateway, Some(log), nodes.shutdown.clone()),
-    );
+    nodes.spawn("gateway", gatehouse_gateway::serve(gateway, context));
 }
 
 fn bootstrap_config(

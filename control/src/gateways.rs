@@ -37,19 +37,15 @@ pub const ALIVE_WINDOW: Duration = Duration::from_secs(30);
 pub struct GatewayRegistryArgs {
     /// Most gateway replicas `ListGateways` keeps track of; a new replica past it is
     /// refused (RESOURCE_EXHAUSTED) until others are forgotten.
-    #[arg(
-        long = "max-gateways",
-        env = "GATEHOUSE_MAX_GATEWAYS",
-        default_value_t = 1024
-    )]
+    #[arg(long, env = "GATEHOUSE_MAX_GATEWAYS", default_value_t = 1024)]
     pub max_gateways: usize,
     /// A replica that has not reported for this long is forgotten (seconds).
     #[arg(
-        long = "forget-gateway-after-seconds",
+        long,
         env = "GATEHOUSE_FORGET_GATEWAY_AFTER_SECONDS",
         default_value_t = 3600
     )]
-    pub forget_after_seconds: u64,
+    pub forget_gateway_after_seconds: u64,
 }
 
 /// The last heartbeat of each replica, by gateway id.
@@ -72,7 +68,7 @@ impl GatewayRegistry {
         GatewayRegistry {
             replicas: Mutex::default(),
             max: args.max_gateways.max(1),
-            forget_after: Duration::from_secs(args.forget_after_seconds.max(1)),
+            forget_after: Duration::from_secs(args.forget_gateway_after_seconds.max(1)),
         }
     }
 
@@ -201,7 +197,7 @@ mod tests {
     fn registry(max: usize, forget_after_seconds: u64) -> GatewayRegistry {
         GatewayRegistry::new(&GatewayRegistryArgs {
             max_gateways: max,
-            forget_after_seconds,
+            forget_gateway_after_seconds: forget_after_seconds,
         })
     }
 

@@ -9,8 +9,25 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use gatehouse_eventlog::EventLog;
+
+use crate::LogArgs;
 use crate::shutdown::Shutdown;
+use crate::tls::ClusterTlsArgs;
+
+/// The flags every node's configuration flattens, whatever the node: who it is in the
+/// cluster, which event log it folds, how its process runs.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterTlsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
 
 /// How a node's process runs, whatever the node.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
@@ -18,11 +35,7 @@ pub struct RuntimeArgs {
     /// Threads serving requests. 0: one per available core, and on a single core (e.g.
     /// pinned with taskset, or a one-CPU container) a current-thread runtime, which
     /// spares the work-stealing scheduler's synchronisation.
-    #[arg(
-        long = "worker-threads",
-        env = "GATEHOUSE_WORKER_THREADS",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "GATEHOUSE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 }
 
@@ -43,12 +56,18 @@ impl RuntimeArgs {
     }
 }
 
-/// What [`run_node`] gives a node's serve function.
+/// What a node's serve function runs with: [`run_node`] gives it to the one node of a
+/// process; a launcher running several nodes in one process (the all-in-one) gives one
+/// to each.
+#[derive(Clone)]
 pub struct NodeContext {
     /// Triggered on Ctrl-C or SIGTERM.
     pub shutdown: Shutdown,
     /// Spans are exported (OTLP is configured): worth making spans on hot paths.
     pub tracing: bool,
+    /// An event log the launcher already opened, shared by the nodes of its process (the
+    /// embedded log admits one opener only); `None`: the node opens its configured one.
+    pub log: Option<Arc<dyn EventLog>>,
 }
 
 /// A node's `main`: runs `serve` on the runtime `runtime` asks for, with logs and traces
@@ -76,6 +95,7 @@ where
         let context = NodeContext {
             shutdown: Shutdown::on_signals(),
             tracing: telemetry.is_exporting(),
+            log: None,
         };
         match serve(context).await {
             Ok(()) => ExitCode::SUCCESS,

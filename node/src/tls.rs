@@ -70,17 +70,17 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
 pub struct ClusterTlsArgs {
     /// The cluster CA certificate (PEM) that every node's certificate is issued by
     /// (`gatehouse ca init`)
-    #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
     pub cluster_ca: Option<PathBuf>,
     /// This node's certificate chain (PEM), issued by the cluster CA (`gatehouse ca issue`)
-    #[arg(long = "node-cert", env = "GATEHOUSE_NODE_CERT", requires = "node_key")]
+    #[arg(long, env = "GATEHOUSE_NODE_CERT", requires = "node_key")]
     pub node_cert: Option<PathBuf>,
     /// This node's private key (PEM)
-    #[arg(long = "node-key", env = "GATEHOUSE_NODE_KEY", requires = "node_cert")]
+    #[arg(long, env = "GATEHOUSE_NODE_KEY", requires = "node_cert")]
     pub node_key: Option<PathBuf>,
     /// The cluster CA's revocation list (PEM, `gatehouse ca revoke`): certificates it
     /// lists are refused
-    #[arg(long = "cluster-crl", env = "GATEHOUSE_CLUSTER_CRL")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CRL")]
     pub cluster_crl: Option<PathBuf>,
 }
 
