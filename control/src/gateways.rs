@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use gatehouse_node::grpc::RpcResult;
 use gatehouse_node::pki::{NodeIdentity, NodeRole};
 use gatehouse_node::read_model::ReadModel;
 use gatehouse_node::tls::AnswersOnly;
@@ -148,7 +149,7 @@ impl GatewaySync for GatewaySyncService {
     async fn get_snapshot(
         &self,
         request: Request<admin::GetSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    ) -> RpcResult<Snapshot> {
         calling_gateway(&request)?;
         Ok(Response::new(public_snapshot(&self.model)))
     }
@@ -158,7 +159,7 @@ impl GatewaySync for GatewaySyncService {
     async fn watch_events(
         &self,
         request: Request<admin::WatchEventsRequest>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+    ) -> RpcResult<Self::WatchEventsStream> {
         calling_gateway(&request)?;
         let from = request.into_inner().from_sequence;
         Ok(Response::new(watch_stream(&self.log, from).await?))
@@ -167,7 +168,7 @@ impl GatewaySync for GatewaySyncService {
     async fn report_status(
         &self,
         request: Request<GatewayStatus>,
-    ) -> Result<Response<ReportStatusResponse>, Status> {
+    ) -> RpcResult<ReportStatusResponse> {
         let gateway = calling_gateway(&request)?;
         let status = request.into_inner();
         if status.gateway_id != gateway.name {

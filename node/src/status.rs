@@ -54,3 +54,11 @@ pub fn required(field: &str, value: &str) -> Result<(), Status> {
         Ok(())
     }
 }
+
+/// `aggregate`, the `kind` `id` looked up in the state, cloned; NOT_FOUND if there is
+/// none (`<kind> <id> not found`).
+pub fn found<T: Clone>(kind: &str, id: &str, aggregate: Option<&T>) -> Result<T, Status> {
+    aggregate
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("{kind} {id} not found")))
+}

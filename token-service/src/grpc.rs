@@ -22,8 +22,10 @@ use std::sync::Arc;
 
 use gatehouse_domain::Command;
 use gatehouse_node::auth::{AdminAuth, Caller};
+use gatehouse_node::commands::CallContext;
+use gatehouse_node::grpc::RpcResult;
 use gatehouse_node::pki::NodeRole;
-use gatehouse_node::status::{invalid, required};
+use gatehouse_node::status::{found, invalid, required};
 use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
 use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
@@ -57,13 +59,29 @@ impl KeyManagerService {
         self.auth.caller(request, scope)
     }
 
+    /// The request's message and the call's context, for an admin (on whose behalf
+    /// control calls) who holds `apim:app_manage` and may manage the keys of the
+    /// application the message names (its `application_id`).
+    fn for_owner<T>(
+        &self,
+        request: Request<T>,
+        application_id: fn(&T) -> &str,
+    ) -> Result<(CallContext, T), Status> {
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
+        let message = request.into_inner();
+        self.check_owner(&caller, application_id(&message))?;
+        Ok((caller.context, message))
+    }
+
     /// Checks the caller may manage the keys of `application_id`.
     fn check_owner(&self, caller: &Caller, application_id: &str) -> Result<(), Status> {
         required("application_id", application_id)?;
         let state = self.authority.state();
-        let application = state
-            .application(application_id)
-            .ok_or_else(|| Status::not_found(format!("application {application_id} not found")))?;
+        let application = found(
+            "application",
+            application_id,
+            state.application(application_id),
+        )?;
         if caller.may_manage(&application.owner) {
             Ok(())
         } else {
@@ -134,12 +152,9 @@ impl KeyManager for KeyManagerService {
     async fn generate_keys(
         &self,
         request: Request<keymanager::GenerateKeysRequest>,
-    ) -> Result<Response<ApplicationKeys>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+    ) -> RpcResult<ApplicationKeys> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         key_type_of(r.key_type)?;
-        let ctx = caller.context;
         let client_id = secrets::generate_client_id();
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
@@ -172,12 +187,9 @@ impl KeyManager for KeyManagerService {
     async fn regenerate_secret(
         &self,
         request: Request<keymanager::RegenerateSecretRequest>,
-    ) -> Result<Response<ApplicationKeys>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+    ) -> RpcResult<ApplicationKeys> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
-        let ctx = caller.context;
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
         self.authority
@@ -196,12 +208,9 @@ impl KeyManager for KeyManagerService {
     async fn revoke_keys(
         &self,
         request: Request<keymanager::RevokeKeysRequest>,
-    ) -> Result<Response<keymanager::RevokeKeysResponse>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+    ) -> RpcResult<keymanager::RevokeKeysResponse> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
-        let ctx = caller.context;
         self.authority
             .run(
                 Command::RevokeClient {
@@ -217,10 +226,9 @@ impl KeyManager for KeyManagerService {
     async fn list_keys(
         &self,
         request: Request<keymanager::ListKeysRequest>,
-    ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let application_id = request.into_inner().application_id;
-        self.check_owner(&caller, &application_id)?;
+    ) -> RpcResult<keymanager::ListKeysResponse> {
+        let (_, r) = self.for_owner(request, |r| &r.application_id)?;
+        let application_id = r.application_id;
         let state = self.authority.state();
         let keys: Vec<OAuthClient> = state
             .clients()
@@ -241,7 +249,7 @@ impl KeyManager for KeyManagerService {
     async fn rotate_signing_key(
         &self,
         request: Request<keymanager::RotateSigningKeyRequest>,
-    ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
+    ) -> RpcResult<keymanager::RotateSigningKeyResponse> {
         let ctx = self.authorize(&request, scopes::ADMIN)?.context;
         let r = request.into_inner();
         let key = self
