@@ -24,7 +24,6 @@ use anyhow::Context;
 use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::metrics::MetricsArgs;
-use gatehouse_node::read_model::Follower;
 use gatehouse_node::tls::https_url;
 use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
@@ -74,14 +73,12 @@ pub fn main(config: ControlConfig) -> std::process::ExitCode {
 /// Runs control until `node.shutdown`: rebuilds the state from the log (`node.log`, or
 /// else `config.node.log`), then serves the admin API.
 pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<()> {
-    let log = config
+    let folding = config
         .node
-        .log
-        .open_unless_provided(node.log, &config.data_dir)
+        .start_folding("control", &config.data_dir, node.log)
         .await?;
-    let node_tls = config.node.cluster.load("control")?;
-    let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;
-    let model = follower.model.clone();
+    let (log, node_tls) = (folding.log, folding.tls);
+    let model = folding.follower.model.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -114,7 +111,7 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
         .add_service(GatewaySyncServer::new(sync))
         .serve(listener, node.shutdown)
         .await;
-    drop(follower);
+    drop(folding.follower);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -132,20 +132,6 @@ impl LogArgs {
         }))
     }
 
-    /// `provided`, a log the caller already opened (the all-in-one shares its embedded
-    /// log between the nodes of its process, since only one opener may hold it), or else
-    /// the configured one ([`open`](Self::open)).
-    pub async fn open_unless_provided(
-        &self,
-        provided: Option<Arc<dyn EventLog>>,
-        data_dir: &Path,
-    ) -> anyhow::Result<Arc<dyn EventLog>> {
-        match provided {
-            Some(log) => Ok(log),
-            None => self.open(data_dir).await,
-        }
-    }
-
     /// Opens the configured log; `data_dir` holds the embedded one.
     pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
         match self.nats_config()? {

@@ -8,14 +8,16 @@
 //! drift: they are the same flags and the same code.
 
 use std::future::Future;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use gatehouse_eventlog::EventLog;
 
 use crate::LogArgs;
+use crate::read_model::Follower;
 use crate::shutdown::Shutdown;
-use crate::tls::ClusterTlsArgs;
+use crate::tls::{ClusterTlsArgs, NodeTls};
 
 /// The flags every node's configuration flattens, whatever the node: who it is in the
 /// cluster, which event log it folds, how its process runs.
@@ -27,6 +29,34 @@ pub struct NodeArgs {
     pub log: LogArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// What a node that folds the log (control, token-service) starts from, in the order
+/// it gets them: its event log, its node identity, its state rebuilt from the log.
+pub struct Folding {
+    pub log: Arc<dyn EventLog>,
+    pub tls: NodeTls,
+    pub follower: Follower,
+}
+
+impl NodeArgs {
+    /// Opens the event log (`provided`, one the launcher shares, or else the configured
+    /// one, embedded in `data_dir`), loads the node identity (`node` names the node in
+    /// errors), and rebuilds the state from the log ([`Follower::REBUILD_TIMEOUT`]).
+    pub async fn start_folding(
+        &self,
+        node: &str,
+        data_dir: &Path,
+        provided: Option<Arc<dyn EventLog>>,
+    ) -> anyhow::Result<Folding> {
+        let log = match provided {
+            Some(log) => log,
+            None => self.log.open(data_dir).await?,
+        };
+        let tls = self.cluster.load(node)?;
+        let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;
+        Ok(Folding { log, tls, follower })
+    }
 }
 
 /// How a node's process runs, whatever the node.

@@ -38,7 +38,6 @@ use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::commands::CommandExecutor;
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::metrics::MetricsArgs;
-use gatehouse_node::read_model::Follower;
 use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
 use gatehouse_tokens::DEFAULT_ISSUER;
@@ -190,14 +189,12 @@ pub fn main(config: TokenServiceConfig) -> std::process::ExitCode {
 pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let log = config
+    let folding = config
         .node
-        .log
-        .open_unless_provided(node.log, &config.data_dir)
+        .start_folding("token-service", &config.data_dir, node.log)
         .await?;
-    let node_tls = config.node.cluster.load("token-service")?;
-    let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;
-    let model = follower.model.clone();
+    let (log, node_tls) = (folding.log, folding.tls);
+    let model = folding.follower.model.clone();
     let described_log = log.describe();
 
     let keys = KeyStore::open(config.data_dir.join("keys"))?;
@@ -275,7 +272,7 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    drop(follower);
+    drop(folding.follower);
     https_result.context("HTTPS server task failed")?;
     grpc_result.context("gRPC server task failed")??;
     Ok(())
