@@ -46,21 +46,8 @@ pub struct BootstrapConfig {
         default_value = "https://127.0.0.1:9443"
     )]
     pub token_url: String,
-    /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
-    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID")]
-    pub admin_client_id: String,
-    /// The admin client's secret (or `--admin-client-secret-file`).
-    #[arg(
-        long,
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub admin_client_secret: String,
-    /// A file holding the admin client's secret (compose: the one token-service generated
-    /// into its volume on first start).
-    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE")]
-    pub admin_client_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
     /// The backend of ClientServiceAPI, as the gateways reach it.
     #[arg(
         long,
@@ -89,6 +76,51 @@ pub struct BootstrapConfig {
         default_value = "https://localhost:8243"
     )]
     pub public_gateway_url: String,
+}
+
+/// The admin client the bootstrap acts as, and where its secret is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminClientArgs {
+    /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID")]
+    pub admin_client_id: String,
+    /// The admin client's secret (or `--admin-client-secret-file`).
+    #[arg(
+        long,
+        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub admin_client_secret: String,
+    /// A file holding the admin client's secret (compose: the one token-service generated
+    /// into its volume on first start).
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE")]
+    pub admin_client_secret_file: Option<std::path::PathBuf>,
+}
+
+impl AdminClientArgs {
+    /// The secret: read from `--admin-client-secret-file` if given, else
+    /// `--admin-client-secret`; one of them must give one.
+    fn secret(&self) -> anyhow::Result<String> {
+        let secret = match &self.admin_client_secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "cannot read the admin client secret from {}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+            None => self.admin_client_secret.clone(),
+        };
+        if secret.is_empty() {
+            anyhow::bail!(
+                "the admin client's secret is needed: --admin-client-secret or --admin-client-secret-file"
+            );
+        }
+        Ok(secret)
+    }
 }
 
 /// What the bootstrap leaves behind.
@@ -233,26 +265,10 @@ async fn ensure_api(
 
 /// Runs the bootstrap.
 pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
-    let secret = match &config.admin_client_secret_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| {
-                format!(
-                    "cannot read the admin client secret from {}",
-                    path.display()
-                )
-            })?
-            .trim()
-            .to_string(),
-        None => config.admin_client_secret.clone(),
-    };
-    if secret.is_empty() {
-        anyhow::bail!(
-            "the admin client's secret is needed: --admin-client-secret or --admin-client-secret-file"
-        );
-    }
+    let secret = config.admin.secret()?;
     let token = insecure_https::client_credentials_token(
         &config.token_url,
-        &config.admin_client_id,
+        &config.admin.admin_client_id,
         &secret,
         None,
     )
@@ -272,7 +288,7 @@ pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
     let client_api = ensure_api(&mut admin, client_api, &mut changed).await?;
     let order_api = ensure_api(&mut admin, order_api, &mut changed).await?;
 
-    let owner = config.admin_client_id.clone();
+    let owner = config.admin.admin_client_id.clone();
     let app = admin
         .list_applications(ListApplicationsRequest {
             owner: owner.clone(),

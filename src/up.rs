@@ -457,10 +457,12 @@ fn bootstrap_config(
     BootstrapConfig {
         control_url: format!("https://{}", local(config.control_listen)),
         cluster_ca: Some(identities.ca_cert()),
-        admin_client_secret_file: None,
         token_url: format!("https://{}", local(config.token_https_listen)),
-        admin_client_id: admin.client_id.clone(),
-        admin_client_secret: admin.secret.clone().unwrap_or_default(),
+        admin: bootstrap::AdminClientArgs {
+            admin_client_id: admin.client_id.clone(),
+            admin_client_secret: admin.secret.clone().unwrap_or_default(),
+            admin_client_secret_file: None,
+        },
         client_service_url: format!("http://{}", backends.client_service),
         order_service_url: format!("http://{}", backends.order_service),
         public_token_url: format!("https://localhost:{}", config.token_https_listen.port()),
