@@ -30,21 +30,13 @@ pub const APP_NAME: &str = "MyPythonApp";
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapConfig {
     /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
-    #[arg(
-        long,
-        env = "GATEHOUSE_CONTROL_URL",
-        default_value = "https://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
     pub control_url: String,
     /// The cluster CA certificate (PEM) that control's certificate is issued by.
     #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
     pub cluster_ca: Option<std::path::PathBuf>,
     /// token-service's HTTPS base URL.
-    #[arg(
-        long,
-        env = "GATEHOUSE_TOKEN_URL",
-        default_value = "https://127.0.0.1:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_URL", default_value = "https://127.0.0.1:9443")]
     pub token_url: String,
     #[command(flatten)]
     pub admin: AdminClientArgs,
@@ -56,25 +48,13 @@ pub struct BootstrapConfig {
     )]
     pub client_service_url: String,
     /// The backend of OrderServiceAPI, as the gateways reach it.
-    #[arg(
-        long,
-        env = "GATEHOUSE_ORDER_SERVICE_URL",
-        default_value = "http://order-service:8000"
-    )]
+    #[arg(long, env = "GATEHOUSE_ORDER_SERVICE_URL", default_value = "http://order-service:8000")]
     pub order_service_url: String,
     /// The token endpoint as users reach it, for the printed curl lines.
-    #[arg(
-        long,
-        env = "GATEHOUSE_PUBLIC_TOKEN_URL",
-        default_value = "https://localhost:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_PUBLIC_TOKEN_URL", default_value = "https://localhost:9443")]
     pub public_token_url: String,
     /// A gateway as users reach it, for the printed curl lines.
-    #[arg(
-        long,
-        env = "GATEHOUSE_PUBLIC_GATEWAY_URL",
-        default_value = "https://localhost:8243"
-    )]
+    #[arg(long, env = "GATEHOUSE_PUBLIC_GATEWAY_URL", default_value = "https://localhost:8243")]
     pub public_gateway_url: String,
 }
 
@@ -85,12 +65,7 @@ pub struct AdminClientArgs {
     #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID")]
     pub admin_client_id: String,
     /// The admin client's secret (or `--admin-client-secret-file`).
-    #[arg(
-        long,
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
-        hide_env_values = true,
-        default_value = ""
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET", hide_env_values = true, default_value = "")]
     pub admin_client_secret: String,
     /// A file holding the admin client's secret (compose: the one token-service generated
     /// into its volume on first start).

@@ -41,11 +41,7 @@ pub struct GatewayRegistryArgs {
     #[arg(long, env = "GATEHOUSE_MAX_GATEWAYS", default_value_t = 1024)]
     pub max_gateways: usize,
     /// A replica that has not reported for this long is forgotten (seconds).
-    #[arg(
-        long,
-        env = "GATEHOUSE_FORGET_GATEWAY_AFTER_SECONDS",
-        default_value_t = 3600
-    )]
+    #[arg(long, env = "GATEHOUSE_FORGET_GATEWAY_AFTER_SECONDS", default_value_t = 3600)]
     pub forget_gateway_after_seconds: u64,
 }
 

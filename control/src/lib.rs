@@ -37,21 +37,13 @@ use crate::service::ControlService;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControlConfig {
     /// Address of the gRPC admin API.
-    #[arg(
-        long,
-        env = "GATEHOUSE_CONTROL_LISTEN",
-        default_value = "0.0.0.0:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
     /// Directory for control's own files (the embedded event log).
     #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data/control")]
     pub data_dir: PathBuf,
     /// token-service's gRPC address, for application keys (mutual TLS: `https://`).
-    #[arg(
-        long,
-        env = "GATEHOUSE_TOKEN_SERVICE_URL",
-        default_value = "https://127.0.0.1:50052"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_SERVICE_URL", default_value = "https://127.0.0.1:50052")]
     pub token_service_url: String,
     #[command(flatten)]
     pub metrics: MetricsArgs,

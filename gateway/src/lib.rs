@@ -85,11 +85,7 @@ pub struct GatewayConfig {
     pub http_listen: SocketAddr,
     /// control's gRPC address (snapshots, status reports, and the event stream when
     /// there is no NATS), over mutual TLS.
-    #[arg(
-        long,
-        env = "GATEHOUSE_CONTROL_URL",
-        default_value = "https://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
     pub control_url: String,
     /// This replica's id in control's `ListGateways`: the name in its node certificate
     /// (`gatehouse ca issue --role gateway --name <id>`). If given, it must be that name.
@@ -117,11 +113,7 @@ pub struct GatewayConfig {
     #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// How often the replica reports its status to control, in milliseconds.
-    #[arg(
-        long,
-        env = "GATEHOUSE_GATEWAY_REPORT_INTERVAL_MS",
-        default_value_t = 3000
-    )]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_REPORT_INTERVAL_MS", default_value_t = 3000)]
     pub report_interval_ms: u64,
     /// One log line per request (target `gatehouse_gateway::access`).
     #[arg(

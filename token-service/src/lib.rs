@@ -50,26 +50,14 @@ use crate::keystore::KeyStore;
 #[derive(clap::Args, Debug, Clone)]
 pub struct TokenServiceConfig {
     /// Address of the HTTPS token endpoint.
-    #[arg(
-        long,
-        env = "GATEHOUSE_TOKEN_HTTPS_LISTEN",
-        default_value = "0.0.0.0:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_HTTPS_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen_https: SocketAddr,
     /// Address of the gRPC KeyManager API (internal: for control only, mutual TLS).
-    #[arg(
-        long,
-        env = "GATEHOUSE_TOKEN_GRPC_LISTEN",
-        default_value = "0.0.0.0:50052"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_GRPC_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen_grpc: SocketAddr,
     /// Directory for token-service's own files: the key store (`keys/`), the
     /// self-signed certificate (`tls/`), the embedded event log (`eventlog/`).
-    #[arg(
-        long,
-        env = "GATEHOUSE_DATA_DIR",
-        default_value = "./data/token-service"
-    )]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data/token-service")]
     pub data_dir: PathBuf,
     /// `iss` of the tokens (the token endpoint's public URL).
     #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
@@ -103,11 +91,7 @@ pub struct TokenServiceConfig {
 pub struct FirstAdminArgs {
     /// Client id of the first admin client (with `--admin-client-secret`). Without
     /// both, one is generated on first start and printed once.
-    #[arg(
-        long,
-        env = "GATEHOUSE_ADMIN_CLIENT_ID",
-        requires = "admin_client_secret"
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID", requires = "admin_client_secret")]
     pub admin_client_id: Option<String>,
     /// Secret of the first admin client; only its hash is stored.
     #[arg(
@@ -121,11 +105,7 @@ pub struct FirstAdminArgs {
     /// A file with the first admin client's secret. If it does not exist, a random
     /// secret is generated into it (mode 0600) on first start: compose keeps it in a
     /// volume, so no secret is ever written in a configuration file.
-    #[arg(
-        long,
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE",
-        requires = "admin_client_id"
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE", requires = "admin_client_id")]
     pub admin_client_secret_file: Option<PathBuf>,
 }
 
