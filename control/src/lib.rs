@@ -69,7 +69,6 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
         .node
         .start_folding("control", &config.data_dir, node.log)
         .await?;
-    let (log, node_tls) = (folding.log, folding.tls);
     let model = folding.follower.model.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -79,7 +78,8 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
 
     let metrics = config.metrics.spawn("control", &model, &node.shutdown);
 
-    let key_manager = node_tls
+    let key_manager = folding
+        .tls
         .channel(&https_url(
             "--token-service-url",
             &config.token_service_url,
@@ -87,18 +87,18 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
         .context("token-service's KeyManager")?;
     let registry = Arc::new(GatewayRegistry::new(&config.gateways));
     let sync = GatewaySyncService {
-        log: log.clone(),
+        log: folding.log.clone(),
         model: model.clone(),
         registry: registry.clone(),
     };
     let auth = AdminAuth::new(config.token_issuer.clone(), model.clone());
     println!(
         "control ready on {local} (gRPC admin API; {})",
-        log.describe()
+        folding.log.describe()
     );
-    let service = ControlService::new(log, model, key_manager, registry, auth);
+    let service = ControlService::new(folding.log, model, key_manager, registry, auth);
     let result = GrpcServer::new()
-        .tls(node_tls.server_config()?)
+        .tls(folding.tls.server_config()?)
         .add_service(ControlPlaneServer::new(service))
         .add_service(GatewaySyncServer::new(sync))
         .serve(listener, node.shutdown)

@@ -173,9 +173,8 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
         .node
         .start_folding("token-service", &config.data_dir, node.log)
         .await?;
-    let (log, node_tls) = (folding.log, folding.tls);
     let model = folding.follower.model.clone();
-    let described_log = log.describe();
+    let described_log = folding.log.describe();
 
     let keys = KeyStore::open(config.data_dir.join("keys"))?;
     let authority = Arc::new(Authority::new(
@@ -184,7 +183,7 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
             signing_alg: config.signing_alg.clone(),
         },
         model.clone(),
-        CommandExecutor::new(log, model.clone()),
+        CommandExecutor::new(folding.log, model.clone()),
         keys,
     ));
     let kid = authority
@@ -235,7 +234,7 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
     );
     let grpc_task = tokio::spawn(
         GrpcServer::new()
-            .tls(node_tls.server_config()?)
+            .tls(folding.tls.server_config()?)
             .add_service(KeyManagerServer::new(key_manager))
             .serve(grpc, node.shutdown.clone()),
     );
