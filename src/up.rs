@@ -413,39 +413,65 @@ pub fn start_nodes(
         tracing,
         log: Some(log),
     };
-    let mut control: gatehouse_control::ControlConfig = parse_defaults();
-    control.listen = config.control_listen;
-    control.data_dir = data.path.join("control");
-    control.token_service_url = format!("https://{}", local(config.token_grpc_listen));
-    control.node.cluster = identities.cluster(NodeRole::Control, "control");
+    let control = config.control(data, identities);
     nodes.spawn(
         "control",
         gatehouse_control::serve(control, context.clone()),
     );
-
-    let mut token: gatehouse_token_service::TokenServiceConfig = parse_defaults();
-    token.listen_https = config.token_https_listen;
-    token.listen_grpc = config.token_grpc_listen;
-    token.data_dir = data.path.join("token-service");
-    token.node.cluster = identities.cluster(NodeRole::TokenService, "token-service");
-    // Only the first start registers the admin client (the configured secret wins).
-    if let Some(secret) = &admin.secret {
-        token.admin.admin_client_id = Some(admin.client_id.clone());
-        token.admin.admin_client_secret = Some(secret.clone());
-    }
+    let token = config.token_service(data, identities, admin);
     nodes.spawn(
         "token-service",
         gatehouse_token_service::serve(token, context.clone()),
     );
-
-    let mut gateway: gatehouse_gateway::GatewayConfig = parse_defaults();
-    gateway.https_listen = config.gateway_https_listen;
-    gateway.http_listen = config.gateway_http_listen;
-    gateway.control_url = format!("https://{}", local(config.control_listen));
-    gateway.data_dir = data.path.join("gateway");
-    gateway.node.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
-    gateway.access_log = false;
+    let gateway = config.gateway(data, identities);
     nodes.spawn("gateway", gatehouse_gateway::serve(gateway, context));
+}
+
+impl UpConfig {
+    /// control in the all-in-one: its defaults, on the all-in-one's address, files and
+    /// identity, calling the all-in-one's token-service.
+    fn control(&self, data: &DataDir, identities: &Identities) -> gatehouse_control::ControlConfig {
+        let mut control: gatehouse_control::ControlConfig = parse_defaults();
+        control.listen = self.control_listen;
+        control.data_dir = data.path.join("control");
+        control.token_service_url = format!("https://{}", local(self.token_grpc_listen));
+        control.node.cluster = identities.cluster(NodeRole::Control, "control");
+        control
+    }
+
+    /// token-service in the all-in-one: its defaults, on the all-in-one's addresses,
+    /// files and identity, registering the admin client on the first start.
+    fn token_service(
+        &self,
+        data: &DataDir,
+        identities: &Identities,
+        admin: &AdminClient,
+    ) -> gatehouse_token_service::TokenServiceConfig {
+        let mut token: gatehouse_token_service::TokenServiceConfig = parse_defaults();
+        token.listen_https = self.token_https_listen;
+        token.listen_grpc = self.token_grpc_listen;
+        token.data_dir = data.path.join("token-service");
+        token.node.cluster = identities.cluster(NodeRole::TokenService, "token-service");
+        // Only the first start registers the admin client (the configured secret wins).
+        if let Some(secret) = &admin.secret {
+            token.admin.admin_client_id = Some(admin.client_id.clone());
+            token.admin.admin_client_secret = Some(secret.clone());
+        }
+        token
+    }
+
+    /// The all-in-one's gateway: its defaults, on the all-in-one's addresses, files and
+    /// identity, syncing with the all-in-one's control, without an access log.
+    fn gateway(&self, data: &DataDir, identities: &Identities) -> gatehouse_gateway::GatewayConfig {
+        let mut gateway: gatehouse_gateway::GatewayConfig = parse_defaults();
+        gateway.https_listen = self.gateway_https_listen;
+        gateway.http_listen = self.gateway_http_listen;
+        gateway.control_url = format!("https://{}", local(self.control_listen));
+        gateway.data_dir = data.path.join("gateway");
+        gateway.node.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
+        gateway.access_log = false;
+        gateway
+    }
 }
 
 fn bootstrap_config(
