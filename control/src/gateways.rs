@@ -23,7 +23,8 @@ use gatehouse_node::read_model::ReadModel;
 use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::admin::{
-    self, GatewayInfo, GatewayStatus, ReportStatusResponse, gateway_sync_server::GatewaySync,
+    GatewayInfo, GatewayStatus, GetSnapshotRequest, ReportStatusResponse, WatchEventsRequest,
+    gateway_sync_server::GatewaySync,
 };
 use gatehouse_proto::events::Snapshot;
 use tonic::{Request, Response, Status};
@@ -142,10 +143,7 @@ pub struct GatewaySyncService {
 
 #[tonic::async_trait]
 impl GatewaySync for GatewaySyncService {
-    async fn get_snapshot(
-        &self,
-        request: Request<admin::GetSnapshotRequest>,
-    ) -> RpcResult<Snapshot> {
+    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> RpcResult<Snapshot> {
         calling_gateway(&request)?;
         Ok(Response::new(public_snapshot(&self.model)))
     }
@@ -154,7 +152,7 @@ impl GatewaySync for GatewaySyncService {
 
     async fn watch_events(
         &self,
-        request: Request<admin::WatchEventsRequest>,
+        request: Request<WatchEventsRequest>,
     ) -> RpcResult<Self::WatchEventsStream> {
         calling_gateway(&request)?;
         let from = request.into_inner().from_sequence;

@@ -28,7 +28,11 @@ use gatehouse_node::pki::NodeRole;
 use gatehouse_node::status::{found, invalid, required};
 use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
-use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
+use gatehouse_proto::keymanager::{
+    ApplicationKeys, GenerateKeysRequest, ListKeysRequest, ListKeysResponse,
+    RegenerateSecretRequest, RevokeKeysRequest, RevokeKeysResponse, RotateSigningKeyRequest,
+    RotateSigningKeyResponse, key_manager_server::KeyManager,
+};
 use gatehouse_tokens::scopes;
 use tonic::{Request, Response, Status};
 
@@ -151,7 +155,7 @@ fn keys_answer(client: &OAuthClient, secret: String) -> ApplicationKeys {
 impl KeyManager for KeyManagerService {
     async fn generate_keys(
         &self,
-        request: Request<keymanager::GenerateKeysRequest>,
+        request: Request<GenerateKeysRequest>,
     ) -> RpcResult<ApplicationKeys> {
         let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         key_type_of(r.key_type)?;
@@ -186,7 +190,7 @@ impl KeyManager for KeyManagerService {
 
     async fn regenerate_secret(
         &self,
-        request: Request<keymanager::RegenerateSecretRequest>,
+        request: Request<RegenerateSecretRequest>,
     ) -> RpcResult<ApplicationKeys> {
         let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
@@ -207,8 +211,8 @@ impl KeyManager for KeyManagerService {
 
     async fn revoke_keys(
         &self,
-        request: Request<keymanager::RevokeKeysRequest>,
-    ) -> RpcResult<keymanager::RevokeKeysResponse> {
+        request: Request<RevokeKeysRequest>,
+    ) -> RpcResult<RevokeKeysResponse> {
         let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
         self.authority
@@ -220,13 +224,10 @@ impl KeyManager for KeyManagerService {
             )
             .await?;
         tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client revoked");
-        Ok(Response::new(keymanager::RevokeKeysResponse {}))
+        Ok(Response::new(RevokeKeysResponse {}))
     }
 
-    async fn list_keys(
-        &self,
-        request: Request<keymanager::ListKeysRequest>,
-    ) -> RpcResult<keymanager::ListKeysResponse> {
+    async fn list_keys(&self, request: Request<ListKeysRequest>) -> RpcResult<ListKeysResponse> {
         let (_, r) = self.for_owner(request, |r| &r.application_id)?;
         let application_id = r.application_id;
         let state = self.authority.state();
@@ -243,13 +244,13 @@ impl KeyManager for KeyManagerService {
                 "application {application_id} not found"
             )));
         }
-        Ok(Response::new(keymanager::ListKeysResponse { keys }))
+        Ok(Response::new(ListKeysResponse { keys }))
     }
 
     async fn rotate_signing_key(
         &self,
-        request: Request<keymanager::RotateSigningKeyRequest>,
-    ) -> RpcResult<keymanager::RotateSigningKeyResponse> {
+        request: Request<RotateSigningKeyRequest>,
+    ) -> RpcResult<RotateSigningKeyResponse> {
         let ctx = self.authorize(&request, scopes::ADMIN)?.context;
         let r = request.into_inner();
         let key = self
@@ -257,7 +258,7 @@ impl KeyManager for KeyManagerService {
             .rotate(Some(&r.alg), &ctx)
             .await
             .map_err(authority_status)?;
-        Ok(Response::new(keymanager::RotateSigningKeyResponse {
+        Ok(Response::new(RotateSigningKeyResponse {
             kid: key.kid().to_string(),
             alg: key.alg().to_string(),
         }))
