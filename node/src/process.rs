@@ -1,11 +1,15 @@
-//! A node as a process: its runtime flags and its `main`.
+//! A node as a process: the flags every node takes, its start and its `main`.
 //!
 //! Every node has two entry points, its own binary (`control`, `token-service`,
 //! `gateway`) and a `gatehouse` subcommand. Both parse the node's one configuration
-//! struct (which flattens [`RuntimeArgs`]) and hand it to the node's `main`, which is
+//! struct (which flattens [`NodeArgs`]) and hand it to the node's `main`, which is
 //! [`run_node`]: build the Tokio runtime, set up logs and traces, serve until Ctrl-C or
 //! SIGTERM, and turn the outcome into an exit code. So the two entry points cannot
 //! drift: they are the same flags and the same code.
+//!
+//! A node's serve function gets a [`NodeContext`] (the shutdown, whether spans are
+//! exported, and the event log when a launcher shares one); a node that folds the log
+//! starts with [`NodeArgs::start_folding`].
 
 use std::future::Future;
 use std::path::Path;
