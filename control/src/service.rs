@@ -109,9 +109,9 @@ impl ControlService {
         application_id: Option<&str>,
         message: M,
         call: impl FnOnce(KeyManager, Request<M>) -> Fut,
-    ) -> Result<Response<R>, Status>
+    ) -> RpcResult<R>
     where
-        Fut: Future<Output = Result<Response<R>, Status>>,
+        Fut: Future<Output = RpcResult<R>>,
     {
         let caller = self.auth.caller(request, scope)?;
         if let Some(id) = application_id {
