@@ -30,68 +30,72 @@ pub const APP_NAME: &str = "MyPythonApp";
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapConfig {
     /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
-    #[arg(
-        long = "control-url",
-        env = "GATEHOUSE_CONTROL_URL",
-        default_value = "https://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
     pub control_url: String,
     /// The cluster CA certificate (PEM) that control's certificate is issued by.
-    #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
     pub cluster_ca: Option<std::path::PathBuf>,
     /// token-service's HTTPS base URL.
-    #[arg(
-        long = "token-url",
-        env = "GATEHOUSE_TOKEN_URL",
-        default_value = "https://127.0.0.1:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_URL", default_value = "https://127.0.0.1:9443")]
     pub token_url: String,
-    /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
-    #[arg(long = "admin-client-id", env = "GATEHOUSE_ADMIN_CLIENT_ID")]
-    pub admin_client_id: String,
-    /// The admin client's secret (or `--admin-client-secret-file`).
-    #[arg(
-        long = "admin-client-secret",
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub admin_client_secret: String,
-    /// A file holding the admin client's secret (compose: the one token-service generated
-    /// into its volume on first start).
-    #[arg(
-        long = "admin-client-secret-file",
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE"
-    )]
-    pub admin_client_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
     /// The backend of ClientServiceAPI, as the gateways reach it.
     #[arg(
-        long = "client-service-url",
+        long,
         env = "GATEHOUSE_CLIENT_SERVICE_URL",
         default_value = "http://client-service:8000"
     )]
     pub client_service_url: String,
     /// The backend of OrderServiceAPI, as the gateways reach it.
-    #[arg(
-        long = "order-service-url",
-        env = "GATEHOUSE_ORDER_SERVICE_URL",
-        default_value = "http://order-service:8000"
-    )]
+    #[arg(long, env = "GATEHOUSE_ORDER_SERVICE_URL", default_value = "http://order-service:8000")]
     pub order_service_url: String,
     /// The token endpoint as users reach it, for the printed curl lines.
-    #[arg(
-        long = "public-token-url",
-        env = "GATEHOUSE_PUBLIC_TOKEN_URL",
-        default_value = "https://localhost:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_PUBLIC_TOKEN_URL", default_value = "https://localhost:9443")]
     pub public_token_url: String,
     /// A gateway as users reach it, for the printed curl lines.
-    #[arg(
-        long = "public-gateway-url",
-        env = "GATEHOUSE_PUBLIC_GATEWAY_URL",
-        default_value = "https://localhost:8243"
-    )]
+    #[arg(long, env = "GATEHOUSE_PUBLIC_GATEWAY_URL", default_value = "https://localhost:8243")]
     pub public_gateway_url: String,
+}
+
+/// The admin client the bootstrap acts as, and where its secret is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminClientArgs {
+    /// The admin client (see token-service's GATEHOUSE_ADMIN_CLIENT_ID).
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID")]
+    pub admin_client_id: String,
+    /// The admin client's secret (or `--admin-client-secret-file`).
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET", hide_env_values = true, default_value = "")]
+    pub admin_client_secret: String,
+    /// A file holding the admin client's secret (compose: the one token-service generated
+    /// into its volume on first start).
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE")]
+    pub admin_client_secret_file: Option<std::path::PathBuf>,
+}
+
+impl AdminClientArgs {
+    /// The secret: read from `--admin-client-secret-file` if given, else
+    /// `--admin-client-secret`; one of them must give one.
+    fn secret(&self) -> anyhow::Result<String> {
+        let secret = match &self.admin_client_secret_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "cannot read the admin client secret from {}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+            None => self.admin_client_secret.clone(),
+        };
+        if secret.is_empty() {
+            anyhow::bail!(
+                "the admin client's secret is needed: --admin-client-secret or --admin-client-secret-file"
+            );
+        }
+        Ok(secret)
+    }
 }
 
 /// What the bootstrap leaves behind.
@@ -236,26 +240,10 @@ async fn ensure_api(
 
 /// Runs the bootstrap.
 pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
-    let secret = match &config.admin_client_secret_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| {
-                format!(
-                    "cannot read the admin client secret from {}",
-                    path.display()
-                )
-            })?
-            .trim()
-            .to_string(),
-        None => config.admin_client_secret.clone(),
-    };
-    if secret.is_empty() {
-        anyhow::bail!(
-            "the admin client's secret is needed: --admin-client-secret or --admin-client-secret-file"
-        );
-    }
+    let secret = config.admin.secret()?;
     let token = insecure_https::client_credentials_token(
         &config.token_url,
-        &config.admin_client_id,
+        &config.admin.admin_client_id,
         &secret,
         None,
     )
@@ -275,7 +263,7 @@ pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
     let client_api = ensure_api(&mut admin, client_api, &mut changed).await?;
     let order_api = ensure_api(&mut admin, order_api, &mut changed).await?;
 
-    let owner = config.admin_client_id.clone();
+    let owner = config.admin.admin_client_id.clone();
     let app = admin
         .list_applications(ListApplicationsRequest {
             owner: owner.clone(),

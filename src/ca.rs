@@ -28,14 +28,8 @@ pub enum CaCommand {
     },
     /// Issue (or re-issue, to rotate) a node's certificate and key.
     Issue {
-        #[arg(long)]
-        dir: PathBuf,
-        /// control, token-service or gateway.
-        #[arg(long)]
-        role: NodeRole,
-        /// The node's name (a gateway's id).
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        node: CaNode,
         /// A DNS name or IP address the node serves TLS under (repeatable; default: the
         /// name, localhost, 127.0.0.1).
         #[arg(long = "host")]
@@ -43,12 +37,8 @@ pub enum CaCommand {
     },
     /// Revoke every certificate issued to a node, into `revoked.crl`.
     Revoke {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        role: NodeRole,
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        node: CaNode,
     },
     /// Create the CA if missing and issue every listed certificate that is missing.
     Ensure {
@@ -61,6 +51,27 @@ pub enum CaCommand {
         #[arg(long = "server")]
         servers: Vec<String>,
     },
+}
+
+/// The CA and the node that `issue` and `revoke` act on.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CaNode {
+    #[arg(long)]
+    dir: PathBuf,
+    /// control, token-service or gateway.
+    #[arg(long)]
+    role: NodeRole,
+    /// The node's name (a gateway's id).
+    #[arg(long)]
+    name: String,
+}
+
+impl CaNode {
+    /// The CA in `--dir`, and the node's identity.
+    fn open(self) -> anyhow::Result<(ClusterCa, NodeIdentity)> {
+        let ca = ClusterCa::open(&self.dir)?;
+        Ok((ca, NodeIdentity::new(self.role, self.name)?))
+    }
 }
 
 fn default_hosts(name: &str, hosts: Vec<String>) -> Vec<String> {
@@ -97,14 +108,8 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
                 dir.join("ca.key").display()
             );
         }
-        CaCommand::Issue {
-            dir,
-            role,
-            name,
-            hosts,
-        } => {
-            let ca = ClusterCa::open(&dir)?;
-            let identity = NodeIdentity::new(role, name)?;
+        CaCommand::Issue { node, hosts } => {
+            let (ca, identity) = node.open()?;
             let hosts = default_hosts(&identity.name, hosts);
             let issued = ca.issue(&identity, &hosts)?;
             println!(
@@ -115,9 +120,8 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
                 issued.key_path.display()
             );
         }
-        CaCommand::Revoke { dir, role, name } => {
-            let ca = ClusterCa::open(&dir)?;
-            let identity = NodeIdentity::new(role, name)?;
+        CaCommand::Revoke { node } => {
+            let (ca, identity) = node.open()?;
             let revoked = ca.revoke(&identity)?;
             println!(
                 "{identity}: {revoked} certificate(s) revoked; give nodes the new {} (--cluster-crl) and restart them",

@@ -24,11 +24,7 @@ use clap::{Parser, Subcommand};
 use crate::{bootstrap, healthcheck, up};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "Gatehouse: API management in Rust, event-sourced"
-)]
+#[command(name = "gatehouse", version, about = "Gatehouse: API management in Rust, event-sourced")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -16,7 +16,7 @@ pub enum Probe {
         /// e.g. 127.0.0.1:50051
         addr: String,
         /// The cluster CA certificate (PEM): probe over TLS.
-        #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+        #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
         cluster_ca: Option<std::path::PathBuf>,
     },
     /// GET an `http://` URL and expect 200: gateway `/healthz`, backends `/health`.

@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
 use gatehouse_node::pki::{ClusterCa, NodeIdentity, NodeRole};
+use gatehouse_node::process::parse_defaults;
 use gatehouse_node::tls::ClusterTlsArgs;
 use gatehouse_node::{NodeContext, RuntimeArgs, Shutdown};
 use serde::{Deserialize, Serialize};
@@ -35,39 +36,39 @@ use crate::bootstrap::{self, BootstrapConfig};
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpConfig {
     /// Where the event log, keys and certificates live.
-    #[arg(long = "data-dir", default_value = "./data")]
+    #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
     /// Use this NATS server (JetStream) as the event log instead of the embedded one.
-    #[arg(long = "nats", env = "GATEHOUSE_NATS_URL")]
+    #[arg(long, env = "GATEHOUSE_NATS_URL")]
     pub nats: Option<String>,
     /// control's gRPC admin API (TLS under the all-in-one's cluster CA).
-    #[arg(long = "control-listen", default_value = "127.0.0.1:50051")]
+    #[arg(long, default_value = "127.0.0.1:50051")]
     pub control_listen: SocketAddr,
     /// token-service's HTTPS token endpoint.
-    #[arg(long = "token-https-listen", default_value = "127.0.0.1:9443")]
+    #[arg(long, default_value = "127.0.0.1:9443")]
     pub token_https_listen: SocketAddr,
     /// token-service's gRPC key manager (internal: control only, mutual TLS; stays on
     /// loopback even with --listen-all).
-    #[arg(long = "token-grpc-listen", default_value = "127.0.0.1:50052")]
+    #[arg(long, default_value = "127.0.0.1:50052")]
     pub token_grpc_listen: SocketAddr,
     /// The gateway's HTTPS listener.
-    #[arg(long = "gateway-https-listen", default_value = "127.0.0.1:8243")]
+    #[arg(long, default_value = "127.0.0.1:8243")]
     pub gateway_https_listen: SocketAddr,
     /// The gateway's plain HTTP listener (and /healthz, /readyz, /metrics).
-    #[arg(long = "gateway-http-listen", default_value = "127.0.0.1:8280")]
+    #[arg(long, default_value = "127.0.0.1:8280")]
     pub gateway_http_listen: SocketAddr,
     /// Listen on every interface (0.0.0.0) instead of loopback only: the admin API, the
     /// token endpoint and the gateway become reachable from other machines.
-    #[arg(long = "listen-all")]
+    #[arg(long)]
     pub listen_all: bool,
     /// client-service's port on 127.0.0.1 (0: a free port, kept for later starts).
-    #[arg(long = "client-service-port", default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub client_service_port: u16,
     /// order-service's port on 127.0.0.1 (0: a free port, kept for later starts).
-    #[arg(long = "order-service-port", default_value_t = 0)]
+    #[arg(long, default_value_t = 0)]
     pub order_service_port: u16,
     /// Start empty: no demo APIs, application or keys (do the seed's steps by hand).
-    #[arg(long = "no-demo")]
+    #[arg(long)]
     pub no_demo: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -407,43 +408,70 @@ pub fn start_nodes(
     tracing: bool,
     nodes: &mut Nodes,
 ) {
-    let mut control: gatehouse_control::ControlConfig = defaults();
-    control.listen = config.control_listen;
-    control.data_dir = data.path.join("control");
-    control.token_service_url = format!("https://{}", local(config.token_grpc_listen));
-    control.cluster = identities.cluster(NodeRole::Control, "control");
+    let context = NodeContext {
+        shutdown: nodes.shutdown.clone(),
+        tracing,
+        log: Some(log),
+    };
+    let control = config.control(data, identities);
     nodes.spawn(
         "control",
-        gatehouse_control::serve_on_log(control, log.clone(), nodes.shutdown.clone()),
+        gatehouse_control::serve(control, context.clone()),
     );
-
-    let mut token: gatehouse_token_service::TokenServiceConfig = defaults();
-    token.listen_https = config.token_https_listen;
-    token.listen_grpc = config.token_grpc_listen;
-    token.data_dir = data.path.join("token-service");
-    token.cluster = identities.cluster(NodeRole::TokenService, "token-service");
-    // Only the first start registers the admin client (the configured secret wins).
-    if let Some(secret) = &admin.secret {
-        token.admin_client_id = Some(admin.client_id.clone());
-        token.admin_client_secret = Some(secret.clone());
-    }
+    let token = config.token_service(data, identities, admin);
     nodes.spawn(
         "token-service",
-        gatehouse_token_service::serve_on_log(token, log.clone(), nodes.shutdown.clone()),
+        gatehouse_token_service::serve(token, context.clone()),
     );
+    let gateway = config.gateway(data, identities);
+    nodes.spawn("gateway", gatehouse_gateway::serve(gateway, context));
+}
 
-    let mut gateway: gatehouse_gateway::GatewayConfig = defaults();
-    gateway.https_listen = config.gateway_https_listen;
-    gateway.http_listen = config.gateway_http_listen;
-    gateway.control_url = format!("https://{}", local(config.control_listen));
-    gateway.data_dir = data.path.join("gateway");
-    gateway.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
-    gateway.access_log = false;
-    gateway.trace_requests = tracing;
-    nodes.spawn(
-        "gateway",
-        gatehouse_gateway::serve(gateway, Some(log), nodes.shutdown.clone()),
-    );
+impl UpConfig {
+    /// control in the all-in-one: its defaults, on the all-in-one's address, files and
+    /// identity, calling the all-in-one's token-service.
+    fn control(&self, data: &DataDir, identities: &Identities) -> gatehouse_control::ControlConfig {
+        let mut control: gatehouse_control::ControlConfig = parse_defaults();
+        control.listen = self.control_listen;
+        control.data_dir = data.path.join("control");
+        control.token_service_url = format!("https://{}", local(self.token_grpc_listen));
+        control.node.cluster = identities.cluster(NodeRole::Control, "control");
+        control
+    }
+
+    /// token-service in the all-in-one: its defaults, on the all-in-one's addresses,
+    /// files and identity, registering the admin client on the first start.
+    fn token_service(
+        &self,
+        data: &DataDir,
+        identities: &Identities,
+        admin: &AdminClient,
+    ) -> gatehouse_token_service::TokenServiceConfig {
+        let mut token: gatehouse_token_service::TokenServiceConfig = parse_defaults();
+        token.listen_https = self.token_https_listen;
+        token.listen_grpc = self.token_grpc_listen;
+        token.data_dir = data.path.join("token-service");
+        token.node.cluster = identities.cluster(NodeRole::TokenService, "token-service");
+        // Only the first start registers the admin client (the configured secret wins).
+        if let Some(secret) = &admin.secret {
+            token.admin.admin_client_id = Some(admin.client_id.clone());
+            token.admin.admin_client_secret = Some(secret.clone());
+        }
+        token
+    }
+
+    /// The all-in-one's gateway: its defaults, on the all-in-one's addresses, files and
+    /// identity, syncing with the all-in-one's control, without an access log.
+    fn gateway(&self, data: &DataDir, identities: &Identities) -> gatehouse_gateway::GatewayConfig {
+        let mut gateway: gatehouse_gateway::GatewayConfig = parse_defaults();
+        gateway.https_listen = self.gateway_https_listen;
+        gateway.http_listen = self.gateway_http_listen;
+        gateway.control_url = format!("https://{}", local(self.control_listen));
+        gateway.data_dir = data.path.join("gateway");
+        gateway.node.cluster = identities.cluster(NodeRole::Gateway, "gateway-1");
+        gateway.access_log = false;
+        gateway
+    }
 }
 
 fn bootstrap_config(
@@ -455,10 +483,12 @@ fn bootstrap_config(
     BootstrapConfig {
         control_url: format!("https://{}", local(config.control_listen)),
         cluster_ca: Some(identities.ca_cert()),
-        admin_client_secret_file: None,
         token_url: format!("https://{}", local(config.token_https_listen)),
-        admin_client_id: admin.client_id.clone(),
-        admin_client_secret: admin.secret.clone().unwrap_or_default(),
+        admin: bootstrap::AdminClientArgs {
+            admin_client_id: admin.client_id.clone(),
+            admin_client_secret: admin.secret.clone().unwrap_or_default(),
+            admin_client_secret_file: None,
+        },
         client_service_url: format!("http://{}", backends.client_service),
         order_service_url: format!("http://{}", backends.order_service),
         public_token_url: format!("https://localhost:{}", config.token_https_listen.port()),
@@ -592,15 +622,6 @@ impl Nodes {
             }
         }
     }
-}
-
-/// Parses a clap `Args` struct from no arguments: its defaults (and environment).
-fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let command = T::augment_args(clap::Command::new("defaults")).no_binary_name(true);
-    let matches = command
-        .try_get_matches_from(std::iter::empty::<String>())
-        .expect("defaults parse");
-    T::from_arg_matches(&matches).expect("defaults parse")
 }
 
 fn local(addr: SocketAddr) -> SocketAddr {

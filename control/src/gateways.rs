@@ -17,12 +17,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use gatehouse_node::grpc::RpcResult;
 use gatehouse_node::pki::{NodeIdentity, NodeRole};
 use gatehouse_node::read_model::ReadModel;
-use gatehouse_node::tls::caller_node;
+use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::admin::{
-    self, GatewayInfo, GatewayStatus, ReportStatusResponse, gateway_sync_server::GatewaySync,
+    GatewayInfo, GatewayStatus, GetSnapshotRequest, ReportStatusResponse, WatchEventsRequest,
+    gateway_sync_server::GatewaySync,
 };
 use gatehouse_proto::events::Snapshot;
 use tonic::{Request, Response, Status};
@@ -37,19 +39,11 @@ pub const ALIVE_WINDOW: Duration = Duration::from_secs(30);
 pub struct GatewayRegistryArgs {
     /// Most gateway replicas `ListGateways` keeps track of; a new replica past it is
     /// refused (RESOURCE_EXHAUSTED) until others are forgotten.
-    #[arg(
-        long = "max-gateways",
-        env = "GATEHOUSE_MAX_GATEWAYS",
-        default_value_t = 1024
-    )]
+    #[arg(long, env = "GATEHOUSE_MAX_GATEWAYS", default_value_t = 1024)]
     pub max_gateways: usize,
     /// A replica that has not reported for this long is forgotten (seconds).
-    #[arg(
-        long = "forget-gateway-after-seconds",
-        env = "GATEHOUSE_FORGET_GATEWAY_AFTER_SECONDS",
-        default_value_t = 3600
-    )]
-    pub forget_after_seconds: u64,
+    #[arg(long, env = "GATEHOUSE_FORGET_GATEWAY_AFTER_SECONDS", default_value_t = 3600)]
+    pub forget_gateway_after_seconds: u64,
 }
 
 /// The last heartbeat of each replica, by gateway id.
@@ -72,7 +66,7 @@ impl GatewayRegistry {
         GatewayRegistry {
             replicas: Mutex::default(),
             max: args.max_gateways.max(1),
-            forget_after: Duration::from_secs(args.forget_after_seconds.max(1)),
+            forget_after: Duration::from_secs(args.forget_gateway_after_seconds.max(1)),
         }
     }
 
@@ -127,17 +121,17 @@ pub fn public_snapshot(model: &ReadModel) -> Snapshot {
     snapshot
 }
 
+/// Who may call `GatewaySync`: gateways only (see the module docs).
+const GATEWAYS_ONLY: AnswersOnly = AnswersOnly {
+    service: "GatewaySync",
+    role: NodeRole::Gateway,
+    callers: "gateways",
+    certificate: "a gateway's",
+};
+
 /// The calling gateway, or why the call is refused.
 pub fn calling_gateway<T>(request: &Request<T>) -> Result<NodeIdentity, Status> {
-    match caller_node(request) {
-        None => Err(Status::unauthenticated(
-            "GatewaySync answers gateways only: present a gateway's node certificate (mutual TLS under the cluster CA)",
-        )),
-        Some(node) if node.role != NodeRole::Gateway => Err(Status::permission_denied(format!(
-            "GatewaySync answers gateways only, not {node}"
-        ))),
-        Some(node) => Ok(node.clone()),
-    }
+    GATEWAYS_ONLY.caller(request)
 }
 
 /// `gatehouse.admin.v1.GatewaySync`.
@@ -149,10 +143,7 @@ pub struct GatewaySyncService {
 
 #[tonic::async_trait]
 impl GatewaySync for GatewaySyncService {
-    async fn get_snapshot(
-        &self,
-        request: Request<admin::GetSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> RpcResult<Snapshot> {
         calling_gateway(&request)?;
         Ok(Response::new(public_snapshot(&self.model)))
     }
@@ -161,8 +152,8 @@ impl GatewaySync for GatewaySyncService {
 
     async fn watch_events(
         &self,
-        request: Request<admin::WatchEventsRequest>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        request: Request<WatchEventsRequest>,
+    ) -> RpcResult<Self::WatchEventsStream> {
         calling_gateway(&request)?;
         let from = request.into_inner().from_sequence;
         Ok(Response::new(watch_stream(&self.log, from).await?))
@@ -171,7 +162,7 @@ impl GatewaySync for GatewaySyncService {
     async fn report_status(
         &self,
         request: Request<GatewayStatus>,
-    ) -> Result<Response<ReportStatusResponse>, Status> {
+    ) -> RpcResult<ReportStatusResponse> {
         let gateway = calling_gateway(&request)?;
         let status = request.into_inner();
         if status.gateway_id != gateway.name {
@@ -201,7 +192,7 @@ mod tests {
     fn registry(max: usize, forget_after_seconds: u64) -> GatewayRegistry {
         GatewayRegistry::new(&GatewayRegistryArgs {
             max_gateways: max,
-            forget_after_seconds,
+            forget_gateway_after_seconds: forget_after_seconds,
         })
     }
 

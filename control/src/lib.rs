@@ -18,108 +18,68 @@ pub mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::Context;
 use std::sync::Arc;
 
+use anyhow::Context;
+use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::grpc::GrpcServer;
-use gatehouse_node::read_model::Follower;
-use gatehouse_node::tls::{ClusterTlsArgs, https_url};
-use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
-
+use gatehouse_node::metrics::MetricsArgs;
+use gatehouse_node::tls::https_url;
+use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
 use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
+use gatehouse_tokens::DEFAULT_ISSUER;
 
 use crate::gateways::{GatewayRegistry, GatewayRegistryArgs, GatewaySyncService};
-use gatehouse_node::auth::AdminAuth;
-
 use crate::service::ControlService;
 
 /// control's configuration: flags, or the environment variables named beside them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControlConfig {
     /// Address of the gRPC admin API.
-    #[arg(
-        long,
-        env = "GATEHOUSE_CONTROL_LISTEN",
-        default_value = "0.0.0.0:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
     /// Directory for control's own files (the embedded event log).
-    #[arg(
-        long = "data-dir",
-        env = "GATEHOUSE_DATA_DIR",
-        default_value = "./data/control"
-    )]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data/control")]
     pub data_dir: PathBuf,
     /// token-service's gRPC address, for application keys (mutual TLS: `https://`).
-    #[arg(
-        long = "token-service-url",
-        env = "GATEHOUSE_TOKEN_SERVICE_URL",
-        default_value = "https://127.0.0.1:50052"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_SERVICE_URL", default_value = "https://127.0.0.1:50052")]
     pub token_service_url: String,
-    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
-    #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// The `iss` admin tokens must carry (token-service's token endpoint URL).
-    #[arg(long = "token-issuer", env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
+    #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
     pub token_issuer: String,
     #[command(flatten)]
     pub gateways: GatewayRegistryArgs,
     #[command(flatten)]
-    pub cluster: ClusterTlsArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub node: NodeArgs,
 }
-
-/// How long start-up waits for the state to be rebuilt from the log.
-const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `control`'s and `gatehouse control`'s main.
 pub fn main(config: ControlConfig) -> std::process::ExitCode {
-    let runtime = config.runtime.clone();
-    gatehouse_node::run_node("control", "info", &runtime, |node| {
-        serve(config, node.shutdown)
-    })
+    let runtime = config.node.runtime.clone();
+    gatehouse_node::run_node("control", "info", &runtime, |node| serve(config, node))
 }
 
-/// Runs control until `shutdown`: rebuilds the state from the log, then serves the
-/// admin API.
-pub async fn serve(config: ControlConfig, shutdown: Shutdown) -> anyhow::Result<()> {
-    let log = config.log.open(&config.data_dir).await?;
-    serve_on_log(config, log, shutdown).await
-}
-
-/// [`serve`] on a log opened by the caller: the all-in-one shares one embedded log
-/// between the nodes of its process.
-pub async fn serve_on_log(
-    config: ControlConfig,
-    log: Arc<dyn gatehouse_eventlog::EventLog>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let node_tls = config.cluster.load("control")?;
-    let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
-    let model = follower.model.clone();
+/// Runs control until `node.shutdown`: rebuilds the state from the log (`node.log`, or
+/// else `config.node.log`), then serves the admin API.
+pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<()> {
+    let folding = config
+        .node
+        .start_folding("control", &config.data_dir, node.log)
+        .await?;
+    let model = folding.follower.model.clone();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
 
-    let metrics = config.metrics_listen.map(|addr| {
-        tokio::spawn(gatehouse_node::metrics::serve(
-            addr,
-            "control",
-            model.clone(),
-            shutdown.wait_owned(),
-        ))
-    });
+    let metrics = config.metrics.spawn("control", &model, &node.shutdown);
 
-    let key_manager = node_tls
+    let key_manager = folding
+        .tls
         .channel(&https_url(
             "--token-service-url",
             &config.token_service_url,
@@ -127,23 +87,23 @@ pub async fn serve_on_log(
         .context("token-service's KeyManager")?;
     let registry = Arc::new(GatewayRegistry::new(&config.gateways));
     let sync = GatewaySyncService {
-        log: log.clone(),
+        log: folding.log.clone(),
         model: model.clone(),
         registry: registry.clone(),
     };
     let auth = AdminAuth::new(config.token_issuer.clone(), model.clone());
     println!(
         "control ready on {local} (gRPC admin API; {})",
-        log.describe()
+        folding.log.describe()
     );
-    let service = ControlService::new(log, model, key_manager, registry, auth);
+    let service = ControlService::new(folding.log, model, key_manager, registry, auth);
     let result = GrpcServer::new()
-        .tls(node_tls.server_config()?)
+        .tls(folding.tls.server_config()?)
         .add_service(ControlPlaneServer::new(service))
         .add_service(GatewaySyncServer::new(sync))
-        .serve(listener, shutdown)
+        .serve(listener, node.shutdown)
         .await;
-    drop(follower);
+    drop(folding.follower);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

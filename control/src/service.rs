@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use gatehouse_domain::Command;
 use gatehouse_domain::redact::redact_event;
 use gatehouse_eventlog::EventLog;
+use gatehouse_node::grpc::RpcResult;
 use gatehouse_proto::admin::{self, control_plane_server::ControlPlane};
 use gatehouse_proto::events::{
     Api, Application, EventEnvelope, Snapshot, Subscription, ThrottlePolicy, lifecycle,
@@ -31,7 +32,10 @@ use gatehouse_tokens::scopes;
 
 use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::read_model::ReadModel;
-use gatehouse_node::status::{invalid, log_status};
+use gatehouse_node::status::{found, invalid, log_status, required};
+
+/// A client of token-service's `KeyManager`.
+type KeyManager = KeyManagerClient<Channel>;
 
 /// The admin API's state: the log (for watching), the fold (for reading) and the
 /// executor (for writing).
@@ -41,7 +45,7 @@ pub struct ControlService {
     commands: CommandExecutor,
     /// token-service's `KeyManager`, which owns application keys. A lazy channel:
     /// control starts without token-service and connects on first use.
-    key_manager: KeyManagerClient<Channel>,
+    key_manager: KeyManager,
     gateways: Arc<GatewayRegistry>,
     auth: AdminAuth,
 }
@@ -65,36 +69,66 @@ impl ControlService {
         }
     }
 
-    /// Passes a token-service error on, saying which service failed.
-    fn key_manager_status(status: Status) -> Status {
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown => Status::unavailable(format!(
-                "token-service (key manager) unreachable: {}",
-                status.message()
-            )),
-            _ => status,
-        }
+    /// The request's message, once its caller is authorized for `scope`, with the call's
+    /// context (the actor of every event the call causes).
+    fn authorized<T>(&self, request: Request<T>, scope: &str) -> Result<(CallContext, T), Status> {
+        let ctx = self.auth.authorize(&request, scope)?;
+        Ok((ctx, request.into_inner()))
     }
 
-    async fn run(&self, command: Command, ctx: &CallContext) -> Result<(), Status> {
+    /// [`authorized`](Self::authorized), keeping the verified caller (for ownership).
+    fn authorized_caller<T>(
+        &self,
+        request: Request<T>,
+        scope: &str,
+    ) -> Result<(Caller, T), Status> {
+        let caller = self.auth.caller(&request, scope)?;
+        Ok((caller, request.into_inner()))
+    }
+
+    /// A write RPC's last steps: runs `command` (returning once control's fold has its
+    /// events, so the caller reads its own write) and answers with `answer`, read from
+    /// the fold after it.
+    async fn write<T>(
+        &self,
+        command: Command,
+        ctx: &CallContext,
+        answer: impl FnOnce() -> Result<T, Status>,
+    ) -> RpcResult<T> {
         self.commands.execute(command, ctx).await?;
-        Ok(())
+        answer().map(Response::new)
+    }
+
+    /// Calls token-service's KeyManager with `call`, passing `message` on behalf of the
+    /// admin calling control (see [`on_behalf`]), who must hold `scope` and, when the
+    /// call is about an application's keys, may manage `application_id`.
+    async fn forward<T, M, R, Fut>(
+        &self,
+        request: &Request<T>,
+        scope: &str,
+        application_id: Option<&str>,
+        message: M,
+        call: impl FnOnce(KeyManager, Request<M>) -> Fut,
+    ) -> RpcResult<R>
+    where
+        Fut: Future<Output = RpcResult<R>>,
+    {
+        let caller = self.auth.caller(request, scope)?;
+        if let Some(id) = application_id {
+            self.owned_application(&caller, id)?;
+        }
+        let forwarded = on_behalf(request, message);
+        call(self.key_manager.clone(), forwarded)
+            .await
+            .map_err(key_manager_status)
     }
 
     fn api(&self, id: &str) -> Result<Api, Status> {
-        self.model
-            .read()
-            .api(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("api {id} not found")))
+        found("api", id, self.model.read().api(id))
     }
 
     fn application(&self, id: &str) -> Result<Application, Status> {
-        self.model
-            .read()
-            .application(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("application {id} not found")))
+        found("application", id, self.model.read().application(id))
     }
 
     /// The application `id`, if `caller` may manage it (its owner, or an admin).
@@ -117,11 +151,18 @@ impl ControlService {
     }
 
     fn subscription(&self, id: &str) -> Result<Subscription, Status> {
-        self.model
-            .read()
-            .subscription(id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("subscription {id} not found")))
+        found("subscription", id, self.model.read().subscription(id))
+    }
+}
+
+/// Passes a token-service error on, saying which service failed.
+fn key_manager_status(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => Status::unavailable(format!(
+            "token-service (key manager) unreachable: {}",
+            status.message()
+        )),
+        _ => status,
     }
 }
 
@@ -147,14 +188,6 @@ fn on_behalf<T, M>(incoming: &Request<T>, message: M) -> Request<M> {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-fn required(field: &str, value: &str) -> Result<(), Status> {
-    if value.trim().is_empty() {
-        Err(invalid(field, "must not be empty"))
-    } else {
-        Ok(())
-    }
 }
 
 fn expected_version(v: u64) -> Option<u64> {
@@ -189,109 +222,78 @@ pub async fn watch_stream(log: &Arc<dyn EventLog>, from: u64) -> Result<WatchStr
 
 #[tonic::async_trait]
 impl ControlPlane for ControlService {
-    async fn create_api(
-        &self,
-        request: Request<admin::CreateApiRequest>,
-    ) -> Result<Response<Api>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
-        let definition = request
-            .into_inner()
+    async fn create_api(&self, request: Request<admin::CreateApiRequest>) -> RpcResult<Api> {
+        let (ctx, r) = self.authorized(request, scopes::API_CREATE)?;
+        let definition = r
             .definition
             .ok_or_else(|| invalid("definition", "is required"))?;
         let api_id = new_id();
-        self.run(
-            Command::CreateApi {
-                api_id: api_id.clone(),
-                definition,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.api(&api_id)?))
+        let command = Command::CreateApi {
+            api_id: api_id.clone(),
+            definition,
+        };
+        self.write(command, &ctx, || self.api(&api_id)).await
     }
 
     async fn create_api_version(
         &self,
         request: Request<admin::CreateApiVersionRequest>,
-    ) -> Result<Response<Api>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Api> {
+        let (ctx, r) = self.authorized(request, scopes::API_CREATE)?;
         required("source_api_id", &r.source_api_id)?;
         let api_id = new_id();
-        self.run(
-            Command::CreateApiVersion {
-                api_id: api_id.clone(),
-                source_api_id: r.source_api_id,
-                new_version: r.new_version,
-                make_default: r.make_default,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.api(&api_id)?))
+        let command = Command::CreateApiVersion {
+            api_id: api_id.clone(),
+            source_api_id: r.source_api_id,
+            new_version: r.new_version,
+            make_default: r.make_default,
+        };
+        self.write(command, &ctx, || self.api(&api_id)).await
     }
 
-    async fn update_api(
-        &self,
-        request: Request<admin::UpdateApiRequest>,
-    ) -> Result<Response<Api>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::API_CREATE)?;
-        let r = request.into_inner();
+    async fn update_api(&self, request: Request<admin::UpdateApiRequest>) -> RpcResult<Api> {
+        let (ctx, r) = self.authorized(request, scopes::API_CREATE)?;
         required("api_id", &r.api_id)?;
         let definition = r
             .definition
             .ok_or_else(|| invalid("definition", "is required"))?;
-        self.run(
-            Command::UpdateApi {
-                api_id: r.api_id.clone(),
-                definition,
-                expected_version: expected_version(r.expected_version),
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.api(&r.api_id)?))
+        let command = Command::UpdateApi {
+            api_id: r.api_id.clone(),
+            definition,
+            expected_version: expected_version(r.expected_version),
+        };
+        self.write(command, &ctx, || self.api(&r.api_id)).await
     }
 
     async fn change_lifecycle(
         &self,
         request: Request<admin::ChangeLifecycleRequest>,
-    ) -> Result<Response<Api>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::API_PUBLISH)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Api> {
+        let (ctx, r) = self.authorized(request, scopes::API_PUBLISH)?;
         required("api_id", &r.api_id)?;
         let target = lifecycle::State::try_from(r.target)
             .map_err(|_| invalid("target", &format!("unknown lifecycle state {}", r.target)))?;
-        self.run(
-            Command::ChangeLifecycle {
-                api_id: r.api_id.clone(),
-                target,
-                expected_version: expected_version(r.expected_version),
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.api(&r.api_id)?))
+        let command = Command::ChangeLifecycle {
+            api_id: r.api_id.clone(),
+            target,
+            expected_version: expected_version(r.expected_version),
+        };
+        self.write(command, &ctx, || self.api(&r.api_id)).await
     }
 
     async fn delete_api(
         &self,
         request: Request<admin::DeleteApiRequest>,
-    ) -> Result<Response<admin::DeleteApiResponse>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::API_DELETE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::DeleteApiResponse> {
+        let (ctx, r) = self.authorized(request, scopes::API_DELETE)?;
         required("api_id", &r.api_id)?;
-        self.run(Command::DeleteApi { api_id: r.api_id }, &ctx)
-            .await?;
-        Ok(Response::new(admin::DeleteApiResponse {}))
+        let command = Command::DeleteApi { api_id: r.api_id };
+        self.write(command, &ctx, || Ok(admin::DeleteApiResponse {}))
+            .await
     }
 
-    async fn get_api(
-        &self,
-        request: Request<admin::GetApiRequest>,
-    ) -> Result<Response<Api>, Status> {
-        self.auth.authorize(&request, scopes::API_VIEW)?;
-        let r = request.into_inner();
+    async fn get_api(&self, request: Request<admin::GetApiRequest>) -> RpcResult<Api> {
+        let (_, r) = self.authorized(request, scopes::API_VIEW)?;
         required("api_id", &r.api_id)?;
         Ok(Response::new(self.api(&r.api_id)?))
     }
@@ -299,9 +301,8 @@ impl ControlPlane for ControlService {
     async fn list_apis(
         &self,
         request: Request<admin::ListApisRequest>,
-    ) -> Result<Response<admin::ListApisResponse>, Status> {
-        self.auth.authorize(&request, scopes::API_VIEW)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::ListApisResponse> {
+        let (_, r) = self.authorized(request, scopes::API_VIEW)?;
         let lifecycle = lifecycle::State::try_from(r.lifecycle).map_err(|_| {
             invalid(
                 "lifecycle",
@@ -326,35 +327,30 @@ impl ControlPlane for ControlService {
     async fn create_policy(
         &self,
         request: Request<admin::CreatePolicyRequest>,
-    ) -> Result<Response<ThrottlePolicy>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::TIER_MANAGE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<ThrottlePolicy> {
+        let (ctx, r) = self.authorized(request, scopes::TIER_MANAGE)?;
         let level = throttle_policy::Level::try_from(r.level)
             .map_err(|_| invalid("level", &format!("unknown policy level {}", r.level)))?;
-        self.run(
-            Command::CreatePolicy {
-                name: r.name.clone(),
-                level,
-                request_count: r.request_count,
-                unit_seconds: r.unit_seconds,
-                unlimited: r.unlimited,
-                description: r.description,
-            },
-            &ctx,
-        )
-        .await?;
-        let policy = self.model.read().policy(level, &r.name).cloned();
-        policy
-            .map(Response::new)
-            .ok_or_else(|| Status::internal("policy missing after creation"))
+        let command = Command::CreatePolicy {
+            name: r.name.clone(),
+            level,
+            request_count: r.request_count,
+            unit_seconds: r.unit_seconds,
+            unlimited: r.unlimited,
+            description: r.description,
+        };
+        self.write(command, &ctx, || {
+            let policy = self.model.read().policy(level, &r.name).cloned();
+            policy.ok_or_else(|| Status::internal("policy missing after creation"))
+        })
+        .await
     }
 
     async fn list_policies(
         &self,
         request: Request<admin::ListPoliciesRequest>,
-    ) -> Result<Response<admin::ListPoliciesResponse>, Status> {
-        self.auth.authorize(&request, scopes::API_VIEW)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::ListPoliciesResponse> {
+        let (_, r) = self.authorized(request, scopes::API_VIEW)?;
         let level = throttle_policy::Level::try_from(r.level)
             .map_err(|_| invalid("level", &format!("unknown policy level {}", r.level)))?;
         let policies = self
@@ -370,43 +366,34 @@ impl ControlPlane for ControlService {
     async fn create_application(
         &self,
         request: Request<admin::CreateApplicationRequest>,
-    ) -> Result<Response<Application>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Application> {
+        let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
         let application_id = new_id();
-        let owner = caller.owner_of_new(&r.owner)?;
-        let ctx = caller.context;
-        self.run(
-            Command::CreateApplication {
-                application_id: application_id.clone(),
-                name: r.name,
-                owner,
-                throttling_tier: r.throttling_tier,
-                description: r.description,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.application(&application_id)?))
+        let command = Command::CreateApplication {
+            application_id: application_id.clone(),
+            name: r.name,
+            owner: caller.owner_of_new(&r.owner)?,
+            throttling_tier: r.throttling_tier,
+            description: r.description,
+        };
+        let answer = || self.application(&application_id);
+        self.write(command, &caller.context, answer).await
     }
 
     async fn get_application(
         &self,
         request: Request<admin::GetApplicationRequest>,
-    ) -> Result<Response<Application>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        Ok(Response::new(
-            self.owned_application(&caller, &r.application_id)?,
-        ))
+    ) -> RpcResult<Application> {
+        let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
+        let application = self.owned_application(&caller, &r.application_id)?;
+        Ok(Response::new(application))
     }
 
     async fn list_applications(
         &self,
         request: Request<admin::ListApplicationsRequest>,
-    ) -> Result<Response<admin::ListApplicationsResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::ListApplicationsResponse> {
+        let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
         let applications = self
             .model
             .read()
@@ -423,120 +410,93 @@ impl ControlPlane for ControlService {
     async fn delete_application(
         &self,
         request: Request<admin::DeleteApplicationRequest>,
-    ) -> Result<Response<admin::DeleteApplicationResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::DeleteApplicationResponse> {
+        let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
         self.owned_application(&caller, &r.application_id)?;
-        let ctx = caller.context;
-        self.run(
-            Command::DeleteApplication {
-                application_id: r.application_id,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(admin::DeleteApplicationResponse {}))
+        let command = Command::DeleteApplication {
+            application_id: r.application_id,
+        };
+        let answer = || Ok(admin::DeleteApplicationResponse {});
+        self.write(command, &caller.context, answer).await
     }
 
     async fn subscribe(
         &self,
         request: Request<admin::SubscribeRequest>,
-    ) -> Result<Response<Subscription>, Status> {
-        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Subscription> {
+        let (caller, r) = self.authorized_caller(request, scopes::SUBSCRIBE)?;
         self.owned_application(&caller, &r.application_id)?;
-        let ctx = caller.context;
         let subscription_id = new_id();
-        self.run(
-            Command::Subscribe {
-                subscription_id: subscription_id.clone(),
-                application_id: r.application_id,
-                api_id: r.api_id,
-                tier: r.tier,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.subscription(&subscription_id)?))
+        let command = Command::Subscribe {
+            subscription_id: subscription_id.clone(),
+            application_id: r.application_id,
+            api_id: r.api_id,
+            tier: r.tier,
+        };
+        let answer = || self.subscription(&subscription_id);
+        self.write(command, &caller.context, answer).await
     }
 
     async fn block_subscription(
         &self,
         request: Request<admin::BlockSubscriptionRequest>,
-    ) -> Result<Response<Subscription>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::SUBSCRIPTION_BLOCK)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Subscription> {
+        let (ctx, r) = self.authorized(request, scopes::SUBSCRIPTION_BLOCK)?;
         required("subscription_id", &r.subscription_id)?;
-        self.run(
-            Command::BlockSubscription {
-                subscription_id: r.subscription_id.clone(),
-                production_only: r.production_only,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.subscription(&r.subscription_id)?))
+        let command = Command::BlockSubscription {
+            subscription_id: r.subscription_id.clone(),
+            production_only: r.production_only,
+        };
+        self.write(command, &ctx, || self.subscription(&r.subscription_id))
+            .await
     }
 
     async fn unblock_subscription(
         &self,
         request: Request<admin::UnblockSubscriptionRequest>,
-    ) -> Result<Response<Subscription>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::SUBSCRIPTION_BLOCK)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Subscription> {
+        let (ctx, r) = self.authorized(request, scopes::SUBSCRIPTION_BLOCK)?;
         required("subscription_id", &r.subscription_id)?;
-        self.run(
-            Command::UnblockSubscription {
-                subscription_id: r.subscription_id.clone(),
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.subscription(&r.subscription_id)?))
+        let subscription_id = r.subscription_id;
+        let command = Command::UnblockSubscription {
+            subscription_id: subscription_id.clone(),
+        };
+        self.write(command, &ctx, || self.subscription(&subscription_id))
+            .await
     }
 
     async fn unsubscribe(
         &self,
         request: Request<admin::UnsubscribeRequest>,
-    ) -> Result<Response<admin::UnsubscribeResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::UnsubscribeResponse> {
+        let (caller, r) = self.authorized_caller(request, scopes::SUBSCRIBE)?;
         self.owned_subscription(&caller, &r.subscription_id)?;
-        let ctx = caller.context;
-        self.run(
-            Command::Unsubscribe {
-                subscription_id: r.subscription_id,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(admin::UnsubscribeResponse {}))
+        let command = Command::Unsubscribe {
+            subscription_id: r.subscription_id,
+        };
+        let answer = || Ok(admin::UnsubscribeResponse {});
+        self.write(command, &caller.context, answer).await
     }
 
     async fn grant_scopes(
         &self,
         request: Request<admin::GrantScopesRequest>,
-    ) -> Result<Response<Subscription>, Status> {
-        let ctx = self.auth.authorize(&request, scopes::ADMIN)?;
-        let r = request.into_inner();
+    ) -> RpcResult<Subscription> {
+        let (ctx, r) = self.authorized(request, scopes::ADMIN)?;
         required("subscription_id", &r.subscription_id)?;
-        self.run(
-            Command::GrantSubscriptionScopes {
-                subscription_id: r.subscription_id.clone(),
-                scopes: r.scopes,
-            },
-            &ctx,
-        )
-        .await?;
-        Ok(Response::new(self.subscription(&r.subscription_id)?))
+        let command = Command::GrantSubscriptionScopes {
+            subscription_id: r.subscription_id.clone(),
+            scopes: r.scopes,
+        };
+        self.write(command, &ctx, || self.subscription(&r.subscription_id))
+            .await
     }
 
     async fn list_subscriptions(
         &self,
         request: Request<admin::ListSubscriptionsRequest>,
-    ) -> Result<Response<admin::ListSubscriptionsResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::SUBSCRIBE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<admin::ListSubscriptionsResponse> {
+        let (caller, r) = self.authorized_caller(request, scopes::SUBSCRIBE)?;
         let state = self.model.read();
         let subscriptions = state
             .subscriptions()
@@ -557,78 +517,59 @@ impl ControlPlane for ControlService {
     async fn generate_keys(
         &self,
         request: Request<admin::GenerateKeysRequest>,
-    ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        self.owned_application(&caller, &request.get_ref().application_id)?;
-        let r = request.get_ref().clone();
-        let forwarded = on_behalf(
-            &request,
-            keymanager::GenerateKeysRequest {
-                application_id: r.application_id,
-                key_type: r.key_type,
-                grant_types: r.grant_types,
-                token_lifetime_seconds: r.token_lifetime_seconds,
-                ..Default::default()
-            },
-        );
-        self.key_manager
-            .clone()
-            .generate_keys(forwarded)
+    ) -> RpcResult<keymanager::ApplicationKeys> {
+        let r = request.get_ref();
+        let message = keymanager::GenerateKeysRequest {
+            application_id: r.application_id.clone(),
+            key_type: r.key_type,
+            grant_types: r.grant_types.clone(),
+            token_lifetime_seconds: r.token_lifetime_seconds,
+            ..Default::default()
+        };
+        let call = |mut keys: KeyManager, m| async move { keys.generate_keys(m).await };
+        let application_id = Some(r.application_id.as_str());
+        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
             .await
-            .map_err(Self::key_manager_status)
     }
 
     async fn regenerate_secret(
         &self,
         request: Request<admin::RegenerateSecretRequest>,
-    ) -> Result<Response<keymanager::ApplicationKeys>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.get_ref().clone();
-        self.owned_application(&caller, &r.application_id)?;
-        let forwarded = on_behalf(
-            &request,
-            keymanager::RegenerateSecretRequest {
-                application_id: r.application_id,
-                key_type: r.key_type,
-                ..Default::default()
-            },
-        );
-        self.key_manager
-            .clone()
-            .regenerate_secret(forwarded)
+    ) -> RpcResult<keymanager::ApplicationKeys> {
+        let r = request.get_ref();
+        let message = keymanager::RegenerateSecretRequest {
+            application_id: r.application_id.clone(),
+            key_type: r.key_type,
+            ..Default::default()
+        };
+        let call = |mut keys: KeyManager, m| async move { keys.regenerate_secret(m).await };
+        let application_id = Some(r.application_id.as_str());
+        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
             .await
-            .map_err(Self::key_manager_status)
     }
 
     async fn revoke_keys(
         &self,
         request: Request<admin::RevokeKeysRequest>,
-    ) -> Result<Response<admin::RevokeKeysResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.get_ref().clone();
-        self.owned_application(&caller, &r.application_id)?;
-        let forwarded = on_behalf(
-            &request,
-            keymanager::RevokeKeysRequest {
-                application_id: r.application_id,
-                key_type: r.key_type,
-                ..Default::default()
-            },
-        );
-        self.key_manager
-            .clone()
-            .revoke_keys(forwarded)
-            .await
-            .map_err(Self::key_manager_status)?;
+    ) -> RpcResult<admin::RevokeKeysResponse> {
+        let r = request.get_ref();
+        let message = keymanager::RevokeKeysRequest {
+            application_id: r.application_id.clone(),
+            key_type: r.key_type,
+            ..Default::default()
+        };
+        let call = |mut keys: KeyManager, m| async move { keys.revoke_keys(m).await };
+        let application_id = Some(r.application_id.as_str());
+        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
+            .await?;
         Ok(Response::new(admin::RevokeKeysResponse {}))
     }
 
     async fn list_keys(
         &self,
         request: Request<admin::ListKeysRequest>,
-    ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
-        let caller = self.auth.caller(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
+    ) -> RpcResult<keymanager::ListKeysResponse> {
+        let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
         self.owned_application(&caller, &r.application_id)?;
         // Answered from control's own fold: the keys are on the log.
         let keys = self
@@ -648,27 +589,20 @@ impl ControlPlane for ControlService {
     async fn rotate_signing_key(
         &self,
         request: Request<admin::RotateSigningKeyRequest>,
-    ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
-        self.auth.caller(&request, scopes::ADMIN)?;
-        let alg = request.get_ref().alg.clone();
-        let forwarded = on_behalf(
-            &request,
-            keymanager::RotateSigningKeyRequest {
-                alg,
-                ..Default::default()
-            },
-        );
-        self.key_manager
-            .clone()
-            .rotate_signing_key(forwarded)
+    ) -> RpcResult<keymanager::RotateSigningKeyResponse> {
+        let message = keymanager::RotateSigningKeyRequest {
+            alg: request.get_ref().alg.clone(),
+            ..Default::default()
+        };
+        let call = |mut keys: KeyManager, m| async move { keys.rotate_signing_key(m).await };
+        self.forward(&request, scopes::ADMIN, None, message, call)
             .await
-            .map_err(Self::key_manager_status)
     }
 
     async fn list_gateways(
         &self,
         request: Request<admin::ListGatewaysRequest>,
-    ) -> Result<Response<admin::ListGatewaysResponse>, Status> {
+    ) -> RpcResult<admin::ListGatewaysResponse> {
         self.auth.authorize(&request, scopes::ADMIN)?;
         let (sequence, hash) = {
             let state = self.model.read();
@@ -684,7 +618,7 @@ impl ControlPlane for ControlService {
     async fn get_snapshot(
         &self,
         request: Request<admin::GetSnapshotRequest>,
-    ) -> Result<Response<Snapshot>, Status> {
+    ) -> RpcResult<Snapshot> {
         self.auth.authorize(&request, scopes::ADMIN)?;
         Ok(Response::new(crate::gateways::public_snapshot(&self.model)))
     }
@@ -694,9 +628,10 @@ impl ControlPlane for ControlService {
     async fn watch_events(
         &self,
         request: Request<admin::WatchEventsRequest>,
-    ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        self.auth.authorize(&request, scopes::ADMIN)?;
-        let from = request.into_inner().from_sequence;
-        Ok(Response::new(watch_stream(&self.log, from).await?))
+    ) -> RpcResult<Self::WatchEventsStream> {
+        let (_, r) = self.authorized(request, scopes::ADMIN)?;
+        Ok(Response::new(
+            watch_stream(&self.log, r.from_sequence).await?,
+        ))
     }
 }

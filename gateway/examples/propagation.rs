@@ -39,7 +39,7 @@ async fn main() {
     for (i, dir) in dirs.iter().enumerate() {
         let mut config = test_config(dir.path());
         replica(&mut config, &format!("gw-{i}"));
-        config.log.nats_url = Some(nats.url());
+        config.node.log.nats_url = Some(nats.url());
         let gw = gatehouse_gateway::start(config, None).await.unwrap();
         wait_for_sequence(&gw, world.sequence()).await;
         replicas.push(gw);

@@ -27,9 +27,8 @@
 //! verified again on their next use).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, check_revocation};
+use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, check_revocation, unix_now};
 use http::HeaderValue;
 
 use crate::errors::GatewayError;
@@ -112,12 +111,6 @@ impl TokenCache {
         let now = unix_now();
         self.tokens.retain(|_, c| c.valid_until >= now);
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The token in `Authorization: Bearer <token>`.

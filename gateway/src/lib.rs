@@ -25,9 +25,9 @@
 //! | [`metrics`] | Prometheus text at `/metrics` |
 //!
 //! [`main`] is the process (the `gateway` binary and `gatehouse gateway`); [`serve`] runs
-//! a gateway until its [`Shutdown`], on `config.log` or on an event log the caller
-//! already opened (the all-in-one shares its embedded log this way); [`start`] returns
-//! a handle with the bound addresses (tests).
+//! a gateway until its context's [`Shutdown`], on `config.node.log` or on an event log
+//! the launcher already opened (the all-in-one shares its embedded log this way);
+//! [`start`] returns a handle with the bound addresses (tests).
 //!
 //! # Shared state
 //!
@@ -62,8 +62,9 @@ use std::time::Duration;
 use anyhow::Context;
 use gatehouse_eventlog::EventLog;
 use gatehouse_node::pki::NodeRole;
-use gatehouse_node::tls::{ClusterTlsArgs, NodeTls, https_url};
-use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
+use gatehouse_node::tls::{NodeTls, https_url};
+use gatehouse_node::{NodeArgs, NodeContext, Shutdown};
+use gatehouse_tokens::DEFAULT_ISSUER;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -90,71 +91,39 @@ pub struct GatewayConfig {
     pub http_listen: SocketAddr,
     /// control's gRPC address (snapshots, status reports, and the event stream when
     /// there is no NATS), over mutual TLS.
-    #[arg(
-        long = "control-url",
-        env = "GATEHOUSE_CONTROL_URL",
-        default_value = "https://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
     pub control_url: String,
     /// This replica's id in control's `ListGateways`: the name in its node certificate
     /// (`gatehouse ca issue --role gateway --name <id>`). If given, it must be that name.
-    #[arg(long = "gateway-id", env = "GATEHOUSE_GATEWAY_ID")]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_ID")]
     pub gateway_id: Option<String>,
     /// Directory for the gateway's own files: the disk snapshot and the generated TLS
     /// certificate.
-    #[arg(
-        long = "data-dir",
-        env = "GATEHOUSE_DATA_DIR",
-        default_value = "./data/gateway"
-    )]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data/gateway")]
     pub data_dir: PathBuf,
     /// `iss` of the access tokens accepted (token-service's token endpoint URL).
-    #[arg(
-        long = "token-issuer",
-        env = "GATEHOUSE_TOKEN_ISSUER",
-        default_value = gatehouse_tokens::DEFAULT_ISSUER
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
     pub token_issuer: String,
     /// Clock skew allowed on token `exp` and `nbf`, in seconds.
-    #[arg(
-        long = "token-leeway-seconds",
-        env = "GATEHOUSE_TOKEN_LEEWAY_SECONDS",
-        default_value_t = 30
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_LEEWAY_SECONDS", default_value_t = 30)]
     pub token_leeway_seconds: u64,
     /// Number of gateway replicas sharing the traffic: each enforces
     /// `ceil(limit / N)` of every throttling limit.
-    #[arg(
-        long = "replica-count",
-        env = "GATEHOUSE_GATEWAY_REPLICA_COUNT",
-        default_value_t = 1
-    )]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_REPLICA_COUNT", default_value_t = 1)]
     pub replica_count: u32,
     /// PEM certificate chain of the HTTPS listener (default: a self-signed one in the
     /// data directory).
-    #[arg(
-        long = "tls-cert",
-        env = "GATEHOUSE_GATEWAY_TLS_CERT",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the HTTPS listener.
-    #[arg(
-        long = "tls-key",
-        env = "GATEHOUSE_GATEWAY_TLS_KEY",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// How often the replica reports its status to control, in milliseconds.
-    #[arg(
-        long = "report-interval-ms",
-        env = "GATEHOUSE_GATEWAY_REPORT_INTERVAL_MS",
-        default_value_t = 3000
-    )]
+    #[arg(long, env = "GATEHOUSE_GATEWAY_REPORT_INTERVAL_MS", default_value_t = 3000)]
     pub report_interval_ms: u64,
     /// One log line per request (target `gatehouse_gateway::access`).
     #[arg(
-        long = "access-log",
+        long,
         env = "GATEHOUSE_GATEWAY_ACCESS_LOG",
         default_value_t = true,
         action = clap::ArgAction::Set
@@ -164,30 +133,21 @@ pub struct GatewayConfig {
     /// (set by the binary when OpenTelemetry export is on; not a flag).
     #[arg(skip)]
     pub trace_requests: bool,
-    /// The event log. With a NATS URL the replica follows the stream itself; without
-    /// one it follows control's `WatchEvents` (the embedded file log belongs to one
-    /// process and is never opened by a separate gateway).
+    /// Its node identity, and the event log: with a NATS URL the replica follows the
+    /// stream itself; without one it follows control's `WatchEvents` (the embedded file
+    /// log belongs to one process and is never opened by a separate gateway).
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// What one caller may cost this replica: connections, timeouts, sizes, the cache.
     #[command(flatten)]
     pub limits: limits::GatewayLimits,
-    #[command(flatten)]
-    pub cluster: ClusterTlsArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
 impl GatewayConfig {
     /// The configuration with every default, as if no flag were given (tests and
     /// launchers adjust fields from there).
     pub fn defaults() -> GatewayConfig {
-        use clap::{Args, FromArgMatches};
-        let command = GatewayConfig::augment_args(clap::Command::new("gateway"));
-        let matches = command
-            .no_binary_name(true)
-            .try_get_matches_from(std::iter::empty::<String>())
-            .expect("defaults parse");
-        GatewayConfig::from_arg_matches(&matches).expect("defaults parse")
+        gatehouse_node::process::parse_defaults()
     }
 
     /// The replica id: the name its node certificate proves (`--gateway-id`, if given,
@@ -243,12 +203,12 @@ impl RunningGateway {
 
 /// Binds the listeners and starts the syncer; returns once the gateway accepts calls
 /// (it answers 503 until its first configuration is in). `log`: an event log the caller
-/// already opened, shared in-process; `None` uses `config.log` (NATS) or control.
+/// already opened, shared in-process; `None` uses `config.node.log` (NATS) or control.
 pub async fn start(
     config: GatewayConfig,
     log: Option<Arc<dyn EventLog>>,
 ) -> anyhow::Result<RunningGateway> {
-    let node_tls = config.cluster.load("the gateway")?;
+    let node_tls = config.node.cluster.load("the gateway")?;
     let id = config.id(&node_tls)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
@@ -283,7 +243,7 @@ pub async fn start(
         limits: config.limits.clone(),
     })?);
 
-    let log_source = match (log, config.log.nats_config()?) {
+    let log_source = match (log, config.node.log.nats_config()?) {
         (Some(log), _) => LogSource::Provided(log),
         (None, Some(nats)) => LogSource::Nats(Box::new(nats)),
         (None, None) => LogSource::None,
@@ -344,30 +304,23 @@ async fn housekeeping(gateway: Arc<Gateway>, shutdown: Shutdown) {
     }
 }
 
-/// `gateway`'s and `gatehouse gateway`'s main. With spans exported, every request gets
-/// one.
-pub fn main(mut config: GatewayConfig) -> std::process::ExitCode {
-    let runtime = config.runtime.clone();
-    gatehouse_node::run_node("gateway", "info", &runtime, |node| {
-        config.trace_requests = node.tracing;
-        serve(config, None, node.shutdown)
-    })
+/// `gateway`'s and `gatehouse gateway`'s main.
+pub fn main(config: GatewayConfig) -> std::process::ExitCode {
+    let runtime = config.node.runtime.clone();
+    gatehouse_node::run_node("gateway", "info", &runtime, |node| serve(config, node))
 }
 
-/// Runs a gateway until `shutdown`, then drains in-flight requests. `log`: an event log
-/// the caller already opened (the all-in-one shares its embedded log between control,
-/// token-service and the gateway); `None` uses `config.log` (NATS) or control.
-pub async fn serve(
-    config: GatewayConfig,
-    log: Option<Arc<dyn EventLog>>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let running = start(config, log).await?;
+/// Runs a gateway until `node.shutdown`, then drains in-flight requests: on `node.log`
+/// if the launcher shares one (the all-in-one's embedded log), else on `config.node.log`
+/// (NATS) or control. With spans exported (`node.tracing`), every request gets one.
+pub async fn serve(mut config: GatewayConfig, node: NodeContext) -> anyhow::Result<()> {
+    config.trace_requests = node.tracing;
+    let running = start(config, node.log).await?;
     println!(
         "gateway {} ready on https://{} and http://{}",
         running.id, running.https_addr, running.http_addr
     );
-    shutdown.wait().await;
+    node.shutdown.wait().await;
     tracing::info!("gateway shutting down: draining in-flight requests");
     running.shutdown().await;
     Ok(())

@@ -43,6 +43,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use gatehouse_node::Shutdown;
+use gatehouse_node::pki::write_private;
 
 use crate::conn::{Activity, Expired, Timeouts, Tracked, Watched, watchdog};
 use crate::limits::GatewayLimits;
@@ -101,27 +102,12 @@ fn self_signed(data_dir: &Path, hostname: &str) -> anyhow::Result<(PathBuf, Path
     }
     let generated = rcgen::generate_simple_self_signed(names)
         .context("cannot generate a self-signed certificate")?;
-    write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
+    write_private(&key, generated.signing_key.serialize_pem().as_bytes())
+        .with_context(|| format!("cannot write {}", key.display()))?;
     std::fs::write(&cert, generated.cert.pem())
         .with_context(|| format!("cannot write {}", cert.display()))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed TLS certificate");
     Ok((cert, key))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
 }
 
 /// hyper's connection builder, with the limits it enforces itself.

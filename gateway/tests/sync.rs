@@ -25,7 +25,7 @@ use http::StatusCode;
 async fn nats_replica(nats: &NatsServer, dir: &std::path::Path, id: &str) -> RunningGateway {
     let mut config = test_config(dir);
     replica(&mut config, id);
-    config.log.nats_url = Some(nats.url());
+    config.node.log.nats_url = Some(nats.url());
     gatehouse_gateway::start(config, None).await.unwrap()
 }
 

@@ -43,6 +43,21 @@ pub struct OutOfOrder {
     pub got: u64,
 }
 
+impl OutOfOrder {
+    /// `Ok` when `sequence` is the one right after `state`'s: the only record a reader
+    /// may fold or skip next.
+    fn check_next(state: &State, sequence: u64) -> Result<(), OutOfOrder> {
+        if sequence == state.sequence() + 1 {
+            Ok(())
+        } else {
+            Err(OutOfOrder {
+                state: state.sequence(),
+                got: sequence,
+            })
+        }
+    }
+}
+
 /// Decodes and folds the record stored at `sequence` under `subject`.
 pub fn fold_record(
     state: &mut State,
@@ -69,12 +84,7 @@ pub fn fold_event(
     subject: &str,
     envelope: &EventEnvelope,
 ) -> Result<Folded, OutOfOrder> {
-    if sequence != state.sequence() + 1 {
-        return Err(OutOfOrder {
-            state: state.sequence(),
-            got: sequence,
-        });
-    }
+    OutOfOrder::check_next(state, sequence)?;
     if let Err(reason) = check_subject(subject, envelope) {
         return quarantine(state, sequence, subject, reason);
     }
@@ -92,12 +102,7 @@ pub fn quarantine_undecodable(
     sequence: u64,
     subject: &str,
 ) -> Result<Folded, OutOfOrder> {
-    if sequence != state.sequence() + 1 {
-        return Err(OutOfOrder {
-            state: state.sequence(),
-            got: sequence,
-        });
-    }
+    OutOfOrder::check_next(state, sequence)?;
     quarantine(state, sequence, subject, "not an event envelope".into())
 }
 

@@ -34,6 +34,9 @@ use tonic_health::ServingStatus;
 use crate::shutdown::Shutdown;
 use crate::tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES, plain_incoming, tls_incoming};
 
+/// What a gRPC handler of any node answers: the response, or the status refusing it.
+pub type RpcResult<T> = Result<tonic::Response<T>, tonic::Status>;
+
 /// Service names every port serves besides its own.
 const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";

@@ -15,7 +15,8 @@
 //! - [`grpc::GrpcServer`]: the one way a node serves gRPC (health, reflection of exactly
 //!   the services served, a span per call, graceful shutdown).
 //! - [`shutdown::Shutdown`]: the one stop signal every server of a process shares.
-//! - [`process`]: a node as a process — its runtime flags and its `main`.
+//! - [`process`]: a node as a process — the flags every node takes ([`NodeArgs`]) and
+//!   its `main`.
 //! - [`pki`] and [`tls`]: the cluster CA, node identities, mutual TLS between nodes.
 //! - [`telemetry`]: logs, and OpenTelemetry traces over OTLP with W3C propagation.
 
@@ -33,7 +34,7 @@ pub mod tls;
 
 /// Completes on Ctrl-C or SIGTERM.
 pub use gatehouse_telemetry::shutdown_signal;
-pub use process::{NodeContext, RuntimeArgs, run_node};
+pub use process::{NodeArgs, NodeContext, RuntimeArgs, run_node};
 pub use shutdown::Shutdown;
 
 /// Logs and traces (the `gatehouse-telemetry` crate).
@@ -54,53 +55,37 @@ pub struct LogArgs {
     /// nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222). Without it: control and
     /// token-service use an embedded log in their data directory; a gateway follows
     /// control's WatchEvents stream.
-    #[arg(long = "nats-url", env = "GATEHOUSE_NATS_URL")]
+    #[arg(long, env = "GATEHOUSE_NATS_URL")]
     pub nats_url: Option<String>,
     /// JetStream stream holding the events.
-    #[arg(
-        long = "nats-stream",
-        env = "GATEHOUSE_NATS_STREAM",
-        default_value = "GATEHOUSE"
-    )]
+    #[arg(long, env = "GATEHOUSE_NATS_STREAM", default_value = "GATEHOUSE")]
     pub nats_stream: String,
     /// Replicas of the stream when it is created (3 on a NATS cluster).
-    #[arg(
-        long = "nats-replicas",
-        env = "GATEHOUSE_NATS_REPLICAS",
-        default_value_t = 1
-    )]
+    #[arg(long, env = "GATEHOUSE_NATS_REPLICAS", default_value_t = 1)]
     pub nats_replicas: usize,
     /// This node's NATS user (with GATEHOUSE_NATS_PASSWORD).
-    #[arg(long = "nats-user", env = "GATEHOUSE_NATS_USER")]
+    #[arg(long, env = "GATEHOUSE_NATS_USER")]
     pub nats_user: Option<String>,
     /// The NATS user's password (set it by environment, not on the command line).
-    #[arg(
-        long = "nats-password",
-        env = "GATEHOUSE_NATS_PASSWORD",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "GATEHOUSE_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
     /// A NATS token, instead of a user.
-    #[arg(
-        long = "nats-token",
-        env = "GATEHOUSE_NATS_TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "GATEHOUSE_NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<String>,
     /// A file holding this node's NATS NKey seed (`SU...`), instead of a user.
-    #[arg(long = "nats-nkey-file", env = "GATEHOUSE_NATS_NKEY_FILE")]
+    #[arg(long, env = "GATEHOUSE_NATS_NKEY_FILE")]
     pub nats_nkey_file: Option<PathBuf>,
     /// A NATS `.creds` file (JWT and NKey seed, for operator-mode NATS), instead of a user.
-    #[arg(long = "nats-creds", env = "GATEHOUSE_NATS_CREDS")]
+    #[arg(long, env = "GATEHOUSE_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
     /// The CA certificate (PEM) that signed the NATS servers' certificates: turns TLS on.
-    #[arg(long = "nats-ca", env = "GATEHOUSE_NATS_CA")]
+    #[arg(long, env = "GATEHOUSE_NATS_CA")]
     pub nats_ca: Option<PathBuf>,
     /// This node's client certificate for NATS (PEM), when the servers verify clients.
-    #[arg(long = "nats-cert", env = "GATEHOUSE_NATS_CERT", requires = "nats_key")]
+    #[arg(long, env = "GATEHOUSE_NATS_CERT", requires = "nats_key")]
     pub nats_cert: Option<PathBuf>,
     /// The key of `--nats-cert` (PEM).
-    #[arg(long = "nats-key", env = "GATEHOUSE_NATS_KEY", requires = "nats_cert")]
+    #[arg(long, env = "GATEHOUSE_NATS_KEY", requires = "nats_cert")]
     pub nats_key: Option<PathBuf>,
 }
 

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use anyhow::Context;
+use tokio::task::JoinHandle;
 
 use crate::read_model::ReadModel;
+use crate::shutdown::Shutdown;
 
 /// Commands accepted and appended.
 pub static COMMANDS_APPLIED: AtomicU64 = AtomicU64::new(0);
@@ -72,6 +74,29 @@ pub fn render(node: &str, model: &ReadModel) -> String {
         );
     }
     out
+}
+
+/// Where a node without an HTTP listener of its own (control, token-service) serves its
+/// metrics; a gateway serves `/metrics` on its HTTP listener instead.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
+    #[arg(long, env = "GATEHOUSE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts [`serve`] for `node` until `shutdown`, if `--metrics-listen` is set.
+    pub fn spawn(
+        &self,
+        node: &'static str,
+        model: &Arc<ReadModel>,
+        shutdown: &Shutdown,
+    ) -> Option<JoinHandle<anyhow::Result<()>>> {
+        let listen = self.metrics_listen?;
+        let serving = serve(listen, node, model.clone(), shutdown.wait_owned());
+        Some(tokio::spawn(serving))
+    }
 }
 
 /// Serves `GET /metrics` on `listen` until `shutdown`.

@@ -199,7 +199,8 @@ impl ClusterCa {
         }
         let key = KeyPair::generate()?;
         let cert = ca_params().self_signed(&key)?;
-        write_private(&dir.join(CA_KEY), key.serialize_pem().as_bytes())?;
+        let key_path = dir.join(CA_KEY);
+        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
         std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
         let ca = ClusterCa {
             dir: dir.to_path_buf(),
@@ -344,7 +345,7 @@ impl ClusterCa {
         let cert_path = self.dir.join(format!("{stem}.crt"));
         let key_path = self.dir.join(format!("{stem}.key"));
         let key_pem = key.serialize_pem();
-        write_private(&key_path, key_pem.as_bytes())?;
+        write_private(&key_path, key_pem.as_bytes()).map_err(io(&key_path))?;
         // The chain: the certificate, then the CA's.
         let ca_pem = std::fs::read_to_string(self.cert_path()).map_err(io(&self.cert_path()))?;
         let cert_pem = format!("{}{ca_pem}", cert.pem());
@@ -467,8 +468,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes a file only its owner can read (keys).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+/// Writes `bytes` to a file only its owner can read (mode 0600 when it is created) and
+/// syncs it to disk: the one way a node writes a private key or a secret. An existing
+/// file keeps its mode, so callers that must be sure of it remove the file first.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -477,8 +480,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(bytes).map_err(io(path))
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 #[cfg(test)]

@@ -1,16 +1,67 @@
-//! A node as a process: its runtime flags and its `main`.
+//! A node as a process: the flags every node takes, its start and its `main`.
 //!
 //! Every node has two entry points, its own binary (`control`, `token-service`,
 //! `gateway`) and a `gatehouse` subcommand. Both parse the node's one configuration
-//! struct (which flattens [`RuntimeArgs`]) and hand it to the node's `main`, which is
+//! struct (which flattens [`NodeArgs`]) and hand it to the node's `main`, which is
 //! [`run_node`]: build the Tokio runtime, set up logs and traces, serve until Ctrl-C or
 //! SIGTERM, and turn the outcome into an exit code. So the two entry points cannot
 //! drift: they are the same flags and the same code.
+//!
+//! A node's serve function gets a [`NodeContext`] (the shutdown, whether spans are
+//! exported, and the event log when a launcher shares one); a node that folds the log
+//! starts with [`NodeArgs::start_folding`].
 
 use std::future::Future;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use gatehouse_eventlog::EventLog;
+
+use crate::LogArgs;
+use crate::read_model::Follower;
 use crate::shutdown::Shutdown;
+use crate::tls::{ClusterTlsArgs, NodeTls};
+
+/// The flags every node's configuration flattens, whatever the node: who it is in the
+/// cluster, which event log it folds, how its process runs.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub cluster: ClusterTlsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// What a node that folds the log (control, token-service) starts from, in the order
+/// it gets them: its event log, its node identity, its state rebuilt from the log.
+pub struct Folding {
+    pub log: Arc<dyn EventLog>,
+    pub tls: NodeTls,
+    pub follower: Follower,
+}
+
+impl NodeArgs {
+    /// Opens the event log (`provided`, one the launcher shares, or else the configured
+    /// one, embedded in `data_dir`), loads the node identity (`node` names the node in
+    /// errors), and rebuilds the state from the log ([`Follower::REBUILD_TIMEOUT`]).
+    pub async fn start_folding(
+        &self,
+        node: &str,
+        data_dir: &Path,
+        provided: Option<Arc<dyn EventLog>>,
+    ) -> anyhow::Result<Folding> {
+        let log = match provided {
+            Some(log) => log,
+            None => self.log.open(data_dir).await?,
+        };
+        let tls = self.cluster.load(node)?;
+        let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;
+        Ok(Folding { log, tls, follower })
+    }
+}
 
 /// How a node's process runs, whatever the node.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
@@ -18,11 +69,7 @@ pub struct RuntimeArgs {
     /// Threads serving requests. 0: one per available core, and on a single core (e.g.
     /// pinned with taskset, or a one-CPU container) a current-thread runtime, which
     /// spares the work-stealing scheduler's synchronisation.
-    #[arg(
-        long = "worker-threads",
-        env = "GATEHOUSE_WORKER_THREADS",
-        default_value_t = 0
-    )]
+    #[arg(long, env = "GATEHOUSE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 }
 
@@ -43,12 +90,18 @@ impl RuntimeArgs {
     }
 }
 
-/// What [`run_node`] gives a node's serve function.
+/// What a node's serve function runs with: [`run_node`] gives it to the one node of a
+/// process; a launcher running several nodes in one process (the all-in-one) gives one
+/// to each.
+#[derive(Clone)]
 pub struct NodeContext {
     /// Triggered on Ctrl-C or SIGTERM.
     pub shutdown: Shutdown,
     /// Spans are exported (OTLP is configured): worth making spans on hot paths.
     pub tracing: bool,
+    /// An event log the launcher already opened, shared by the nodes of its process (the
+    /// embedded log admits one opener only); `None`: the node opens its configured one.
+    pub log: Option<Arc<dyn EventLog>>,
 }
 
 /// A node's `main`: runs `serve` on the runtime `runtime` asks for, with logs and traces
@@ -76,6 +129,7 @@ where
         let context = NodeContext {
             shutdown: Shutdown::on_signals(),
             tracing: telemetry.is_exporting(),
+            log: None,
         };
         match serve(context).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +139,19 @@ where
             }
         }
     })
+}
+
+/// A configuration `C` as parsed from no flags: its defaults, and whatever the
+/// environment sets. Launchers (the all-in-one) and tests adjust fields from there.
+pub fn parse_defaults<C>() -> C
+where
+    C: clap::Args + clap::FromArgMatches,
+{
+    let command = C::augment_args(clap::Command::new("defaults")).no_binary_name(true);
+    let matches = command
+        .try_get_matches_from(std::iter::empty::<String>())
+        .expect("defaults parse");
+    C::from_arg_matches(&matches).expect("defaults parse")
 }
 
 /// A node's stand-alone binary (`control`, `token-service`, `gateway`): parses the

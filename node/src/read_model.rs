@@ -165,6 +165,10 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// How long a node's start-up waits, by default, for its state to be rebuilt from
+    /// the log.
+    pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
+
     /// Starts following `log` from the beginning and waits until the state covers every
     /// record the log held when this was called (at most `timeout`).
     pub async fn rebuild(

@@ -44,3 +44,21 @@ pub fn log_status(error: LogError) -> Status {
 pub fn invalid(field: &str, rule: &str) -> Status {
     Status::invalid_argument(format!("{field}: {rule}"))
 }
+
+/// INVALID_ARGUMENT unless the request field `field` holds more than white space: the
+/// check every RPC makes on the ids it is given.
+pub fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `aggregate`, the `kind` `id` looked up in the state, cloned; NOT_FOUND if there is
+/// none (`<kind> <id> not found`).
+pub fn found<T: Clone>(kind: &str, id: &str, aggregate: Option<&T>) -> Result<T, Status> {
+    aggregate
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("{kind} {id} not found")))
+}

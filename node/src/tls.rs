@@ -14,6 +14,9 @@
 //!   every call on it finds in its request extensions ([`caller_node`]).
 //! - [`NodeTls::channel`]: a gRPC channel to another node, presenting this node's
 //!   certificate and trusting only the cluster CA.
+//! - [`accept_any_certificate`]: the opposite, like `curl -k`, for the self-signed
+//!   HTTPS endpoints of token-service and the gateways when a local client (the
+//!   bootstrap, a health check, a test) is not about their certificate.
 //!
 //! # Shared state
 //!
@@ -38,7 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::pki::NodeIdentity;
+use crate::pki::{NodeIdentity, NodeRole};
 
 /// Longest TLS handshake before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,17 +70,17 @@ fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
 pub struct ClusterTlsArgs {
     /// The cluster CA certificate (PEM) that every node's certificate is issued by
     /// (`gatehouse ca init`)
-    #[arg(long = "cluster-ca", env = "GATEHOUSE_CLUSTER_CA")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
     pub cluster_ca: Option<PathBuf>,
     /// This node's certificate chain (PEM), issued by the cluster CA (`gatehouse ca issue`)
-    #[arg(long = "node-cert", env = "GATEHOUSE_NODE_CERT", requires = "node_key")]
+    #[arg(long, env = "GATEHOUSE_NODE_CERT", requires = "node_key")]
     pub node_cert: Option<PathBuf>,
     /// This node's private key (PEM)
-    #[arg(long = "node-key", env = "GATEHOUSE_NODE_KEY", requires = "node_cert")]
+    #[arg(long, env = "GATEHOUSE_NODE_KEY", requires = "node_cert")]
     pub node_key: Option<PathBuf>,
     /// The cluster CA's revocation list (PEM, `gatehouse ca revoke`): certificates it
     /// lists are refused
-    #[arg(long = "cluster-crl", env = "GATEHOUSE_CLUSTER_CRL")]
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CRL")]
     pub cluster_crl: Option<PathBuf>,
 }
 
@@ -303,6 +306,99 @@ pub fn caller_node<T>(request: &tonic::Request<T>) -> Option<&NodeIdentity> {
         .and_then(|peer| peer.node.as_ref())
 }
 
+/// A certificate verifier that accepts any certificate for any name, but still checks
+/// the handshake's signatures with the provider's algorithms.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A rustls client configuration (ring) that accepts any server certificate, like
+/// `curl -k`: only for Gatehouse's own self-signed HTTPS endpoints, never between nodes
+/// (those verify the cluster CA, see [`NodeTls::client_config`]).
+pub fn accept_any_certificate() -> rustls::ClientConfig {
+    let provider = provider();
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth()
+}
+
+/// An internal gRPC service that answers nodes of one role only, proven by their node
+/// certificate (GatewaySync: gateways; KeyManager: control). It says why it refuses a
+/// call in the same words whatever the service.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswersOnly {
+    /// The service, as the refusal names it (`GatewaySync`).
+    pub service: &'static str,
+    /// The role its callers must have.
+    pub role: NodeRole,
+    /// Those callers, as the refusal names them (`gateways`).
+    pub callers: &'static str,
+    /// Whose certificate a caller must present (`a gateway's`).
+    pub certificate: &'static str,
+}
+
+impl AnswersOnly {
+    /// The node calling `request`, if it has the role: UNAUTHENTICATED without a node
+    /// certificate, PERMISSION_DENIED from a node of another role.
+    pub fn caller<T>(&self, request: &tonic::Request<T>) -> Result<NodeIdentity, tonic::Status> {
+        let AnswersOnly {
+            service,
+            callers,
+            certificate,
+            ..
+        } = self;
+        match caller_node(request) {
+            None => Err(tonic::Status::unauthenticated(format!(
+                "{service} answers {callers} only: present {certificate} node certificate \
+                 (mutual TLS under the cluster CA)"
+            ))),
+            Some(node) if node.role != self.role => Err(tonic::Status::permission_denied(format!(
+                "{service} answers {callers} only, not {node}"
+            ))),
+            Some(node) => Ok(node.clone()),
+        }
+    }
+}
+
 /// A connection with its [`Peer`], what [`TlsIncoming`] yields.
 pub struct PeerStream<S> {
     stream: S,
@@ -481,6 +577,17 @@ mod tests {
         }
     }
 
+    /// A loopback listener on a free port, accepting TLS as `server`.
+    async fn serve(server: &NodeTls) -> (SocketAddr, TlsIncoming) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = server.server_config().unwrap();
+        (
+            addr,
+            tls_incoming(listener, config, 8, Duration::from_secs(5)),
+        )
+    }
+
     #[tokio::test]
     async fn a_client_certificate_names_the_node_and_a_revoked_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -494,14 +601,7 @@ mod tests {
             "gateway-7",
         );
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut incoming = tls_incoming(
-            listener,
-            control.server_config().unwrap(),
-            8,
-            Duration::from_secs(5),
-        );
+        let (addr, mut incoming) = serve(&control).await;
         let _client = connect(addr, &control, Some(&gateway)).await.unwrap();
         let peer = incoming.next().await.unwrap().unwrap().peer;
         assert_eq!(peer.node, gateway.identity.clone().into());
@@ -520,14 +620,7 @@ mod tests {
         let control = ClusterTlsArgs::in_ca_dir(ca.dir(), &control.identity)
             .load("control")
             .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut incoming = tls_incoming(
-            listener,
-            control.server_config().unwrap(),
-            8,
-            Duration::from_secs(5),
-        );
+        let (addr, mut incoming) = serve(&control).await;
         assert!(
             connect(addr, &control, Some(&gateway)).await.is_err(),
             "a revoked certificate is refused"

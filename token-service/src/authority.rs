@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use gatehouse_domain::{Command, State};
 use gatehouse_eventlog::LogError;
@@ -34,7 +34,7 @@ use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType, subscription_
 use gatehouse_tokens::{
     ADMIN_AUDIENCE, ADMIN_SCOPES, API_AUDIENCE, AccessClaims, DEFAULT_SCOPE, KEY_TYPE_PRODUCTION,
     KEY_TYPE_SANDBOX, KeyError, SigningKeyPair, TokenError, VerificationKeys, Verifier,
-    check_revocation, is_published,
+    check_revocation, is_published, unix_now,
 };
 
 use crate::keystore::{KeyStore, KeyStoreError};
@@ -128,12 +128,6 @@ pub struct Authority {
     /// The verification keys and the kids they were built from.
     verification: Mutex<Option<(Vec<String>, Arc<VerificationKeys>)>>,
     rotation: tokio::sync::Mutex<()>,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn self_context() -> CallContext {

@@ -22,16 +22,30 @@ use std::sync::Arc;
 
 use gatehouse_domain::Command;
 use gatehouse_node::auth::{AdminAuth, Caller};
+use gatehouse_node::commands::CallContext;
+use gatehouse_node::grpc::RpcResult;
 use gatehouse_node::pki::NodeRole;
-use gatehouse_node::status::invalid;
-use gatehouse_node::tls::caller_node;
+use gatehouse_node::status::{found, invalid, required};
+use gatehouse_node::tls::AnswersOnly;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
-use gatehouse_proto::keymanager::{self, ApplicationKeys, key_manager_server::KeyManager};
+use gatehouse_proto::keymanager::{
+    ApplicationKeys, GenerateKeysRequest, ListKeysRequest, ListKeysResponse,
+    RegenerateSecretRequest, RevokeKeysRequest, RevokeKeysResponse, RotateSigningKeyRequest,
+    RotateSigningKeyResponse, key_manager_server::KeyManager,
+};
 use gatehouse_tokens::scopes;
 use tonic::{Request, Response, Status};
 
 use crate::authority::{Authority, AuthorityError};
 use crate::secrets;
+
+/// Who may call `KeyManager`: control only (see the module docs).
+const CONTROL_ONLY: AnswersOnly = AnswersOnly {
+    service: "KeyManager",
+    role: NodeRole::Control,
+    callers: "control",
+    certificate: "control's",
+};
 
 pub struct KeyManagerService {
     authority: Arc<Authority>,
@@ -45,29 +59,33 @@ impl KeyManagerService {
 
     /// The admin on whose behalf control calls (see the module docs).
     fn authorize<T>(&self, request: &Request<T>, scope: &str) -> Result<Caller, Status> {
-        match caller_node(request) {
-            None => {
-                return Err(Status::unauthenticated(
-                    "KeyManager answers control only: present control's node certificate (mutual TLS under the cluster CA)",
-                ));
-            }
-            Some(node) if node.role != NodeRole::Control => {
-                return Err(Status::permission_denied(format!(
-                    "KeyManager answers control only, not {node}"
-                )));
-            }
-            Some(_) => {}
-        }
+        CONTROL_ONLY.caller(request)?;
         self.auth.caller(request, scope)
+    }
+
+    /// The request's message and the call's context, for an admin (on whose behalf
+    /// control calls) who holds `apim:app_manage` and may manage the keys of the
+    /// application the message names (its `application_id`).
+    fn for_owner<T>(
+        &self,
+        request: Request<T>,
+        application_id: fn(&T) -> &str,
+    ) -> Result<(CallContext, T), Status> {
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
+        let message = request.into_inner();
+        self.check_owner(&caller, application_id(&message))?;
+        Ok((caller.context, message))
     }
 
     /// Checks the caller may manage the keys of `application_id`.
     fn check_owner(&self, caller: &Caller, application_id: &str) -> Result<(), Status> {
         required("application_id", application_id)?;
         let state = self.authority.state();
-        let application = state
-            .application(application_id)
-            .ok_or_else(|| Status::not_found(format!("application {application_id} not found")))?;
+        let application = found(
+            "application",
+            application_id,
+            state.application(application_id),
+        )?;
         if caller.may_manage(&application.owner) {
             Ok(())
         } else {
@@ -91,14 +109,6 @@ impl KeyManagerService {
                     key_type.as_str_name()
                 ))
             })
-    }
-}
-
-fn required(field: &str, value: &str) -> Result<(), Status> {
-    if value.trim().is_empty() {
-        Err(invalid(field, "must not be empty"))
-    } else {
-        Ok(())
     }
 }
 
@@ -145,13 +155,10 @@ fn keys_answer(client: &OAuthClient, secret: String) -> ApplicationKeys {
 impl KeyManager for KeyManagerService {
     async fn generate_keys(
         &self,
-        request: Request<keymanager::GenerateKeysRequest>,
-    ) -> Result<Response<ApplicationKeys>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+        request: Request<GenerateKeysRequest>,
+    ) -> RpcResult<ApplicationKeys> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         key_type_of(r.key_type)?;
-        let ctx = caller.context;
         let client_id = secrets::generate_client_id();
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
@@ -183,13 +190,10 @@ impl KeyManager for KeyManagerService {
 
     async fn regenerate_secret(
         &self,
-        request: Request<keymanager::RegenerateSecretRequest>,
-    ) -> Result<Response<ApplicationKeys>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+        request: Request<RegenerateSecretRequest>,
+    ) -> RpcResult<ApplicationKeys> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
-        let ctx = caller.context;
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
         self.authority
@@ -207,13 +211,10 @@ impl KeyManager for KeyManagerService {
 
     async fn revoke_keys(
         &self,
-        request: Request<keymanager::RevokeKeysRequest>,
-    ) -> Result<Response<keymanager::RevokeKeysResponse>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let r = request.into_inner();
-        self.check_owner(&caller, &r.application_id)?;
+        request: Request<RevokeKeysRequest>,
+    ) -> RpcResult<RevokeKeysResponse> {
+        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
         let client = self.live_client(&r.application_id, r.key_type)?;
-        let ctx = caller.context;
         self.authority
             .run(
                 Command::RevokeClient {
@@ -223,16 +224,12 @@ impl KeyManager for KeyManagerService {
             )
             .await?;
         tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client revoked");
-        Ok(Response::new(keymanager::RevokeKeysResponse {}))
+        Ok(Response::new(RevokeKeysResponse {}))
     }
 
-    async fn list_keys(
-        &self,
-        request: Request<keymanager::ListKeysRequest>,
-    ) -> Result<Response<keymanager::ListKeysResponse>, Status> {
-        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
-        let application_id = request.into_inner().application_id;
-        self.check_owner(&caller, &application_id)?;
+    async fn list_keys(&self, request: Request<ListKeysRequest>) -> RpcResult<ListKeysResponse> {
+        let (_, r) = self.for_owner(request, |r| &r.application_id)?;
+        let application_id = r.application_id;
         let state = self.authority.state();
         let keys: Vec<OAuthClient> = state
             .clients()
@@ -247,13 +244,13 @@ impl KeyManager for KeyManagerService {
                 "application {application_id} not found"
             )));
         }
-        Ok(Response::new(keymanager::ListKeysResponse { keys }))
+        Ok(Response::new(ListKeysResponse { keys }))
     }
 
     async fn rotate_signing_key(
         &self,
-        request: Request<keymanager::RotateSigningKeyRequest>,
-    ) -> Result<Response<keymanager::RotateSigningKeyResponse>, Status> {
+        request: Request<RotateSigningKeyRequest>,
+    ) -> RpcResult<RotateSigningKeyResponse> {
         let ctx = self.authorize(&request, scopes::ADMIN)?.context;
         let r = request.into_inner();
         let key = self
@@ -261,7 +258,7 @@ impl KeyManager for KeyManagerService {
             .rotate(Some(&r.alg), &ctx)
             .await
             .map_err(authority_status)?;
-        Ok(Response::new(keymanager::RotateSigningKeyResponse {
+        Ok(Response::new(RotateSigningKeyResponse {
             kid: key.kid().to_string(),
             alg: key.alg().to_string(),
         }))

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -316,30 +316,51 @@ async fn token(
     ))
 }
 
-/// What revoke and introspect both start with: an authenticated client and the `token`
-/// parameter.
-async fn authenticated_token_request(
-    authority: &Authority,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(gatehouse_proto::events::OAuthClient, String), OAuthError> {
-    let form = Form::parse(headers, body)?;
-    let credentials = client_credentials(headers, &form)?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
-        .to_string();
-    let client = authenticate(authority, credentials).await?;
-    Ok((client, token))
+/// What revoke and introspect both take: an authenticated client, its `token`
+/// parameter, and the request's headers (its trace context), with the authority.
+struct TokenRequest {
+    authority: Arc<Authority>,
+    client: gatehouse_proto::events::OAuthClient,
+    token: String,
+    headers: HeaderMap,
+}
+
+impl FromRequest<Arc<Authority>> for TokenRequest {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, authority: &Arc<Authority>) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, authority)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let authenticated = async {
+            let form = Form::parse(&headers, &body)?;
+            let credentials = client_credentials(&headers, &form)?;
+            let token = form
+                .get("token")
+                .ok_or_else(|| OAuthError::invalid_request("token is required"))?
+                .to_string();
+            let client = authenticate(authority, credentials).await?;
+            Ok::<_, OAuthError>((client, token))
+        };
+        let (client, token) = authenticated.await.map_err(IntoResponse::into_response)?;
+        Ok(TokenRequest {
+            authority: authority.clone(),
+            client,
+            token,
+            headers,
+        })
+    }
 }
 
 /// `POST /oauth2/revoke`: RFC 7009. 200 whether or not there was anything to revoke.
-async fn revoke(
-    State(authority): State<Arc<Authority>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
-    let (client, token) = authenticated_token_request(&authority, &headers, &body).await?;
+async fn revoke(request: TokenRequest) -> Result<Response, OAuthError> {
+    let TokenRequest {
+        authority,
+        client,
+        token,
+        headers,
+    } = request;
     let ctx = call_context(&headers, &client.client_id);
     match authority.revoke(&client.client_id, &token, &ctx).await {
         Ok(revoked) => {
@@ -362,13 +383,8 @@ async fn revoke(
 }
 
 /// `POST /oauth2/introspect`: RFC 7662.
-async fn introspect(
-    State(authority): State<Arc<Authority>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, OAuthError> {
-    let (_client, token) = authenticated_token_request(&authority, &headers, &body).await?;
-    let body = match authority.live_claims(&token) {
+async fn introspect(request: TokenRequest) -> Result<Response, OAuthError> {
+    let body = match request.authority.live_claims(&request.token) {
         Ok(c) => json!({
             "active": true,
             "scope": c.scope,
@@ -404,25 +420,24 @@ async fn health() -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({
-            "error": "not_found",
-            "error_description": format!("no endpoint {method} {}", uri.path()),
-        })),
-    )
-        .into_response()
+    let description = format!("no endpoint {method} {}", uri.path());
+    json_error(StatusCode::NOT_FOUND, "not_found", description)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    (
+    let description = format!("method {method} is not allowed on {}", uri.path());
+    json_error(
         StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({
-            "error": "invalid_request",
-            "error_description": format!("method {method} is not allowed on {}", uri.path()),
-        })),
+        "invalid_request",
+        description,
     )
-        .into_response()
+}
+
+/// An error in the OAuth2 body shape (`error`, `error_description`) for what is not an
+/// OAuth2 endpoint: unknown routes and methods (cacheable, unlike [`OAuthError`]).
+fn json_error(status: StatusCode, error: &str, description: String) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    (status, axum::Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@
 //! `Arc`, so a rotation never waits for a signature and vice versa.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use gatehouse_node::pki::write_private;
 use gatehouse_tokens::{KeyError, SigningKeyPair};
 
 /// What can go wrong with the key store.
@@ -106,11 +106,7 @@ impl KeyStore {
         let path = self.path_of(key.kid(), key.alg());
         let tmp = self.dir.join(format!(".{}.tmp", key.kid()));
         let _ = std::fs::remove_file(&tmp);
-        {
-            let mut file = private_file(&tmp)?;
-            file.write_all(pem.as_bytes()).map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-        }
+        write_private(&tmp, pem.as_bytes()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         if let Ok(dir) = std::fs::File::open(&self.dir) {
             let _ = dir.sync_all();
@@ -150,18 +146,6 @@ fn create_private_dir(dir: &Path) -> Result<(), KeyStoreError> {
 #[cfg(not(unix))]
 fn create_private_dir(dir: &Path) -> Result<(), KeyStoreError> {
     std::fs::create_dir_all(dir).map_err(io(dir))
-}
-
-/// A new file readable and writable by its owner only.
-pub(crate) fn private_file(path: &Path) -> Result<std::fs::File, KeyStoreError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map_err(io(path))
 }
 
 #[cfg(test)]

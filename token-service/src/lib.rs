@@ -32,70 +32,70 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::commands::CommandExecutor;
 use gatehouse_node::grpc::GrpcServer;
-use gatehouse_node::read_model::Follower;
-use gatehouse_node::tls::ClusterTlsArgs;
-use gatehouse_node::{LogArgs, RuntimeArgs, Shutdown};
+use gatehouse_node::metrics::MetricsArgs;
+use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
+use gatehouse_tokens::DEFAULT_ISSUER;
 
 use crate::authority::{Authority, AuthorityConfig};
 use crate::grpc::KeyManagerService;
 use crate::keystore::KeyStore;
 
 /// token-service's configuration: flags, or the environment variables named beside them.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct TokenServiceConfig {
     /// Address of the HTTPS token endpoint.
-    #[arg(
-        long = "listen-https",
-        env = "GATEHOUSE_TOKEN_HTTPS_LISTEN",
-        default_value = "0.0.0.0:9443"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_HTTPS_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen_https: SocketAddr,
     /// Address of the gRPC KeyManager API (internal: for control only, mutual TLS).
-    #[arg(
-        long = "listen-grpc",
-        env = "GATEHOUSE_TOKEN_GRPC_LISTEN",
-        default_value = "0.0.0.0:50052"
-    )]
+    #[arg(long, env = "GATEHOUSE_TOKEN_GRPC_LISTEN", default_value = "0.0.0.0:50052")]
     pub listen_grpc: SocketAddr,
     /// Directory for token-service's own files: the key store (`keys/`), the
     /// self-signed certificate (`tls/`), the embedded event log (`eventlog/`).
-    #[arg(
-        long = "data-dir",
-        env = "GATEHOUSE_DATA_DIR",
-        default_value = "./data/token-service"
-    )]
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data/token-service")]
     pub data_dir: PathBuf,
     /// `iss` of the tokens (the token endpoint's public URL).
-    #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = gatehouse_tokens::DEFAULT_ISSUER)]
+    #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
     pub issuer: String,
     /// Algorithm of new signing keys.
-    #[arg(long = "signing-alg", env = "GATEHOUSE_SIGNING_ALG", default_value = "RS256", value_parser = ["RS256", "ES256"])]
+    #[arg(
+        long,
+        env = "GATEHOUSE_SIGNING_ALG",
+        default_value = "RS256",
+        value_parser = ["RS256", "ES256"]
+    )]
     pub signing_alg: String,
     /// PEM certificate chain of the HTTPS endpoint (default: a self-signed one,
     /// generated into `<data-dir>/tls/`).
-    #[arg(long = "tls-cert", env = "GATEHOUSE_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "GATEHOUSE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `--tls-cert`.
-    #[arg(long = "tls-key", env = "GATEHOUSE_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "GATEHOUSE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub admin: FirstAdminArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// The first admin client, registered on the first start: the one given (its id with a
+/// secret or a secret file), or else a generated one, printed once.
+#[derive(clap::Args, Clone, Default)]
+pub struct FirstAdminArgs {
     /// Client id of the first admin client (with `--admin-client-secret`). Without
     /// both, one is generated on first start and printed once.
-    #[arg(
-        long = "admin-client-id",
-        env = "GATEHOUSE_ADMIN_CLIENT_ID",
-        requires = "admin_client_secret"
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_ID", requires = "admin_client_secret")]
     pub admin_client_id: Option<String>,
     /// Secret of the first admin client; only its hash is stored.
     #[arg(
-        long = "admin-client-secret",
+        long,
         env = "GATEHOUSE_ADMIN_CLIENT_SECRET",
         hide_env_values = true,
         requires = "admin_client_id",
@@ -105,48 +105,32 @@ pub struct TokenServiceConfig {
     /// A file with the first admin client's secret. If it does not exist, a random
     /// secret is generated into it (mode 0600) on first start: compose keeps it in a
     /// volume, so no secret is ever written in a configuration file.
-    #[arg(
-        long = "admin-client-secret-file",
-        env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE",
-        requires = "admin_client_id"
-    )]
+    #[arg(long, env = "GATEHOUSE_ADMIN_CLIENT_SECRET_FILE", requires = "admin_client_id")]
     pub admin_client_secret_file: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
-    #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
-    #[command(flatten)]
-    pub cluster: ClusterTlsArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
-impl std::fmt::Debug for TokenServiceConfig {
+/// Shows everything but the secret.
+impl std::fmt::Debug for FirstAdminArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenServiceConfig")
-            .field("listen_https", &self.listen_https)
-            .field("listen_grpc", &self.listen_grpc)
-            .field("data_dir", &self.data_dir)
-            .field("issuer", &self.issuer)
-            .field("signing_alg", &self.signing_alg)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
+        let redacted = self.admin_client_secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("FirstAdminArgs")
             .field("admin_client_id", &self.admin_client_id)
-            .field(
-                "admin_client_secret",
-                &self.admin_client_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("metrics_listen", &self.metrics_listen)
-            .field("cluster", &self.cluster)
-            .field("log", &self.log)
-            .field("runtime", &self.runtime)
+            .field("admin_client_secret", &redacted)
+            .field("admin_client_secret_file", &self.admin_client_secret_file)
             .finish()
     }
 }
 
-/// How long start-up waits for the state to be rebuilt from the log.
-const REBUILD_TIMEOUT: Duration = Duration::from_secs(300);
+impl FirstAdminArgs {
+    /// The given secret: read from `--admin-client-secret-file` (generated into it if
+    /// it is not there), or `--admin-client-secret`.
+    fn secret(&self) -> anyhow::Result<Option<String>> {
+        match &self.admin_client_secret_file {
+            Some(path) => secret_file(path).map(Some),
+            None => Ok(self.admin_client_secret.clone()),
+        }
+    }
+}
 
 /// The admin secret kept in `path`, generated into it (mode 0600) if it is not there.
 fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
@@ -159,7 +143,8 @@ fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             let secret = secrets::generate_secret();
-            gatehouse_node::pki::write_private(path, secret.as_bytes())?;
+            gatehouse_node::pki::write_private(path, secret.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
             println!(
                 "admin client secret generated into {} (read it there; it is shown nowhere else)",
                 path.display()
@@ -172,36 +157,24 @@ fn secret_file(path: &std::path::Path) -> anyhow::Result<String> {
 
 /// `token-service`'s and `gatehouse token-service`'s main.
 pub fn main(config: TokenServiceConfig) -> std::process::ExitCode {
-    let runtime = config.runtime.clone();
+    let runtime = config.node.runtime.clone();
     gatehouse_node::run_node("token-service", "info", &runtime, |node| {
-        serve(config, node.shutdown)
+        serve(config, node)
     })
 }
 
-/// Runs token-service until `shutdown`: rebuilds the state from the log, makes sure it
-/// has an active signing key and a first admin client, then serves the HTTPS endpoints
-/// and the gRPC API.
-pub async fn serve(config: TokenServiceConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Runs token-service until `node.shutdown`: rebuilds the state from the log
+/// (`node.log`, or else `config.node.log`), makes sure it has an active signing key and
+/// a first admin client, then serves the HTTPS endpoints and the gRPC API.
+pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let log = config.log.open(&config.data_dir).await?;
-    serve_on_log(config, log, shutdown).await
-}
-
-/// [`serve`] on a log the caller has opened (`config.log` is then unused): lets one
-/// process (the all-in-one) share its embedded log, which only one opener may hold,
-/// between control and token-service.
-pub async fn serve_on_log(
-    config: TokenServiceConfig,
-    log: Arc<dyn gatehouse_eventlog::EventLog>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let node_tls = config.cluster.load("token-service")?;
-    let follower = Follower::rebuild(log.clone(), REBUILD_TIMEOUT).await?;
-    let model = follower.model.clone();
-    let described_log = log.describe();
+    let folding = config
+        .node
+        .start_folding("token-service", &config.data_dir, node.log)
+        .await?;
+    let model = folding.follower.model.clone();
+    let described_log = folding.log.describe();
 
     let keys = KeyStore::open(config.data_dir.join("keys"))?;
     let authority = Arc::new(Authority::new(
@@ -210,7 +183,7 @@ pub async fn serve_on_log(
             signing_alg: config.signing_alg.clone(),
         },
         model.clone(),
-        CommandExecutor::new(log, model.clone()),
+        CommandExecutor::new(folding.log, model.clone()),
         keys,
     ));
     let kid = authority
@@ -218,12 +191,12 @@ pub async fn serve_on_log(
         .await
         .context("cannot set up a signing key")?;
     tracing::info!(kid, "signing with the active key");
-    let admin_secret = match &config.admin_client_secret_file {
-        Some(path) => Some(secret_file(path)?),
-        None => config.admin_client_secret.clone(),
-    };
+    let admin_secret = config.admin.secret()?;
     let created = authority
-        .bootstrap_admin(config.admin_client_id.as_deref(), admin_secret.as_deref())
+        .bootstrap_admin(
+            config.admin.admin_client_id.as_deref(),
+            admin_secret.as_deref(),
+        )
         .await
         .context("cannot set up the first admin client")?;
     if let Some(admin) = created {
@@ -261,29 +234,24 @@ pub async fn serve_on_log(
     );
     let grpc_task = tokio::spawn(
         GrpcServer::new()
-            .tls(node_tls.server_config()?)
+            .tls(folding.tls.server_config()?)
             .add_service(KeyManagerServer::new(key_manager))
-            .serve(grpc, shutdown.clone()),
+            .serve(grpc, node.shutdown.clone()),
     );
     let https_task = tokio::spawn(tls::serve(
         https,
         acceptor,
         http::router(authority),
-        shutdown.wait_owned(),
+        node.shutdown.wait_owned(),
     ));
-    let metrics_task = config.metrics_listen.map(|addr| {
-        tokio::spawn(gatehouse_node::metrics::serve(
-            addr,
-            "token-service",
-            model.clone(),
-            shutdown.wait_owned(),
-        ))
-    });
+    let metrics_task = config
+        .metrics
+        .spawn("token-service", &model, &node.shutdown);
     let (grpc_result, https_result) = tokio::join!(grpc_task, https_task);
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    drop(follower);
+    drop(folding.follower);
     https_result.context("HTTPS server task failed")?;
     grpc_result.context("gRPC server task failed")??;
     Ok(())

@@ -12,7 +12,6 @@
 //! `GracefulShutdown` watcher lets the shutdown wait for in-flight requests.
 
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::keystore::private_file;
+use gatehouse_node::pki::write_private;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,9 +102,7 @@ pub fn certificate(
                 .map_err(|e| TlsError::Generate(e.to_string()))?;
             // The key first: a certificate without its key would be reused half-made.
             let _ = std::fs::remove_file(&key);
-            let mut file = private_file(&key).map_err(|e| file_error(&key, e))?;
-            file.write_all(signing_key.serialize_pem().as_bytes())
-                .and_then(|()| file.sync_all())
+            write_private(&key, signing_key.serialize_pem().as_bytes())
                 .map_err(|e| file_error(&key, e))?;
             std::fs::write(&cert, certificate.pem()).map_err(|e| file_error(&cert, e))?;
             Ok(CertificateSource {

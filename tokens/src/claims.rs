@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,18 @@ impl AccessClaims {
     pub fn parsed_key_type(&self) -> Result<KeyType, UnknownKeyType> {
         self.key_type.parse()
     }
+}
+
+/// `time` as a JWT NumericDate (`exp`, `nbf`, `iat`): whole seconds since the Unix
+/// epoch, 0 for a time before it.
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Now, as a JWT NumericDate ([`unix_seconds`]).
+pub fn unix_now() -> i64 {
+    unix_seconds(SystemTime::now())
 }
 
 #[cfg(test)]

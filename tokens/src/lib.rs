@@ -29,7 +29,7 @@ mod claims;
 mod signing;
 mod verify;
 
-pub use claims::{AccessClaims, KeyType, UnknownKeyType};
+pub use claims::{AccessClaims, KeyType, UnknownKeyType, unix_now, unix_seconds};
 pub use signing::{KeyError, SigningKeyPair};
 pub use verify::{TokenError, VerificationKeys, Verifier, check_revocation, is_published};
 

@@ -51,10 +51,7 @@ pub fn is_published(key: &SigningKey, now: SystemTime) -> bool {
     let Some(retire_after) = key.retire_after else {
         return false;
     };
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    retire_after.seconds > now
+    retire_after.seconds > crate::unix_seconds(now)
 }
 
 /// The public keys tokens are checked against, by `kid`.

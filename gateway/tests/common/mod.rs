@@ -52,7 +52,7 @@ pub fn test_config(dir: &std::path::Path) -> GatewayConfig {
 /// Makes `config` replica `id`: the node certificate that names it, from a test CA in
 /// its data directory.
 pub fn replica(config: &mut GatewayConfig, id: &str) {
-    config.cluster = TestPki::in_dir(&config.data_dir.join("pki")).node(NodeRole::Gateway, id);
+    config.node.cluster = TestPki::in_dir(&config.data_dir.join("pki")).node(NodeRole::Gateway, id);
     config.gateway_id = Some(id.into());
 }
 

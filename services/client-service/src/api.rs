@@ -1,15 +1,14 @@
 //! HTTP handlers and the OpenAPI document describing them.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use service_kit::openapi::{
-    self, error_response, id_parameter, json_array_response, json_response,
+    self, error_response, id_parameter, json_array_response, json_response, object,
 };
-use service_kit::{ApiError, Id, JsonBody};
+use service_kit::{ApiError, Id, JsonBody, created, found};
 
 use crate::SERVICE;
 use crate::model::{MAX_EMAIL_CHARS, MAX_NAME_CHARS, NewUser, User};
@@ -29,11 +28,7 @@ async fn list_users(State(state): State<AppState>) -> Json<Vec<User>> {
 }
 
 async fn get_user(State(state): State<AppState>, Id(id): Id) -> Result<Json<User>, ApiError> {
-    state
-        .read()
-        .get(id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("user {id} not found")))
+    found("user", id, state.read().get(id))
 }
 
 async fn create_user(
@@ -48,12 +43,7 @@ async fn create_user(
         ))
     })?;
     tracing::info!(user.id, "user created");
-    let location = format!("/users/{}", user.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(user),
-    ))
+    Ok(created(format!("/users/{}", user.id), user))
 }
 
 /// The OpenAPI 3.0 document served at `/openapi.json`.
@@ -98,34 +88,28 @@ pub fn openapi() -> Value {
             }
         }
     });
-    let schemas = json!({
-        "User": {
-            "type": "object",
-            "required": ["id", "name", "email"],
-            "properties": {
-                "id": { "type": "integer", "format": "int64", "example": 1 },
-                "name": { "type": "string", "example": "Ada Lovelace" },
-                "email": { "type": "string", "format": "email", "example": "ada@example.com" }
-            }
+    let user = json!({
+        "id": { "type": "integer", "format": "int64", "example": 1 },
+        "name": { "type": "string", "example": "Ada Lovelace" },
+        "email": { "type": "string", "format": "email", "example": "ada@example.com" }
+    });
+    let new_user = json!({
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME_CHARS,
+            "description": "Trimmed; no control characters"
         },
-        "NewUser": {
-            "type": "object",
-            "required": ["name", "email"],
-            "properties": {
-                "name": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_NAME_CHARS,
-                    "description": "Trimmed; no control characters"
-                },
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "maxLength": MAX_EMAIL_CHARS,
-                    "description": "Exactly one '@', text on both sides, dotted domain; unique (case-insensitive)"
-                }
-            }
+        "email": {
+            "type": "string",
+            "format": "email",
+            "maxLength": MAX_EMAIL_CHARS,
+            "description": "Exactly one '@', text on both sides, dotted domain; unique (case-insensitive)"
         }
+    });
+    let schemas = json!({
+        "User": object(&["id", "name", "email"], user),
+        "NewUser": object(&["name", "email"], new_user),
     });
     openapi::document(SERVICE, paths, schemas)
 }

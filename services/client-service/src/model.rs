@@ -8,7 +8,7 @@
 //! accepts, so unvalidated data cannot reach it.
 
 use serde::{Deserialize, Serialize};
-use service_kit::{ApiError, Validator};
+use service_kit::{ApiError, Validator, required_text};
 
 /// Longest accepted name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -74,18 +74,11 @@ impl NewUser {
 /// Required; trimmed non-empty, at most [`MAX_NAME_CHARS`], no control
 /// characters. Returns the trimmed name.
 fn validate_name(name: Option<String>) -> Result<String, String> {
-    let name = name.ok_or("is required")?;
-    let name = name.trim();
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
-    }
+    let name = required_text(name, Some(MAX_NAME_CHARS))?;
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 /// Required; a pragmatic shape check rather than full RFC 5322: at most
@@ -93,14 +86,7 @@ fn validate_name(name: Option<String>) -> Result<String, String> {
 /// sides, and a dotted domain (`example.com`, not `localhost` or `a..b`).
 /// Returns the trimmed address.
 fn validate_email(email: Option<String>) -> Result<String, String> {
-    let email = email.ok_or("is required")?;
-    let email = email.trim();
-    if email.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters"));
-    }
+    let email = required_text(email, Some(MAX_EMAIL_CHARS))?;
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not contain whitespace".into());
     }
@@ -116,7 +102,7 @@ fn validate_email(email: Option<String>) -> Result<String, String> {
     if domain.split('.').count() < 2 || domain.split('.').any(str::is_empty) {
         return Err("must have a domain like example.com after the '@'".into());
     }
-    Ok(email.to_owned())
+    Ok(email)
 }
 
 #[cfg(test)]

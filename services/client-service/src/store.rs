@@ -1,18 +1,14 @@
 //! In-memory user storage and the shared handler state.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use service_kit::store::{IdTable, Shared};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 use crate::model::{User, ValidUser};
 
-/// The users, keyed by id, plus the id the next created user gets.
-///
-/// A `BTreeMap` keeps listings ordered by id without sorting. Ids are never
-/// reused: `next_id` only grows.
+/// The users, under the ids the store gives them (never reused), listed by id.
 #[derive(Debug, Clone)]
 pub struct UserStore {
-    users: BTreeMap<u64, User>,
-    next_id: u64,
+    users: IdTable<User>,
 }
 
 /// `POST /users` with an email (compared case-insensitively) already in use.
@@ -25,8 +21,7 @@ impl UserStore {
     /// An empty store; the first user gets id 1.
     pub fn empty() -> Self {
         Self {
-            users: BTreeMap::new(),
-            next_id: 1,
+            users: IdTable::new(),
         }
     }
 
@@ -38,66 +33,47 @@ impl UserStore {
             ("Alan Turing", "alan@example.com"),
             ("Grace Hopper", "grace@example.com"),
         ] {
-            let id = store.next_id;
-            store.next_id += 1;
-            store.users.insert(
+            store.users.insert_with(|id| User {
                 id,
-                User {
-                    id,
-                    name: name.into(),
-                    email: email.into(),
-                },
-            );
+                name: name.into(),
+                email: email.into(),
+            });
         }
         store
     }
 
     /// All users, by ascending id.
     pub fn list(&self) -> Vec<User> {
-        self.users.values().cloned().collect()
+        self.users.list()
     }
 
     pub fn get(&self, id: u64) -> Option<User> {
-        self.users.get(&id).cloned()
+        self.users.get(id)
     }
 
     /// Stores `user` under the next id, unless its email is taken.
     pub fn insert(&mut self, user: ValidUser) -> Result<User, EmailTaken> {
-        if let Some(existing) = self
-            .users
-            .values()
-            .find(|u| u.email.eq_ignore_ascii_case(user.email()))
-        {
+        let taken = |u: &User| u.email.eq_ignore_ascii_case(user.email());
+        if let Some(existing) = self.users.find(taken) {
             return Err(EmailTaken {
                 existing_id: existing.id,
             });
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        let user = user.into_user(id);
-        self.users.insert(id, user.clone());
-        Ok(user)
+        Ok(self.users.insert_with(|id| user.into_user(id)))
     }
 }
 
-/// State shared by all handlers: a cheap-to-clone handle on one [`UserStore`].
-///
-/// `Arc<std::sync::RwLock<_>>` rather than tokio's async lock or a
-/// channel-owned task: every critical section is a short, synchronous map
-/// operation and no guard is held across an `.await`, which is the case
-/// tokio's docs recommend a blocking lock for. `RwLock` over `Mutex` because
-/// reads (the `GET`s) dominate. A poisoned lock is recovered rather than
-/// propagated: a panicking handler cannot leave the map half-updated, since
-/// each mutation is a single `BTreeMap::insert`.
+/// State shared by all handlers: a cheap-to-clone handle on one [`UserStore`]
+/// (see [`Shared`] for the lock).
 #[derive(Debug, Clone)]
 pub struct AppState {
-    users: Arc<RwLock<UserStore>>,
+    users: Shared<UserStore>,
 }
 
 impl AppState {
     pub fn new(store: UserStore) -> Self {
         Self {
-            users: Arc::new(RwLock::new(store)),
+            users: Shared::new(store),
         }
     }
 
@@ -107,11 +83,11 @@ impl AppState {
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, UserStore> {
-        self.users.read().unwrap_or_else(PoisonError::into_inner)
+        self.users.read()
     }
 
     pub fn write(&self) -> RwLockWriteGuard<'_, UserStore> {
-        self.users.write().unwrap_or_else(PoisonError::into_inner)
+        self.users.write()
     }
 }
 

@@ -1,15 +1,14 @@
 //! HTTP handlers and the OpenAPI document describing them.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use service_kit::openapi::{
-    self, error_response, id_parameter, json_array_response, json_response,
+    self, error_response, id_parameter, json_array_response, json_response, object,
 };
-use service_kit::{ApiError, Id, JsonBody};
+use service_kit::{ApiError, Id, JsonBody, created, found};
 
 use crate::SERVICE;
 use crate::model::{Item, MAX_LINES, NewOrder, Order, QUANTITY_RANGE};
@@ -30,11 +29,7 @@ async fn list_orders(State(state): State<AppState>) -> Json<Vec<Order>> {
 }
 
 async fn get_order(State(state): State<AppState>, Id(id): Id) -> Result<Json<Order>, ApiError> {
-    state
-        .orders()
-        .get(id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("order {id} not found")))
+    found("order", id, state.orders().get(id))
 }
 
 async fn create_order(
@@ -44,12 +39,7 @@ async fn create_order(
     let valid = body.validate(state.catalogue())?;
     let order = state.orders_mut().insert(valid);
     tracing::info!(order.id, order.user_id, "order created");
-    let location = format!("/orders/{}", order.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(order),
-    ))
+    Ok(created(format!("/orders/{}", order.id), order))
 }
 
 async fn list_items(State(state): State<AppState>) -> Json<Vec<Item>> {
@@ -110,61 +100,46 @@ pub fn openapi() -> Value {
         "description": "Currency units with at most two decimals",
         "example": 19.99
     });
-    let schemas = json!({
-        "Item": {
-            "type": "object",
-            "required": ["sku", "name", "price"],
-            "properties": {
-                "sku": { "type": "string", "example": "TEE-003" },
-                "name": { "type": "string", "example": "Gatehouse t-shirt" },
-                "price": price
-            }
-        },
-        "OrderLine": {
-            "type": "object",
-            "required": ["sku", "name", "quantity", "unit_price"],
-            "properties": {
-                "sku": { "type": "string" },
-                "name": { "type": "string" },
-                "quantity": { "type": "integer", "format": "int32" },
-                "unit_price": price
-            }
-        },
-        "Order": {
-            "type": "object",
-            "required": ["id", "user_id", "items", "total"],
-            "properties": {
-                "id": { "type": "integer", "format": "int64", "example": 1 },
-                "user_id": { "type": "integer", "format": "int64", "example": 1 },
-                "items": { "type": "array", "items": openapi::schema_ref("OrderLine") },
-                "total": price
-            }
-        },
-        "NewOrderLine": {
-            "type": "object",
-            "required": ["sku", "quantity"],
-            "properties": {
-                "sku": { "type": "string", "minLength": 1, "description": "A sku from GET /items; unique within the order" },
-                "quantity": {
-                    "type": "integer",
-                    "minimum": QUANTITY_RANGE.start(),
-                    "maximum": QUANTITY_RANGE.end()
-                }
-            }
-        },
-        "NewOrder": {
-            "type": "object",
-            "required": ["user_id", "items"],
-            "properties": {
-                "user_id": { "type": "integer", "format": "int64", "minimum": 1 },
-                "items": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": MAX_LINES,
-                    "items": openapi::schema_ref("NewOrderLine")
-                }
-            }
+    let item = json!({
+        "sku": { "type": "string", "example": "TEE-003" },
+        "name": { "type": "string", "example": "Gatehouse t-shirt" },
+        "price": price
+    });
+    let order_line = json!({
+        "sku": { "type": "string" },
+        "name": { "type": "string" },
+        "quantity": { "type": "integer", "format": "int32" },
+        "unit_price": price
+    });
+    let order = json!({
+        "id": { "type": "integer", "format": "int64", "example": 1 },
+        "user_id": { "type": "integer", "format": "int64", "example": 1 },
+        "items": { "type": "array", "items": openapi::schema_ref("OrderLine") },
+        "total": price
+    });
+    let new_order_line = json!({
+        "sku": { "type": "string", "minLength": 1, "description": "A sku from GET /items; unique within the order" },
+        "quantity": {
+            "type": "integer",
+            "minimum": QUANTITY_RANGE.start(),
+            "maximum": QUANTITY_RANGE.end()
         }
+    });
+    let new_order = json!({
+        "user_id": { "type": "integer", "format": "int64", "minimum": 1 },
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_LINES,
+            "items": openapi::schema_ref("NewOrderLine")
+        }
+    });
+    let schemas = json!({
+        "Item": object(&["sku", "name", "price"], item),
+        "OrderLine": object(&["sku", "name", "quantity", "unit_price"], order_line),
+        "Order": object(&["id", "user_id", "items", "total"], order),
+        "NewOrderLine": object(&["sku", "quantity"], new_order_line),
+        "NewOrder": object(&["user_id", "items"], new_order),
     });
     openapi::document(SERVICE, paths, schemas)
 }

@@ -11,7 +11,7 @@ use std::iter::Sum;
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize, Serializer};
-use service_kit::{ApiError, Validator};
+use service_kit::{ApiError, Validator, required_text};
 
 use crate::store::Catalogue;
 
@@ -201,13 +201,9 @@ fn validate_lines(
 }
 
 fn validate_sku(sku: Option<String>, catalogue: &Catalogue) -> Result<&Item, String> {
-    let sku = sku.ok_or("is required")?;
-    let sku = sku.trim();
-    if sku.is_empty() {
-        return Err("must not be empty".into());
-    }
+    let sku = required_text(sku, None)?;
     catalogue
-        .get(sku)
+        .get(&sku)
         .ok_or_else(|| format!("unknown sku {sku:?}; see GET /items"))
 }
 

@@ -1,7 +1,9 @@
 //! In-memory catalogue and order storage, and the shared handler state.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+
+use service_kit::store::{IdTable, Shared};
 
 use crate::model::{Item, NewOrder, NewOrderLine, Order, Price, ValidOrder};
 
@@ -47,20 +49,18 @@ impl Catalogue {
     }
 }
 
-/// The placed orders, keyed by id, plus the id the next order gets. Ids are
-/// never reused.
+/// The placed orders, under the ids the book gives them (never reused), listed by
+/// id.
 #[derive(Debug, Clone)]
 pub struct OrderBook {
-    orders: BTreeMap<u64, Order>,
-    next_id: u64,
+    orders: IdTable<Order>,
 }
 
 impl OrderBook {
     /// An empty book; the first order gets id 1.
     pub fn empty() -> Self {
         Self {
-            orders: BTreeMap::new(),
-            next_id: 1,
+            orders: IdTable::new(),
         }
     }
 
@@ -92,43 +92,34 @@ impl OrderBook {
 
     /// All orders, by ascending id.
     pub fn list(&self) -> Vec<Order> {
-        self.orders.values().cloned().collect()
+        self.orders.list()
     }
 
     pub fn get(&self, id: u64) -> Option<Order> {
-        self.orders.get(&id).cloned()
+        self.orders.get(id)
     }
 
     /// Stores `order` under the next id and returns it.
     pub fn insert(&mut self, order: ValidOrder) -> Order {
-        let id = self.next_id;
-        self.next_id += 1;
-        let order = order.into_order(id);
-        self.orders.insert(id, order.clone());
-        order
+        self.orders.insert_with(|id| order.into_order(id))
     }
 }
 
 /// State shared by all handlers; cheap to clone.
 ///
 /// The catalogue never changes, so it is a plain `Arc` that handlers read
-/// without locking. The order book is behind `Arc<std::sync::RwLock<_>>`
-/// rather than tokio's async lock: every critical section is a short,
-/// synchronous map operation and no guard is held across an `.await` (the
-/// case tokio's docs recommend a blocking lock for); `RwLock` over `Mutex`
-/// because reads dominate. A poisoned lock is recovered, as each mutation is a
-/// single `BTreeMap::insert` and cannot be left half-done.
+/// without locking; the order book is [`Shared`] (see there for the lock).
 #[derive(Debug, Clone)]
 pub struct AppState {
     catalogue: Arc<Catalogue>,
-    orders: Arc<RwLock<OrderBook>>,
+    orders: Shared<OrderBook>,
 }
 
 impl AppState {
     pub fn new(catalogue: Catalogue, orders: OrderBook) -> Self {
         Self {
             catalogue: Arc::new(catalogue),
-            orders: Arc::new(RwLock::new(orders)),
+            orders: Shared::new(orders),
         }
     }
 
@@ -144,11 +135,11 @@ impl AppState {
     }
 
     pub fn orders(&self) -> RwLockReadGuard<'_, OrderBook> {
-        self.orders.read().unwrap_or_else(PoisonError::into_inner)
+        self.orders.read()
     }
 
     pub fn orders_mut(&self) -> RwLockWriteGuard<'_, OrderBook> {
-        self.orders.write().unwrap_or_else(PoisonError::into_inner)
+        self.orders.write()
     }
 }
 

@@ -206,6 +206,23 @@ impl Validator {
     }
 }
 
+/// A required text field: present, trimmed, not empty, and at most `max_chars`
+/// characters (not bytes) when a limit is given. Returns the trimmed text, or the rule
+/// it broke as a [`Validator::field`] message.
+pub fn required_text(value: Option<String>, max_chars: Option<usize>) -> Result<String, String> {
+    let value = value.ok_or("is required")?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(max) = max_chars
+        && value.chars().count() > max
+    {
+        return Err(format!("must be at most {max} characters"));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,12 +146,16 @@ mod tests {
             headers.insert(CONTENT_TYPE, value.parse().unwrap());
             is_json_content_type(&headers)
         };
-        assert!(accepts("application/json"));
-        assert!(accepts("Application/JSON; charset=utf-8"));
-        assert!(accepts("application/merge-patch+json"));
-        assert!(!accepts("text/json"));
-        assert!(!accepts("application/jsonx"));
-        assert!(!accepts("text/plain"));
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(accepts(json), "{json}");
+        }
+        for other in ["text/json", "application/jsonx", "text/plain"] {
+            assert!(!accepts(other), "{other}");
+        }
         assert!(!is_json_content_type(&HeaderMap::new()));
     }
 

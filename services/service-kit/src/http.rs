@@ -13,14 +13,15 @@
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -46,6 +47,24 @@ pub fn service_router(info: ServiceInfo, routes: Router, openapi: &Value) -> Rou
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(info, observe))
+}
+
+/// The answer of a `GET /<things>/{id}`: `record`, the `kind` `id`, as JSON, or a 404
+/// `<kind> <id> not found`.
+pub fn found<T: Serialize>(kind: &str, id: u64, record: Option<T>) -> Result<Json<T>, ApiError> {
+    record
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("{kind} {id} not found")))
+}
+
+/// The answer of a `POST` that made `record`: 201 Created, `Location: location`, and
+/// the record as JSON.
+pub fn created<T: Serialize>(location: String, record: T) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(record),
+    )
 }
 
 async fn health() -> impl IntoResponse {

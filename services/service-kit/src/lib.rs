@@ -18,6 +18,8 @@
 //!   `/health`, `/openapi.json`, JSON 404/405 fallbacks, the `X-Backend`
 //!   header and request logging (including the W3C `traceparent`).
 //! * [`openapi`]: the common skeleton of the hand-written OpenAPI documents.
+//! * [`store`]: [`store::IdTable`], records under ids the store assigns, and
+//!   [`store::Shared`], the lock handlers share a store behind.
 //! * [`server`]: the binary's `main`: CLI/env parsing, tracing setup, binding,
 //!   graceful shutdown, and the `healthcheck` subcommand.
 //! * [`healthcheck`]: a dependency-free HTTP/1.1 probe for Docker health checks
@@ -34,10 +36,11 @@ pub mod healthcheck;
 pub mod http;
 pub mod openapi;
 pub mod server;
+pub mod store;
 
-pub use error::{ApiError, FieldError, Validator};
+pub use error::{ApiError, FieldError, Validator, required_text};
 pub use extract::{Id, JsonBody};
-pub use http::{BACKEND_HEADER, service_router};
+pub use http::{BACKEND_HEADER, created, found, service_router};
 
 /// Static facts about a service, used for the `X-Backend` header, the OpenAPI
 /// `info` block, the CLI's `--help`/`--version` and log fields.

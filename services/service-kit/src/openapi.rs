@@ -43,41 +43,26 @@ pub fn document(info: ServiceInfo, paths: Value, schemas: Value) -> Value {
     );
 
     let mut all_schemas = into_object(schemas, "schemas");
-    all_schemas.insert(
-        "Error".into(),
-        json!({
-            "type": "object",
-            "required": ["error", "message"],
-            "properties": {
-                "error": { "type": "string", "description": "Stable kind, e.g. `not found`" },
-                "message": { "type": "string", "description": "Human-readable detail" },
-                "fields": {
-                    "type": "array",
-                    "description": "Present only when `error` is `validation failed`",
-                    "items": { "$ref": "#/components/schemas/FieldError" }
-                }
-            }
-        }),
-    );
+    let error = json!({
+        "error": { "type": "string", "description": "Stable kind, e.g. `not found`" },
+        "message": { "type": "string", "description": "Human-readable detail" },
+        "fields": {
+            "type": "array",
+            "description": "Present only when `error` is `validation failed`",
+            "items": { "$ref": "#/components/schemas/FieldError" }
+        }
+    });
+    let field_error = json!({
+        "field": { "type": "string", "example": "items[0].quantity" },
+        "message": { "type": "string" }
+    });
+    let health = json!({ "status": { "type": "string", "enum": ["UP"] } });
+    all_schemas.insert("Error".into(), object(&["error", "message"], error));
     all_schemas.insert(
         "FieldError".into(),
-        json!({
-            "type": "object",
-            "required": ["field", "message"],
-            "properties": {
-                "field": { "type": "string", "example": "items[0].quantity" },
-                "message": { "type": "string" }
-            }
-        }),
+        object(&["field", "message"], field_error),
     );
-    all_schemas.insert(
-        "Health".into(),
-        json!({
-            "type": "object",
-            "required": ["status"],
-            "properties": { "status": { "type": "string", "enum": ["UP"] } }
-        }),
-    );
+    all_schemas.insert("Health".into(), object(&["status"], health));
 
     json!({
         "openapi": OPENAPI_VERSION,
@@ -89,6 +74,12 @@ pub fn document(info: ServiceInfo, paths: Value, schemas: Value) -> Value {
         "paths": all_paths,
         "components": { "schemas": all_schemas },
     })
+}
+
+/// An object schema: its `required` fields and its `properties` (a JSON object of
+/// property name to schema).
+pub fn object(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": properties })
 }
 
 /// A `200`-style response object whose JSON body is `#/components/schemas/{schema}`.
