@@ -23,6 +23,7 @@
 //! [`serve`] wires them; [`main`] is the process around it.
 
 pub mod authority;
+pub mod form;
 pub mod grpc;
 pub mod http;
 pub mod keystore;
