@@ -27,6 +27,7 @@ pub mod form;
 pub mod grpc;
 pub mod http;
 pub mod keystore;
+pub mod pool;
 pub mod secrets;
 pub mod tls;
 
