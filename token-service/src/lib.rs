@@ -23,10 +23,12 @@
 //! [`serve`] wires them; [`main`] is the process around it.
 
 pub mod authority;
+pub mod budget;
 pub mod form;
 pub mod grpc;
 pub mod http;
 pub mod keystore;
+pub mod limits;
 pub mod pool;
 pub mod secrets;
 pub mod tls;
