@@ -16,7 +16,10 @@
 //! - [`secrets`]: consumer secrets, shown once and stored as argon2id hashes.
 //! - [`authority`]: what the HTTPS and gRPC sides share: authenticating clients,
 //!   granting scopes, signing, verifying, rotating keys, the first admin client.
-//! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls).
+//! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls), behind the
+//!   [`guard`]: what one anonymous caller may cost ([`limits`]: body and parameter caps
+//!   with one linear [`form`] parser, read timeouts, a connection cap, the bounded
+//!   argon2 [`pool`], failure [`budget`]s with backoff).
 //! - [`grpc`]: the `KeyManager` service (served by `gatehouse_node::grpc::GrpcServer`,
 //!   with reflection, `grpc.health.v1` and a span per call).
 //!
@@ -26,6 +29,7 @@ pub mod authority;
 pub mod budget;
 pub mod form;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod keystore;
 pub mod limits;
@@ -119,6 +123,8 @@ pub struct TokenServiceConfig {
     #[arg(long = "metrics-listen", env = "GATEHOUSE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
+    pub limits: limits::EdgeLimits,
+    #[command(flatten)]
     pub cluster: ClusterTlsArgs,
     #[command(flatten)]
     pub log: LogArgs,
@@ -142,6 +148,7 @@ impl std::fmt::Debug for TokenServiceConfig {
                 &self.admin_client_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("metrics_listen", &self.metrics_listen)
+            .field("limits", &self.limits)
             .field("cluster", &self.cluster)
             .field("log", &self.log)
             .field("runtime", &self.runtime)
@@ -216,6 +223,10 @@ pub async fn serve_on_log(
         model.clone(),
         CommandExecutor::new(log, model.clone()),
         keys,
+        secrets::SecretChecker::new(pool::Argon2Pool::new(
+            config.limits.argon2_workers(),
+            config.limits.argon2_queue(),
+        )),
     ));
     let kid = authority
         .ensure_signing_key()
@@ -272,7 +283,8 @@ pub async fn serve_on_log(
     let https_task = tokio::spawn(tls::serve(
         https,
         acceptor,
-        http::router(authority),
+        http::router(authority, Arc::new(guard::Guard::new(&config.limits))),
+        tls::ConnectionLimits::from(&config.limits),
         shutdown.wait_owned(),
     ));
     let metrics_task = config.metrics_listen.map(|addr| {
