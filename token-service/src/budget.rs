@@ -157,9 +157,12 @@ impl<K: Hash + Eq + Copy> Ledger<K> {
         self.records.get(key).filter(|r| !self.forgotten(r, now))
     }
 
-    /// How long `key` is still blocked.
+    /// How long `key` is still blocked. (Within the budget, `until` is the last
+    /// failure's time, which may be a moment after `now` when another request recorded
+    /// it concurrently: not a block.)
     fn blocked_for(&self, key: &K, now: Instant) -> Option<Duration> {
         self.get(key, now)
+            .filter(|r| r.failures > self.budget)
             .map(|r| r.until.saturating_duration_since(now))
             .filter(|d| !d.is_zero())
     }
@@ -444,6 +447,14 @@ mod tests {
             b.failed(attacker, "c", t + cap + cap).is_empty(),
             "forgotten"
         );
+    }
+
+    #[test]
+    fn a_failure_recorded_a_moment_after_an_admission_is_not_a_block() {
+        let b = budgets(5, 5, 100);
+        let (address, t) = (ip("10.0.0.1"), Instant::now());
+        b.failed(address, "c", t + Duration::from_millis(1));
+        assert!(b.admit(address, "c", t).is_ok());
     }
 
     #[test]
