@@ -96,7 +96,8 @@ pub struct EdgeLimits {
     /// the next failure blocks it for 1 s, each further one doubles that, up to
     /// `--failure-backoff-max-seconds`. A blocked client id is answered 429 `slow_down`
     /// with `Retry-After` — except from an address with no failure on record, which is
-    /// still checked, and for a secret it recently proved.
+    /// still checked; and a secret proved in the last 5 minutes always passes (it needs
+    /// no argon2).
     #[arg(
         long = "failure-budget-per-client",
         env = "GATEHOUSE_TOKEN_FAILURE_BUDGET_PER_CLIENT",
@@ -106,7 +107,7 @@ pub struct EdgeLimits {
     pub failure_budget_per_client: u32,
     /// Failed authentications from one source address (IPv6: one /64), whatever the
     /// client id, before the same backoff blocks the address (429 `slow_down` with
-    /// `Retry-After`; a secret the address recently proved still passes).
+    /// `Retry-After`; a secret proved in the last 5 minutes still passes).
     #[arg(
         long = "failure-budget-per-address",
         env = "GATEHOUSE_TOKEN_FAILURE_BUDGET_PER_ADDRESS",
