@@ -28,10 +28,16 @@
 //! Every lookup on a per-event or per-command path is O(log n): besides the records by
 //! id, the state keeps the APIs by (context, version), the subscriptions by
 //! (application, API) and by (API, application), the clients by application and the
-//! applications by owner. Ids in the indexes are [`Id`]s (`Arc<str>`) shared with the
-//! maps' keys — an application's id is allocated once however many subscriptions name
-//! it — and readers may share them too (the gateway's table keys its maps by them).
+//! applications by owner.
 //!
+//! Memory goes mostly to subscriptions (there are ten or a hundred times more of them
+//! than of anything else), so their three sets — by id, by application, by API — hold
+//! the very same record (one `Arc<Subscription>`), ordered by the record's own fields:
+//! an index entry is one pointer, and no id is stored beside the record. The other
+//! indexes hold [`Id`]s (`Arc<str>`) shared with the maps' keys — an application's id
+//! is allocated once however many entries name it — and readers share them too (the
+//! gateway's table keys its maps by them, see [`State::application_id`]).
+
 //! # Effects
 //!
 //! A reader that derives something from the state can ask the fold what each event
@@ -150,6 +156,85 @@ where
     set.range(Prefix(ids, Edge::Low)..Prefix(ids, Edge::High))
 }
 
+/// A subscription ordered by its id: the state's set of subscriptions is keyed by the
+/// records themselves (found by `&str` through `Borrow`), so no id is stored twice.
+#[derive(Debug, Clone)]
+struct ById(Arc<Subscription>);
+
+/// A subscription ordered by (application, API, id): the index of subscriptions by
+/// application × API holds the record itself, one pointer an entry.
+#[derive(Debug, Clone)]
+struct ByApplication(Arc<Subscription>);
+
+/// A subscription ordered by (API, application, id).
+#[derive(Debug, Clone)]
+struct ByApi(Arc<Subscription>);
+
+impl ById {
+    fn key(&self) -> &str {
+        &self.0.id
+    }
+}
+
+impl ByApplication {
+    fn key(&self) -> [&str; 3] {
+        [&self.0.application_id, &self.0.api_id, &self.0.id]
+    }
+}
+
+impl ByApi {
+    fn key(&self) -> [&str; 3] {
+        [&self.0.api_id, &self.0.application_id, &self.0.id]
+    }
+}
+
+/// `Eq` and `Ord` by `key()` alone.
+macro_rules! ordered_by_key {
+    ($($wrapper:ident),*) => {$(
+        impl PartialEq for $wrapper {
+            fn eq(&self, other: &Self) -> bool {
+                self.key() == other.key()
+            }
+        }
+        impl Eq for $wrapper {}
+        impl PartialOrd for $wrapper {
+            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for $wrapper {
+            fn cmp(&self, other: &Self) -> Ordering {
+                self.key().cmp(&other.key())
+            }
+        }
+    )*};
+}
+ordered_by_key!(ById, ByApplication, ByApi);
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+/// Prefix bounds over the subscription indexes, as over tuples of ids.
+macro_rules! prefix_of_record {
+    ($($wrapper:ident: $($n:literal)*),*) => {$($(
+        impl Equivalent<$wrapper> for Prefix<'_, $n> {
+            fn equivalent(&self, _: &$wrapper) -> bool {
+                false
+            }
+        }
+        impl Comparable<$wrapper> for Prefix<'_, $n> {
+            fn compare(&self, record: &$wrapper) -> Ordering {
+                let key = record.key();
+                self.against(std::array::from_fn(|i| key[i]))
+            }
+        }
+    )*)*};
+}
+prefix_of_record!(ByApplication: 1 2, ByApi: 1);
+
 /// Everything the log says, as of `sequence`. See the module docs.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -165,11 +250,11 @@ pub struct State {
     applications: OrdMap<Id, Arc<Application>>,
     /// `(owner, application id)`.
     applications_by_owner: OrdSet<(Id, Id)>,
-    subscriptions: OrdMap<Id, Arc<Subscription>>,
-    /// `(application, API, subscription id)`.
-    subscriptions_by_application: OrdSet<(Id, Id, Id)>,
-    /// `(API, application, subscription id)`.
-    subscriptions_by_api: OrdSet<(Id, Id, Id)>,
+    /// The subscriptions, by id, then by (application, API) and by (API, application):
+    /// the three sets share each record (one `Arc`) and store no id of their own.
+    subscriptions: OrdSet<ById>,
+    subscriptions_by_application: OrdSet<ByApplication>,
+    subscriptions_by_api: OrdSet<ByApi>,
     /// OAuth2 clients by client id (consumer key).
     clients: OrdMap<Id, Arc<OAuthClient>>,
     /// `(application id, client id)`; admin clients under `""`.
@@ -194,7 +279,8 @@ impl PartialEq for State {
             && self.apis == other.apis
             && self.policies == other.policies
             && self.applications == other.applications
-            && self.subscriptions == other.subscriptions
+            && self.subscriptions.len() == other.subscriptions.len()
+            && self.subscriptions().eq(other.subscriptions())
             && self.clients == other.clients
             && self.signing_keys == other.signing_keys
             && self.revoked_tokens == other.revoked_tokens
@@ -221,7 +307,7 @@ impl State {
                 .collect(),
             applications: OrdMap::new(),
             applications_by_owner: OrdSet::new(),
-            subscriptions: OrdMap::new(),
+            subscriptions: OrdSet::new(),
             subscriptions_by_application: OrdSet::new(),
             subscriptions_by_api: OrdSet::new(),
             clients: OrdMap::new(),
@@ -356,38 +442,27 @@ impl State {
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Subscription> {
-        self.subscriptions.get(id).map(|s| &**s)
+        self.subscriptions.get(id).map(|s| &*s.0)
     }
 
     pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
-        self.subscriptions.values().map(|s| &**s)
+        self.subscriptions.iter().map(|s| &*s.0)
     }
 
     /// The subscription of an application to an API, if any (the first by id, should
     /// the log hold several).
     pub fn subscription_of(&self, application_id: &str, api_id: &str) -> Option<&Subscription> {
-        self.subscription_entry_of(application_id, api_id)
-            .map(|(_, s)| s)
-    }
-
-    /// [`State::subscription_of`], with the [`Id`] of the application.
-    pub fn subscription_entry_of(
-        &self,
-        application_id: &str,
-        api_id: &str,
-    ) -> Option<(&Id, &Subscription)> {
         with_prefix(&self.subscriptions_by_application, [application_id, api_id])
-            .find_map(|(app, _, id)| Some((app, self.subscription(id)?)))
+            .next()
+            .map(|s| &*s.0)
     }
 
-    /// The subscriptions to an API, by application then subscription id, each with the
-    /// [`Id`] of its application.
+    /// The subscriptions to an API, by application then subscription id.
     pub fn subscriptions_of_api<'s>(
         &'s self,
         api_id: &str,
-    ) -> impl Iterator<Item = (&'s Id, &'s Subscription)> + use<'s> {
-        with_prefix(&self.subscriptions_by_api, [api_id])
-            .filter_map(|(_, app, id)| Some((app, self.subscription(id)?)))
+    ) -> impl Iterator<Item = &'s Subscription> + use<'s> {
+        with_prefix(&self.subscriptions_by_api, [api_id]).map(|s| &*s.0)
     }
 
     /// The subscriptions of an application, by API then subscription id.
@@ -395,8 +470,7 @@ impl State {
         &'s self,
         application_id: &str,
     ) -> impl Iterator<Item = &'s Subscription> + use<'s> {
-        with_prefix(&self.subscriptions_by_application, [application_id])
-            .filter_map(|(_, _, id)| self.subscription(id))
+        with_prefix(&self.subscriptions_by_application, [application_id]).map(|s| &*s.0)
     }
 
     pub fn client(&self, client_id: &str) -> Option<&OAuthClient> {
@@ -608,8 +682,9 @@ impl State {
                     .remove(id.as_str())
                     .ok_or_else(|| unknown("api"))?;
                 self.unindex_api(&api);
-                let ended: Vec<Id> = with_prefix(&self.subscriptions_by_api, [id.as_str()])
-                    .map(|(_, _, sub)| sub.clone())
+                let ended: Vec<String> = self
+                    .subscriptions_of_api(&id)
+                    .map(|s| s.id.clone())
                     .collect();
                 for sub in ended {
                     self.remove_subscription(&sub);
@@ -651,8 +726,9 @@ impl State {
                     .ok_or_else(|| unknown("application"))?;
                 self.applications_by_owner
                     .remove(&(Id::from(application.owner.as_str()), key));
-                let ended: Vec<Id> = with_prefix(&self.subscriptions_by_application, [id.as_str()])
-                    .map(|(_, _, sub)| sub.clone())
+                let ended: Vec<String> = self
+                    .subscriptions_of_application(&id)
+                    .map(|s| s.id.clone())
                     .collect();
                 for sub in ended {
                     self.remove_subscription(&sub);
@@ -691,34 +767,26 @@ impl State {
                 });
             }
             Event::SubscriptionStateChanged(e) => {
-                let s = self
-                    .subscriptions
-                    .get_mut(id.as_str())
-                    .ok_or_else(|| unknown("subscription"))?;
-                let s = Arc::make_mut(s);
+                let mut s = self
+                    .subscription(&id)
+                    .ok_or_else(|| unknown("subscription"))?
+                    .clone();
                 s.state = e.to;
                 s.stamp(version, sequence);
-                let pair = (s.application_id.clone(), s.api_id.clone());
-                self.note(|t| {
-                    t.subscriptions.insert(pair);
-                });
+                self.put_subscription(s);
             }
             Event::SubscriptionDeleted(_) => {
                 self.remove_subscription(&id)
                     .ok_or_else(|| unknown("subscription"))?;
             }
             Event::SubscriptionScopesGranted(e) => {
-                let s = self
-                    .subscriptions
-                    .get_mut(id.as_str())
-                    .ok_or_else(|| unknown("subscription"))?;
-                let s = Arc::make_mut(s);
+                let mut s = self
+                    .subscription(&id)
+                    .ok_or_else(|| unknown("subscription"))?
+                    .clone();
                 s.granted_scopes.clone_from(&e.scopes);
                 s.stamp(version, sequence);
-                let pair = (s.application_id.clone(), s.api_id.clone());
-                self.note(|t| {
-                    t.subscriptions.insert(pair);
-                });
+                self.put_subscription(s);
             }
             Event::ClientRegistered(e) => {
                 let mut client = e.client.clone().unwrap_or_default();
@@ -841,56 +909,43 @@ impl State {
         self.applications.insert(key, Arc::new(application));
     }
 
-    /// The [`Id`] of an id the state already holds, else a new one.
-    fn application_id(&self, id: &str) -> Id {
+    /// The [`Id`] the state keys the application `id` by, else a new one (for an
+    /// application the state does not have): readers keyed by application share it.
+    pub fn application_id(&self, id: &str) -> Id {
         self.applications
-            .get_key_value(id)
-            .map_or_else(|| Id::from(id), |(k, _)| k.clone())
-    }
-
-    fn api_id(&self, id: &str) -> Id {
-        self.apis
             .get_key_value(id)
             .map_or_else(|| Id::from(id), |(k, _)| k.clone())
     }
 
     /// Inserts (or replaces) a subscription and its index entries, noting the pairs.
     fn put_subscription(&mut self, subscription: Subscription) {
-        let key = match self.remove_subscription(&subscription.id) {
-            Some(key) => key,
-            None => Id::from(subscription.id.as_str()),
-        };
-        let application = self.application_id(&subscription.application_id);
-        let api = self.api_id(&subscription.api_id);
-        self.subscriptions_by_application
-            .insert((application.clone(), api.clone(), key.clone()));
-        self.subscriptions_by_api
-            .insert((api, application, key.clone()));
+        self.remove_subscription(&subscription.id);
         let pair = (
             subscription.application_id.clone(),
             subscription.api_id.clone(),
         );
-        self.subscriptions.insert(key, Arc::new(subscription));
+        let record = Arc::new(subscription);
+        self.subscriptions_by_application
+            .insert(ByApplication(record.clone()));
+        self.subscriptions_by_api.insert(ByApi(record.clone()));
+        self.subscriptions.insert(ById(record));
         self.note(|t| {
             t.subscriptions.insert(pair);
         });
     }
 
-    /// Removes a subscription and its index entries, noting its pair; its [`Id`], or
-    /// `None` if there is no such subscription.
-    fn remove_subscription(&mut self, id: &str) -> Option<Id> {
-        let (key, s) = self.subscriptions.remove_with_key(id)?;
-        let application = Id::from(s.application_id.as_str());
-        let api = Id::from(s.api_id.as_str());
+    /// Removes a subscription and its index entries, noting its pair; `None` if there
+    /// is no such subscription.
+    fn remove_subscription(&mut self, id: &str) -> Option<()> {
+        let ById(record) = self.subscriptions.remove(id)?;
         self.subscriptions_by_application
-            .remove(&(application.clone(), api.clone(), key.clone()));
-        self.subscriptions_by_api
-            .remove(&(api, application, key.clone()));
+            .remove(&ByApplication(record.clone()));
+        self.subscriptions_by_api.remove(&ByApi(record.clone()));
         self.note(|t| {
             t.subscriptions
-                .insert((s.application_id.clone(), s.api_id.clone()));
+                .insert((record.application_id.clone(), record.api_id.clone()));
         });
-        Some(key)
+        Some(())
     }
 
     /// Inserts (or replaces) a client and its index entry, noting it.

@@ -383,7 +383,7 @@ proptest! {
             }
             for api in (0..5).map(|i| format!("api{i}")) {
                 let scanned: Vec<_> = state.subscriptions().filter(|s| s.api_id == api).collect();
-                let mut indexed: Vec<_> = state.subscriptions_of_api(&api).map(|(_, s)| s).collect();
+                let mut indexed: Vec<_> = state.subscriptions_of_api(&api).collect();
                 indexed.sort_by(|a, b| a.id.cmp(&b.id));
                 prop_assert_eq!(indexed, scanned);
             }

@@ -62,8 +62,8 @@ use std::time::{Duration, SystemTime};
 use gatehouse_domain::lifecycle;
 use gatehouse_domain::{Effects, Id, State};
 use gatehouse_proto::events::{
-    Api, EndpointGroup, ThrottlePolicy, endpoint_group, lifecycle::State as Lifecycle,
-    subscription_status, throttle_policy::Level,
+    Api, EndpointGroup, Subscription, ThrottlePolicy, endpoint_group,
+    lifecycle::State as Lifecycle, subscription_status, throttle_policy::Level,
 };
 use gatehouse_tokens::{AccessClaims, KeyType, TokenError, VerificationKeys};
 use http::Method;
@@ -216,7 +216,9 @@ struct MethodSet {
     methods: Vec<(Method, usize)>,
 }
 
-/// A subscription as the request path sees it.
+/// A subscription as the request path sees it. Shared (`Arc`) by every subscription
+/// compiled to the same value at once — most are active, at a tier, without granted
+/// scopes — so an API's map holds a key and a pointer per application.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionInfo {
     pub state: subscription_status::State,
@@ -255,7 +257,7 @@ pub struct CompiledApi {
     pub cache_ttl: Option<Duration>,
     pub limit: Option<Limit>,
     /// By application id (the state's [`Id`]s).
-    pub subscriptions: OrdMap<Id, SubscriptionInfo>,
+    pub subscriptions: OrdMap<Id, Arc<SubscriptionInfo>>,
     pub metrics: Arc<ApiMetrics>,
 }
 
@@ -337,9 +339,11 @@ pub struct RoutingTable {
     apis: OrdMap<Id, Arc<CompiledApi>>,
     /// By context, as the definitions spell it (`/shop/orders`).
     contexts: FastMap<Arc<str>, Arc<ContextEntry>>,
-    /// How many contexts have each number of segments: route matching tries prefixes
-    /// of at most the deepest.
+    /// How many contexts have each number of segments.
     context_depths: OrdMap<usize, usize>,
+    /// The most segments a context has: route matching tries prefixes of at most as
+    /// many.
+    max_context_depth: usize,
     applications: FastMap<Id, ApplicationInfo>,
     /// The jtis of revoked tokens (until they expire).
     revoked_tokens: FastSet<Id>,
@@ -369,18 +373,46 @@ impl std::fmt::Debug for RoutingTable {
     }
 }
 
-/// The limits of the tiers named while compiling, one `Arc` per tier.
+/// What one compilation shares between the entries it compiles: one `Arc<Limit>` per
+/// tier, one `Arc<SubscriptionInfo>` per distinct subscription value.
 #[derive(Default)]
-struct Limits(HashMap<(Level, String), Option<Arc<Limit>>>);
+struct Shared<'s> {
+    limits: HashMap<(Level, &'s str), Option<Arc<Limit>>>,
+    subscriptions: HashMap<(i32, &'s str, &'s [String]), Arc<SubscriptionInfo>>,
+}
 
-impl Limits {
-    fn of(&mut self, state: &State, level: Level, tier: &str) -> Option<Arc<Limit>> {
-        if let Some(limit) = self.0.get(&(level, tier.to_string())) {
-            return limit.clone();
+impl<'s> Shared<'s> {
+    fn limit(&mut self, state: &'s State, level: Level, tier: &'s str) -> Option<Arc<Limit>> {
+        self.limits
+            .entry((level, tier))
+            .or_insert_with(|| Limit::of(state.policy(level, tier)).map(Arc::new))
+            .clone()
+    }
+
+    fn subscription(
+        &mut self,
+        state: &'s State,
+        subscription: &'s Subscription,
+    ) -> Arc<SubscriptionInfo> {
+        let key = (
+            subscription.state,
+            subscription.tier.as_str(),
+            &subscription.granted_scopes[..],
+        );
+        if let Some(info) = self.subscriptions.get(&key) {
+            return info.clone();
         }
-        let limit = Limit::of(state.policy(level, tier)).map(Arc::new);
-        self.0.insert((level, tier.to_string()), limit.clone());
-        limit
+        let info = Arc::new(SubscriptionInfo {
+            state: subscription.state(),
+            limit: self.limit(state, Level::Subscription, &subscription.tier),
+            granted_scopes: subscription
+                .granted_scopes
+                .iter()
+                .map(|s| s.as_str().into())
+                .collect(),
+        });
+        self.subscriptions.insert(key, info.clone());
+        info
     }
 }
 
@@ -398,6 +430,7 @@ impl RoutingTable {
             apis: OrdMap::new(),
             contexts: FastMap::default(),
             context_depths: OrdMap::new(),
+            max_context_depth: 0,
             applications: FastMap::default(),
             revoked_tokens: FastSet::default(),
             revoked_clients: FastMap::default(),
@@ -408,16 +441,17 @@ impl RoutingTable {
             config_hash: state.config_hash(),
             built_at: now,
         };
-        let mut limits = Limits::default();
+        let mut shared = Shared::default();
         let mut contexts = BTreeSet::new();
         for (id, _) in state.api_entries() {
-            table.compile_api(state, id, &mut contexts, &mut limits, metrics);
+            table.compile_api(state, id, &mut contexts, &mut shared, metrics);
         }
         for context in &contexts {
             table.compile_context(state, context);
         }
+        table.max_context_depth = table.context_depths.get_max().map_or(0, |(d, _)| *d);
         for (id, _) in state.application_entries() {
-            table.compile_application(state, id, &mut limits);
+            table.compile_application(state, id, &mut shared);
         }
         for client in state.clients() {
             table.compile_client(state, &client.client_id);
@@ -436,7 +470,7 @@ impl RoutingTable {
     pub fn apply(&self, state: &State, effects: &Effects, metrics: &Metrics) -> RoutingTable {
         let now = SystemTime::now();
         let mut next = self.clone();
-        let mut limits = Limits::default();
+        let mut shared = Shared::default();
         let mut apis: BTreeSet<&str> = effects.apis.iter().map(String::as_str).collect();
         let mut pairs: BTreeSet<(String, String)> = effects.subscriptions.clone();
         let mut applications: BTreeSet<&str> =
@@ -469,23 +503,26 @@ impl RoutingTable {
         }
         let mut contexts = BTreeSet::new();
         for id in apis {
-            next.compile_api(state, id, &mut contexts, &mut limits, metrics);
+            next.compile_api(state, id, &mut contexts, &mut shared, metrics);
         }
         // Subscriptions, one new `CompiledApi` per API however many of its pairs moved.
         let mut by_api: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (application, api) in &pairs {
             by_api.entry(api).or_default().push(application);
         }
-        for (api_id, applications) in by_api {
+        let pairs_by_api = by_api;
+        for (api_id, applications) in pairs_by_api {
             let Some(compiled) = next.apis.get(api_id) else {
                 continue; // not deployed: it has no routes, so no subscriptions either
             };
             let mut compiled = CompiledApi::clone(compiled);
             for application in applications {
-                match state.subscription_entry_of(application, api_id) {
-                    Some((key, subscription)) => {
-                        let info = subscription_info(state, subscription, &mut limits);
-                        compiled.subscriptions.insert(key.clone(), info);
+                match state.subscription_of(application, api_id) {
+                    Some(subscription) => {
+                        let info = shared.subscription(state, subscription);
+                        compiled
+                            .subscriptions
+                            .insert(state.application_id(application), info);
                     }
                     None => {
                         compiled.subscriptions.remove(application);
@@ -498,8 +535,9 @@ impl RoutingTable {
         for context in &contexts {
             next.compile_context(state, context);
         }
+        next.max_context_depth = next.context_depths.get_max().map_or(0, |(d, _)| *d);
         for id in applications {
-            next.compile_application(state, id, &mut limits);
+            next.compile_application(state, id, &mut shared);
         }
         for client in &effects.clients {
             next.compile_client(state, client);
@@ -530,12 +568,12 @@ impl RoutingTable {
     /// deployed), noting the contexts whose entries must follow. Its subscriptions are
     /// kept from the compiled API it replaces (they are brought up to date pair by
     /// pair), else read from the state.
-    fn compile_api(
+    fn compile_api<'s>(
         &mut self,
-        state: &State,
+        state: &'s State,
         id: &str,
         contexts: &mut BTreeSet<String>,
-        limits: &mut Limits,
+        shared: &mut Shared<'s>,
         metrics: &Metrics,
     ) {
         let old = self.apis.remove(id);
@@ -552,7 +590,10 @@ impl RoutingTable {
             Some(old) => old.subscriptions.clone(),
             None => state
                 .subscriptions_of_api(id)
-                .map(|(application, s)| (application.clone(), subscription_info(state, s, limits)))
+                .map(|s| {
+                    let application = state.application_id(&s.application_id);
+                    (application, shared.subscription(state, s))
+                })
                 .collect(),
         };
         if let Some(compiled) = compile_api(state, key, api, subscriptions, metrics) {
@@ -602,10 +643,10 @@ impl RoutingTable {
         }
     }
 
-    fn compile_application(&mut self, state: &State, id: &str, limits: &mut Limits) {
+    fn compile_application<'s>(&mut self, state: &'s State, id: &str, shared: &mut Shared<'s>) {
         match state.application_entry(id) {
             Some((key, application)) => {
-                let limit = limits.of(state, Level::Application, &application.throttling_tier);
+                let limit = shared.limit(state, Level::Application, &application.throttling_tier);
                 self.applications
                     .insert(key.clone(), ApplicationInfo { limit });
             }
@@ -727,8 +768,7 @@ impl RoutingTable {
         if has_dot_segments(path) {
             return RouteMatch::NotFound;
         }
-        let depth = self.context_depths.get_max().map_or(0, |(d, _)| *d);
-        let Some((entry, rest)) = context_prefixes(path, depth)
+        let Some((entry, rest)) = context_prefixes(path, self.max_context_depth)
             .find_map(|(prefix, rest)| Some((self.contexts.get(prefix)?, rest)))
         else {
             return RouteMatch::NotFound;
@@ -770,22 +810,6 @@ fn names_api_tier(api: &Api, tier: &str) -> bool {
     })
 }
 
-fn subscription_info(
-    state: &State,
-    subscription: &gatehouse_proto::events::Subscription,
-    limits: &mut Limits,
-) -> SubscriptionInfo {
-    SubscriptionInfo {
-        state: subscription.state(),
-        limit: limits.of(state, Level::Subscription, &subscription.tier),
-        granted_scopes: subscription
-            .granted_scopes
-            .iter()
-            .map(|s| s.as_str().into())
-            .collect(),
-    }
-}
-
 /// `/1.0.0/users` → `("1.0.0", "/users")`; `/1.0.0` → `("1.0.0", "")`.
 fn split_version(rest: &str) -> (&str, &str) {
     let trimmed = rest.strip_prefix('/').unwrap_or(rest);
@@ -799,7 +823,7 @@ fn compile_api(
     state: &State,
     id: &Id,
     api: &Api,
-    subscriptions: OrdMap<Id, SubscriptionInfo>,
+    subscriptions: OrdMap<Id, Arc<SubscriptionInfo>>,
     metrics: &Metrics,
 ) -> Option<CompiledApi> {
     let d = api.definition.as_ref()?;
