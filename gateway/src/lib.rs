@@ -45,6 +45,7 @@ pub mod errors;
 pub mod limits;
 pub mod metrics;
 pub mod paths;
+pub mod pool;
 pub mod proxy;
 pub mod routing;
 pub mod server;

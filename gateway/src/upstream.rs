@@ -2,10 +2,11 @@
 //! forwarding the call (the phases [`upstream_peer`], [`upstream_request_filter`] and
 //! [`forward`] of [`crate::proxy`] run on what this module provides).
 //!
-//! - **Connections** are pooled and kept alive by hyper-util's client (one pool for the
-//!   whole gateway, keyed by scheme + host + port), over plain HTTP or HTTPS (rustls
-//!   with the ring provider and the system's root certificates; HTTP/2 when the backend
-//!   offers it by ALPN).
+//! - **Connections** are pooled and kept alive by the gateway's own
+//!   [`ConnectionPool`] (one for the whole gateway, keyed by scheme + host + port),
+//!   driven from each request's task, over plain HTTP or HTTPS (rustls with the ring
+//!   provider and the system's root certificates; HTTP/2 when the backend offers it by
+//!   ALPN).
 //! - **Which endpoints** ([`upstream_peer`]): production keys go to the production
 //!   group, sandbox keys to the sandbox group (an API without one refuses those keys
 //!   with 401 900901 when they authenticate). PROTOTYPED APIs and resources without
@@ -63,15 +64,12 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version, request};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::body::{BodyRefusal, GatewayBody, RefusalSlot};
 use crate::errors::GatewayError;
 use crate::limits::BodyLimits;
 use crate::metrics::Metrics;
+use crate::pool::{ConnectionPool, PoolSettings};
 use crate::table::{Endpoints, Target};
 
 /// How long an endpoint that failed to connect is passed over.
@@ -105,7 +103,7 @@ pub struct Peer {
 
 /// The upstream client and endpoint health.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
+    pool: ConnectionPool,
     down_until: RwLock<HashMap<Arc<str>, Instant>>,
     metrics: Arc<Metrics>,
 }
@@ -125,23 +123,16 @@ impl Upstream {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let pool = ConnectionPool::new(
+            tls,
+            PoolSettings {
+                connect_timeout: CONNECT_TIMEOUT,
+                idle_timeout: Duration::from_secs(90),
+                max_idle: 1024,
+            },
+        );
         Ok(Upstream {
-            client,
+            pool,
             down_until: RwLock::default(),
             metrics,
         })
@@ -250,7 +241,7 @@ impl Upstream {
             *request.uri_mut() = uri;
             *request.version_mut() = Version::HTTP_11;
             *request.headers_mut() = attempt_headers;
-            match tokio::time::timeout(timeout, self.client.request(request)).await {
+            match tokio::time::timeout(timeout, self.pool.send(request)).await {
                 Ok(Ok(mut response)) => {
                     self.mark_up(&target.url);
                     strip_hop_by_hop(response.headers_mut());
