@@ -19,13 +19,9 @@ use gatehouse_proto::events::{
     ApplicationCreated, SubscriptionCreated, event_envelope::Event, lifecycle,
 };
 use gatehouse_testkit::domain::{commit, run};
-use gatehouse_testkit::world::{api, resources};
+use gatehouse_testkit::world::{numbered_api, numbered_id};
 use gatehouse_tokens::AccessClaims;
 use http::Method;
-
-fn uuid(kind: u8, i: usize) -> String {
-    format!("{:08x}-{kind:04x}-4000-8000-{:012x}", i, i * 7919)
-}
 
 fn main() {
     let mut args = std::env::args()
@@ -39,29 +35,18 @@ fn main() {
     let mut state = State::new();
     let urls = ["http://127.0.0.1:8000".to_string()];
     for i in 0..n_apis {
-        let paths = [
-            ("GET", "/items"),
-            ("GET", "/items/{id}"),
-            ("POST", "/items"),
-        ];
-        let definition = api(
-            &format!("Api{i}"),
-            &format!("/api{i}"),
-            "1.0.0",
-            resources(&paths),
-            &urls,
-        );
+        let definition = numbered_api(i, &urls);
         run(
             &mut state,
             Command::CreateApi {
-                api_id: uuid(1, i),
+                api_id: numbered_id(1, i),
                 definition,
             },
         );
         run(
             &mut state,
             Command::ChangeLifecycle {
-                api_id: uuid(1, i),
+                api_id: numbered_id(1, i),
                 target: lifecycle::State::Published,
                 expected_version: None,
             },
@@ -76,7 +61,7 @@ fn main() {
         });
         let e = PendingEvent::first(
             AggregateKind::Application,
-            uuid(2, i),
+            numbered_id(2, i),
             Consistency::log(&state),
             created,
         );
@@ -84,13 +69,13 @@ fn main() {
     }
     for i in 0..n_subs {
         let created = Event::SubscriptionCreated(SubscriptionCreated {
-            application_id: uuid(2, i % n_apps),
-            api_id: uuid(1, i / n_apps % n_apis),
+            application_id: numbered_id(2, i % n_apps),
+            api_id: numbered_id(1, i / n_apps % n_apis),
             tier: "Gold".into(),
         });
         let e = PendingEvent::first(
             AggregateKind::Subscription,
-            uuid(3, i),
+            numbered_id(3, i),
             Consistency::log(&state),
             created,
         );
@@ -101,7 +86,7 @@ fn main() {
     let calls: Vec<(String, String, AccessClaims)> = (0..4096)
         .map(|k| {
             let i = (k * 7_919) % n_subs.max(1);
-            let app = uuid(2, i % n_apps);
+            let app = numbered_id(2, i % n_apps);
             let path = format!("/api{}/1.0.0/items/{k}", i / n_apps % n_apis);
             let claims = AccessClaims {
                 iss: String::new(),
@@ -110,9 +95,9 @@ fn main() {
                 exp: i64::MAX,
                 nbf: 0,
                 iat: 1,
-                jti: uuid(9, k),
+                jti: numbered_id(9, k),
                 scope: String::new(),
-                client_id: uuid(8, i % n_apps),
+                client_id: numbered_id(8, i % n_apps),
                 application_id: app.clone(),
                 application_name: String::new(),
                 key_type: String::new(),

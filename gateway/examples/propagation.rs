@@ -34,7 +34,7 @@ use gatehouse_proto::events::{
 };
 use gatehouse_testkit::nats::NatsServer;
 use gatehouse_testkit::world::LogLocation;
-use gatehouse_testkit::world::{api, resources};
+use gatehouse_testkit::world::{numbered_api, numbered_id};
 use http::StatusCode;
 use prost::Message;
 
@@ -117,32 +117,16 @@ async fn main() {
     }
 }
 
-/// A UUID-shaped id (36 characters) for item `i` of `kind`.
-fn uuid(kind: u8, i: usize) -> String {
-    format!("{:08x}-{kind:04x}-4000-8000-{:012x}", i, i * 7919)
-}
-
 /// Appends `apis` published APIs, `apps` applications and `subs` subscriptions
 /// (subscription `i`: application `i % apps` to API `i / apps % apis`), many appends in
 /// flight at once; each kind after the one before, API creations before publications.
 async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
     let urls = ["http://127.0.0.1:9".to_string()];
-    let paths = [
-        ("GET", "/items"),
-        ("GET", "/items/{id}"),
-        ("POST", "/items"),
-    ];
     let api_created = |i: usize| {
-        let definition = api(
-            &format!("Api{i}"),
-            &format!("/api{i}"),
-            "1.0.0",
-            resources(&paths),
-            &urls,
-        );
+        let definition = numbered_api(i, &urls);
         (
             AggregateKind::Api,
-            uuid(1, i),
+            numbered_id(1, i),
             1,
             Event::ApiCreated(ApiCreated {
                 definition: Some(definition),
@@ -153,7 +137,7 @@ async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
     let api_published = |i: usize| {
         (
             AggregateKind::Api,
-            uuid(1, i),
+            numbered_id(1, i),
             2,
             Event::ApiLifecycleChanged(ApiLifecycleChanged {
                 from: Lifecycle::Created as i32,
@@ -164,7 +148,7 @@ async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
     let app_created = |i: usize| {
         (
             AggregateKind::Application,
-            uuid(2, i),
+            numbered_id(2, i),
             1,
             Event::ApplicationCreated(ApplicationCreated {
                 name: format!("App{i}"),
@@ -177,11 +161,11 @@ async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
     let sub_created = |i: usize| {
         (
             AggregateKind::Subscription,
-            uuid(3, i),
+            numbered_id(3, i),
             1,
             Event::SubscriptionCreated(SubscriptionCreated {
-                application_id: uuid(2, i % apps.max(1)),
-                api_id: uuid(1, i / apps.max(1) % apis.max(1)),
+                application_id: numbered_id(2, i % apps.max(1)),
+                api_id: numbered_id(1, i / apps.max(1) % apis.max(1)),
                 tier: "Unlimited".into(),
             }),
         )

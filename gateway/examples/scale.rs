@@ -31,7 +31,7 @@ use gatehouse_proto::events::{
     ApplicationCreated, SubscriptionCreated, event_envelope::Event, lifecycle,
 };
 use gatehouse_testkit::domain::{commit, run};
-use gatehouse_testkit::world::{api, resources};
+use gatehouse_testkit::world::{numbered_api, numbered_id};
 
 /// The system allocator, counting the bytes live.
 struct Counting;
@@ -73,11 +73,6 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// A UUID-shaped id (36 characters) for item `i` of `kind`.
-fn uuid(kind: u8, i: usize) -> String {
-    format!("{:08x}-{kind:04x}-4000-8000-{:012x}", i, i * 7919)
-}
-
 fn event(state: &State, kind: AggregateKind, id: String, event: Event) -> PendingEvent {
     PendingEvent::first(kind, id, Consistency::log(state), event)
 }
@@ -85,19 +80,8 @@ fn event(state: &State, kind: AggregateKind, id: String, event: Event) -> Pendin
 fn apis(state: &mut State, count: usize) {
     let urls = ["http://127.0.0.1:8000".to_string()];
     for i in 0..count {
-        let id = uuid(1, i);
-        let paths = [
-            ("GET", "/items"),
-            ("GET", "/items/{id}"),
-            ("POST", "/items"),
-        ];
-        let definition = api(
-            &format!("Api{i}"),
-            &format!("/api{i}"),
-            "1.0.0",
-            resources(&paths),
-            &urls,
-        );
+        let id = numbered_id(1, i);
+        let definition = numbered_api(i, &urls);
         run(
             state,
             Command::CreateApi {
@@ -124,7 +108,12 @@ fn applications(state: &mut State, count: usize) {
             throttling_tier: "Unlimited".into(),
             description: String::new(),
         });
-        let e = event(state, AggregateKind::Application, uuid(2, i), created);
+        let e = event(
+            state,
+            AggregateKind::Application,
+            numbered_id(2, i),
+            created,
+        );
         commit(state, vec![e]);
     }
 }
@@ -132,11 +121,16 @@ fn applications(state: &mut State, count: usize) {
 fn subscriptions(state: &mut State, count: usize, apis: usize, applications: usize) {
     for i in 0..count {
         let created = Event::SubscriptionCreated(SubscriptionCreated {
-            application_id: uuid(2, i % applications),
-            api_id: uuid(1, i / applications % apis),
+            application_id: numbered_id(2, i % applications),
+            api_id: numbered_id(1, i / applications % apis),
             tier: "Unlimited".into(),
         });
-        let e = event(state, AggregateKind::Subscription, uuid(3, i), created);
+        let e = event(
+            state,
+            AggregateKind::Subscription,
+            numbered_id(3, i),
+            created,
+        );
         commit(state, vec![e]);
     }
 }
@@ -199,7 +193,7 @@ fn main() {
     let mut disk_copy = state.clone();
     let mut times = Vec::new();
     for i in 0..200 {
-        let api = uuid(1, (i * 7) % n_apis.max(1));
+        let api = numbered_id(1, (i * 7) % n_apis.max(1));
         let target = if i % 4 < 2 {
             lifecycle::State::Blocked
         } else {
@@ -212,7 +206,7 @@ fn main() {
                 expected_version: None,
             }
         } else {
-            let subscription = uuid(3, (i * 104_729) % n_subs);
+            let subscription = numbered_id(3, (i * 104_729) % n_subs);
             Command::BlockSubscription {
                 subscription_id: subscription,
                 production_only: false,

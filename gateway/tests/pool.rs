@@ -136,6 +136,24 @@ async fn get(pool: &ConnectionPool, url: &str) -> (StatusCode, String, http::Ver
     (status, String::from_utf8_lossy(&body).into_owned(), version)
 }
 
+/// GETs every URL at once, answers in the URLs' order.
+async fn get_all(
+    pool: &Arc<ConnectionPool>,
+    urls: impl Iterator<Item = String>,
+) -> Vec<(StatusCode, String, http::Version)> {
+    let calls: Vec<_> = urls
+        .map(|url| {
+            let pool = pool.clone();
+            tokio::spawn(async move { get(&pool, &url).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
 fn url((backend, https): &(Backend, bool), path: &str) -> String {
     let scheme = if *https { "https" } else { "http" };
     let host = if *https {
@@ -167,15 +185,8 @@ async fn concurrent_calls_open_as_many_connections_as_are_busy_and_then_reuse_th
     let b = backend(Mode::KeepAlive).await;
     let pool = Arc::new(pool());
     for round in 0..3 {
-        let calls: Vec<_> = (0..8)
-            .map(|i| {
-                let pool = pool.clone();
-                let url = url(&b, &format!("/r{round}/{i}?delay=100"));
-                tokio::spawn(async move { get(&pool, &url).await })
-            })
-            .collect();
-        for (i, call) in calls.into_iter().enumerate() {
-            let (status, body, _) = call.await.unwrap();
+        let urls = (0..8).map(|i| url(&b, &format!("/r{round}/{i}?delay=100")));
+        for (i, (status, body, _)) in get_all(&pool, urls).await.into_iter().enumerate() {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(body, format!("GET /r{round}/{i}"));
         }
@@ -209,15 +220,8 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_without_failing_
 async fn an_http2_backend_is_shared_by_concurrent_calls_on_one_connection() {
     let b = backend(Mode::Http2).await;
     let pool = Arc::new(pool());
-    let calls: Vec<_> = (0..10)
-        .map(|i| {
-            let pool = pool.clone();
-            let url = url(&b, &format!("/h2/{i}?delay=50"));
-            tokio::spawn(async move { get(&pool, &url).await })
-        })
-        .collect();
-    for (i, call) in calls.into_iter().enumerate() {
-        let (status, body, version) = call.await.unwrap();
+    let urls = (0..10).map(|i| url(&b, &format!("/h2/{i}?delay=50")));
+    for (i, (status, body, version)) in get_all(&pool, urls).await.into_iter().enumerate() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(version, http::Version::HTTP_2);
         assert_eq!(body, format!("GET /h2/{i}"));

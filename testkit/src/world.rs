@@ -326,6 +326,29 @@ pub fn group(mode: endpoint_group::Mode, urls: &[String]) -> Option<EndpointGrou
     })
 }
 
+/// A UUID-shaped id (36 characters, as control makes them) for item `i` of `kind`: the
+/// ids of the large configurations the measurements build.
+pub fn numbered_id(kind: u8, i: usize) -> String {
+    format!("{:08x}-{kind:04x}-4000-8000-{:012x}", i, i * 7919)
+}
+
+/// API number `i` of a large configuration: `Api{i}` at `/api{i}` version 1.0.0, with
+/// `GET /items`, `GET /items/{id}` and `POST /items`, served by `urls`.
+pub fn numbered_api(i: usize, urls: &[String]) -> ApiDefinition {
+    let paths = [
+        ("GET", "/items"),
+        ("GET", "/items/{id}"),
+        ("POST", "/items"),
+    ];
+    api(
+        &format!("Api{i}"),
+        &format!("/api{i}"),
+        "1.0.0",
+        resources(&paths),
+        urls,
+    )
+}
+
 /// An API definition with production endpoints `urls` (load-balanced).
 pub fn api(
     name: &str,
