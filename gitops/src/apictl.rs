@@ -128,7 +128,12 @@ fn at(pointer: &str) -> String {
 fn strings(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -192,7 +197,8 @@ impl Reader {
             }
         };
         if let Err(e) = validate::context("context", &context) {
-            self.problems.push(Problem::new(context_at.clone(), rule(e)));
+            self.problems
+                .push(Problem::new(context_at.clone(), rule(e)));
         }
         d.context = context;
         d.description = text(data, "description").chars().take(10_000).collect();
@@ -211,7 +217,10 @@ impl Reader {
             ("definition.name", "/data/name"),
             ("definition.version", "/data/version"),
             ("definition.subscription_tiers", "/data/policies"),
-            ("definition.api_throttling_tier", "/data/apiThrottlingPolicy"),
+            (
+                "definition.api_throttling_tier",
+                "/data/apiThrottlingPolicy",
+            ),
             ("definition.endpoints", "/data/endpointConfig"),
             ("definition.cors", "/data/corsConfiguration"),
         ] {
@@ -239,7 +248,9 @@ impl Reader {
             }
         }
         if let Some(tps) = data.get("maxTps").filter(|v| !v.is_null()) {
-            let empty = tps.as_object().is_some_and(|m| m.values().all(Value::is_null));
+            let empty = tps
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_null));
             if !empty {
                 self.problem(
                     "/data/maxTps",
@@ -355,7 +366,9 @@ impl Reader {
         let mut urls = Vec::new();
         let mut failover = false;
         match config.get(&key) {
-            Some(Value::Array(list)) => urls.extend(list.iter().map(|e| text(e, "url").to_string())),
+            Some(Value::Array(list)) => {
+                urls.extend(list.iter().map(|e| text(e, "url").to_string()))
+            }
             Some(one @ Value::Object(_)) => urls.push(text(one, "url").to_string()),
             Some(Value::Null) | None => {}
             Some(_) => self.problem(&pointer, "expected {url: ...} or a list of them"),

@@ -17,11 +17,7 @@ pub fn parse(name: &str, text: &str) -> Result<Value, Problem> {
         serde_json::from_str(trimmed).map_err(|e| {
             Problem::new(
                 "",
-                format!(
-                    "{name}:{}:{}: not valid JSON: {e}",
-                    e.line(),
-                    e.column()
-                ),
+                format!("{name}:{}:{}: not valid JSON: {e}", e.line(), e.column()),
             )
         })
     } else {

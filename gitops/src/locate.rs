@@ -151,7 +151,10 @@ mod tests {
 
     #[test]
     fn a_missing_field_is_found_at_its_object() {
-        assert_eq!(locate(TEXT, "apis[0].resources[0].scopes").map(|l| l.0), Some(6));
+        assert_eq!(
+            locate(TEXT, "apis[0].resources[0].scopes").map(|l| l.0),
+            Some(6)
+        );
         assert_eq!(locate(TEXT, "apis[3]").map(|l| l.0), Some(3));
         assert_eq!(locate("@", "a"), None);
     }

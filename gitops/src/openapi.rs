@@ -177,12 +177,16 @@ impl<'v> Importer<'v> {
             return imported;
         }
         match root.get("openapi").and_then(Value::as_str) {
-            Some(v) if v.starts_with("3.0.") || v.starts_with("3.1.") || v == "3.0" || v == "3.1" => {}
+            Some(v)
+                if v.starts_with("3.0.") || v.starts_with("3.1.") || v == "3.0" || v == "3.1" => {}
             Some(v) => self.problem(
                 "/openapi",
                 format!("OpenAPI {v} is not supported: 3.0.x and 3.1.x are"),
             ),
-            None => self.problem("/openapi", "missing: an OpenAPI 3.0 or 3.1 document says which"),
+            None => self.problem(
+                "/openapi",
+                "missing: an OpenAPI 3.0 or 3.1 document says which",
+            ),
         }
         document::check_references(root, "the document", &mut self.problems);
         self.read_info(options, &mut imported);
@@ -212,7 +216,10 @@ impl<'v> Importer<'v> {
             None => {}
         }
         if imported.definition.resources.is_empty() && self.problems.is_empty() {
-            self.problem("/paths", "the document has no operation for a gateway to route");
+            self.problem(
+                "/paths",
+                "the document has no operation for a gateway to route",
+            );
         }
         let count = imported.definition.resources.len();
         if options.max_resources > 0 && count > options.max_resources {
@@ -261,7 +268,9 @@ impl<'v> Importer<'v> {
         let (context, at) = match &options.context {
             Some(context) => (Some(context.clone()), "--context".to_string()),
             None => {
-                let at_root = root.get("x-gatehouse-context").map(|v| ("/x-gatehouse-context", v));
+                let at_root = root
+                    .get("x-gatehouse-context")
+                    .map(|v| ("/x-gatehouse-context", v));
                 let in_info = info
                     .and_then(|i| i.get("x-gatehouse-context"))
                     .map(|v| ("/info/x-gatehouse-context", v));
@@ -438,7 +447,10 @@ impl<'v> Importer<'v> {
     ) {
         let at = child("/paths", path);
         if let Err(e) = validate::path_template("path", path) {
-            self.problem(at.clone(), format!("Gatehouse cannot route this path template: {}", rule_of(e)));
+            self.problem(
+                at.clone(),
+                format!("Gatehouse cannot route this path template: {}", rule_of(e)),
+            );
             return;
         }
         let (item_at, item) = match document::follow(self.root, at.clone(), item) {
@@ -513,7 +525,11 @@ impl<'v> Importer<'v> {
                 method: (*method).to_string(),
                 path: path.to_string(),
                 auth_disabled: auth.disabled,
-                scopes: if auth.disabled { Vec::new() } else { auth.scopes },
+                scopes: if auth.disabled {
+                    Vec::new()
+                } else {
+                    auth.scopes
+                },
                 throttling_tier,
             });
             imported.resource_pointers.push(op_at);
@@ -701,14 +717,19 @@ pub fn export(definition: &ApiDefinition, options: &ExportOptions) -> Value {
                 "429": {"description": "Throttled (900800-900804); see Retry-After"}
             }),
         );
-        paths
-            .entry(resource.path.as_str())
-            .or_default()
-            .insert(resource.method.to_ascii_lowercase(), Value::Object(operation));
+        paths.entry(resource.path.as_str()).or_default().insert(
+            resource.method.to_ascii_lowercase(),
+            Value::Object(operation),
+        );
     }
     let scopes: Map<String, Value> = all_scopes
         .into_iter()
-        .map(|s| (s.to_string(), json!(format!("Granted per subscription by an admin"))))
+        .map(|s| {
+            (
+                s.to_string(),
+                json!(format!("Granted per subscription by an admin")),
+            )
+        })
         .collect();
     let mut info = json!({"title": definition.name, "version": definition.version});
     if !definition.description.is_empty() {

@@ -251,7 +251,10 @@ impl Planner<'_> {
                 if !subs.insert((s.context.clone(), s.version.clone())) {
                     return Err(self.error(
                         &format!("applications[{i}].subscriptions[{j}]"),
-                        format!("the subscription to {} {} is listed twice", s.context, s.version),
+                        format!(
+                            "the subscription to {} {} is listed twice",
+                            s.context, s.version
+                        ),
                     ));
                 }
             }
@@ -535,7 +538,10 @@ impl Planner<'_> {
                 }
                 Some(spec) => {
                     for s in self.scratch.subscriptions_of_application(&app.id) {
-                        let Some(d) = self.scratch.api(&s.api_id).and_then(|a| a.definition.as_ref())
+                        let Some(d) = self
+                            .scratch
+                            .api(&s.api_id)
+                            .and_then(|a| a.definition.as_ref())
                         else {
                             continue;
                         };
@@ -597,7 +603,12 @@ impl Planner<'_> {
             self.step(Command::Unsubscribe { subscription_id }, &object, "", &[])?;
         }
         for (application_id, object) in delete_apps {
-            self.step(Command::DeleteApplication { application_id }, &object, "", &[])?;
+            self.step(
+                Command::DeleteApplication { application_id },
+                &object,
+                "",
+                &[],
+            )?;
         }
         for (api_id, object) in delete_apis {
             self.step(Command::DeleteApi { api_id }, &object, "", &[])?;
@@ -670,7 +681,10 @@ fn objects(config: &ConfigFile) -> BTreeMap<(u8, &'static str, String), Value> {
     for a in &config.applications {
         let mut app = a.clone();
         app.subscriptions.clear();
-        out.insert((2, "application", format!("{}/{}", a.owner, a.name)), json(&app));
+        out.insert(
+            (2, "application", format!("{}/{}", a.owner, a.name)),
+            json(&app),
+        );
         for s in &a.subscriptions {
             out.insert(
                 (
@@ -796,14 +810,10 @@ pub fn render(plan: &Plan) -> String {
             change.key
         ));
         for f in &change.fields {
-            let show = |v: &Option<Value>| {
-                v.as_ref()
-                    .map_or("(none)".to_string(), |v| v.to_string())
-            };
+            let show =
+                |v: &Option<Value>| v.as_ref().map_or("(none)".to_string(), |v| v.to_string());
             match change.action {
-                Action::Create => {
-                    out.push_str(&format!("    {}: {}\n", f.field, show(&f.after)))
-                }
+                Action::Create => out.push_str(&format!("    {}: {}\n", f.field, show(&f.after))),
                 _ => out.push_str(&format!(
                     "    {}: {} -> {}\n",
                     f.field,
