@@ -193,6 +193,9 @@ impl ControlService {
         } else {
             r.document_name.clone()
         };
+        let wanted = lifecycle::State::try_from(r.lifecycle).map_err(|_| {
+            Status::invalid_argument(format!("lifecycle: unknown state {}", r.lifecycle))
+        })?;
         let (document, api_yaml, version) = (r.document, r.apictl_api_yaml, r.version);
         let (mut imported, target) = blocking(move || {
             if api_yaml.is_empty() {
@@ -209,6 +212,10 @@ impl ControlService {
         if !version.is_empty() {
             imported.definition.version = version;
         }
+        let target = match wanted {
+            lifecycle::State::Unspecified => target,
+            wanted => Some(wanted),
+        };
 
         let state = self.model.read().clone();
         let d = &imported.definition;
