@@ -410,7 +410,7 @@ impl Reader {
             } else {
                 endpoint_group::Mode::LoadBalance
             };
-            (!urls.is_empty()).then(|| EndpointGroup {
+            (!urls.is_empty()).then_some(EndpointGroup {
                 mode: mode as i32,
                 urls,
             })
