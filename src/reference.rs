@@ -20,7 +20,11 @@ pub fn roles() -> Vec<Role> {
     crate::cli::Cli::command()
         .get_subcommands()
         .filter(|c| {
-            !c.is_hide_set() && !matches!(c.get_name(), "order-service" | "healthcheck" | "ca" | "api" | "config")
+            !c.is_hide_set()
+                && !matches!(
+                    c.get_name(),
+                    "order-service" | "healthcheck" | "ca" | "api" | "config"
+                )
         })
         .map(|command| {
             let name = command.get_name().to_string();

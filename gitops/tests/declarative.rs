@@ -151,12 +151,11 @@ fn source(prefix: &str) -> State {
     s
 }
 
+/// New ids, unique across plans (as control's uuids are).
 fn ids() -> impl FnMut() -> String {
-    let mut n = 0;
-    move || {
-        n += 1;
-        format!("new-{n}")
-    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    || format!("new-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn plan_error(state: &State, text: &str) -> config::ConfigError {
@@ -420,4 +419,21 @@ fn the_shipped_json_schema_describes_exactly_the_format() {
     declared.sort();
     declared.dedup();
     assert_eq!(used, declared, "the schema and the format differ");
+}
+
+#[test]
+fn an_interrupted_apply_converges_when_run_again() {
+    let source = source("src");
+    let text = config::to_yaml(&config::export(&source));
+    let mut target = State::new();
+    let plan = plan_of(&target, &text, false);
+    // control stops after half the steps: those stay written.
+    for step in &plan.steps[..plan.steps.len() / 2] {
+        simulate(&mut target, step.guarded()).unwrap();
+    }
+    assert_ne!(target.content_hash(), source.content_hash());
+    let rest = plan_of(&target, &text, false);
+    assert!(rest.steps.len() < plan.steps.len(), "goes on from there");
+    apply(&mut target, &rest);
+    assert_eq!(target.content_hash(), source.content_hash());
 }
