@@ -20,7 +20,7 @@
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey, ThrottlePolicy,
+    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey,
     event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
@@ -341,15 +341,14 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             description,
         } => policy::create(
             state,
-            ThrottlePolicy {
+            policy::limit(
                 name,
-                level: level as i32,
+                level,
                 request_count,
                 unit_seconds,
                 unlimited,
                 description,
-                ..Default::default()
-            },
+            ),
         ),
         Command::UpdatePolicy {
             name,
@@ -360,15 +359,14 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             description,
         } => policy::update(
             state,
-            ThrottlePolicy {
+            policy::limit(
                 name,
-                level: level as i32,
+                level,
                 request_count,
                 unit_seconds,
                 unlimited,
                 description,
-                ..Default::default()
-            },
+            ),
         ),
         Command::UpdateApplication {
             application_id,

@@ -99,6 +99,27 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
     }
 }
 
+/// A custom policy as a command gives it: `request_count` per `unit_seconds`, or
+/// unlimited.
+pub(crate) fn limit(
+    name: String,
+    level: Level,
+    request_count: u64,
+    unit_seconds: u32,
+    unlimited: bool,
+    description: String,
+) -> ThrottlePolicy {
+    ThrottlePolicy {
+        name,
+        level: level as i32,
+        request_count,
+        unit_seconds,
+        unlimited,
+        description,
+        ..Default::default()
+    }
+}
+
 /// Creates a custom policy.
 pub(crate) fn create(state: &State, policy: ThrottlePolicy) -> Decision {
     check_limit(&policy)?;

@@ -220,43 +220,31 @@ impl Planner<'_> {
 
     /// Natural keys appear once each in the file.
     fn unique(&self, config: &ConfigFile) -> Result<(), ConfigError> {
-        let mut seen = BTreeSet::new();
-        for (i, p) in config.policies.iter().enumerate() {
-            if !seen.insert((p.level, p.name.clone())) {
-                return Err(self.error(
-                    &format!("policies[{i}]"),
-                    format!("{:?} policy {} is listed twice", p.level, p.name),
-                ));
-            }
+        let policies = twice(&config.policies, |p| (p.level, p.name.clone()));
+        if let Some(i) = policies {
+            let p = &config.policies[i];
+            let message = format!("{:?} policy {} is listed twice", p.level, p.name);
+            return Err(self.error(&format!("policies[{i}]"), message));
         }
-        let mut seen = BTreeSet::new();
-        for (i, a) in config.apis.iter().enumerate() {
-            if !seen.insert((a.context.clone(), a.version.clone())) {
-                return Err(self.error(
-                    &format!("apis[{i}]"),
-                    format!("API {} {} is listed twice", a.context, a.version),
-                ));
-            }
+        if let Some(i) = twice(&config.apis, |a| (a.context.clone(), a.version.clone())) {
+            let a = &config.apis[i];
+            let message = format!("API {} {} is listed twice", a.context, a.version);
+            return Err(self.error(&format!("apis[{i}]"), message));
         }
-        let mut seen = BTreeSet::new();
-        for (i, a) in config.applications.iter().enumerate() {
-            if !seen.insert((a.owner.clone(), a.name.to_lowercase())) {
-                return Err(self.error(
-                    &format!("applications[{i}]"),
-                    format!("application {}/{} is listed twice", a.owner, a.name),
-                ));
-            }
-            let mut subs = BTreeSet::new();
-            for (j, s) in a.subscriptions.iter().enumerate() {
-                if !subs.insert((s.context.clone(), s.version.clone())) {
-                    return Err(self.error(
-                        &format!("applications[{i}].subscriptions[{j}]"),
-                        format!(
-                            "the subscription to {} {} is listed twice",
-                            s.context, s.version
-                        ),
-                    ));
-                }
+        let apps = &config.applications;
+        if let Some(i) = twice(apps, |a| (a.owner.clone(), a.name.to_lowercase())) {
+            let message = format!(
+                "application {}/{} is listed twice",
+                apps[i].owner, apps[i].name
+            );
+            return Err(self.error(&format!("applications[{i}]"), message));
+        }
+        for (i, a) in apps.iter().enumerate() {
+            let subs = &a.subscriptions;
+            if let Some(j) = twice(subs, |s| (s.context.clone(), s.version.clone())) {
+                let (context, version) = (&subs[j].context, &subs[j].version);
+                let message = format!("the subscription to {context} {version} is listed twice");
+                return Err(self.error(&format!("applications[{i}].subscriptions[{j}]"), message));
             }
         }
         Ok(())
@@ -615,6 +603,12 @@ impl Planner<'_> {
         }
         Ok(())
     }
+}
+
+/// The index of the first item whose key an earlier one has.
+fn twice<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> Option<usize> {
+    let mut seen = BTreeSet::new();
+    items.iter().position(|item| !seen.insert(key(item)))
 }
 
 /// Decides `command` on `state` and folds its events, as the log would; how many.
