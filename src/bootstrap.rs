@@ -29,17 +29,8 @@ pub const APP_NAME: &str = "MyPythonApp";
 /// Where the bootstrap finds Gatehouse and the backends.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapConfig {
-    /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
-    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
-    pub control_url: String,
-    /// The cluster CA certificate (PEM) that control's certificate is issued by.
-    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
-    pub cluster_ca: Option<std::path::PathBuf>,
-    /// token-service's HTTPS base URL.
-    #[arg(long, env = "GATEHOUSE_TOKEN_URL", default_value = "https://127.0.0.1:9443")]
-    pub token_url: String,
     #[command(flatten)]
-    pub admin: AdminClientArgs,
+    pub connection: ControlConnection,
     /// The backend of ClientServiceAPI, as the gateways reach it.
     #[arg(
         long,
@@ -56,6 +47,53 @@ pub struct BootstrapConfig {
     /// A gateway as users reach it, for the printed curl lines.
     #[arg(long, env = "GATEHOUSE_PUBLIC_GATEWAY_URL", default_value = "https://localhost:8243")]
     pub public_gateway_url: String,
+}
+
+/// How an admin command reaches control: its URL and CA, and the admin client whose
+/// token it calls with (`gatehouse bootstrap`, `gatehouse api`, `gatehouse config`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControlConnection {
+    /// control's gRPC admin API (`https://`, verified against `--cluster-ca`).
+    #[arg(long, env = "GATEHOUSE_CONTROL_URL", default_value = "https://127.0.0.1:50051")]
+    pub control_url: String,
+    /// The cluster CA certificate (PEM) that control's certificate is issued by.
+    #[arg(long, env = "GATEHOUSE_CLUSTER_CA")]
+    pub cluster_ca: Option<std::path::PathBuf>,
+    /// token-service's HTTPS base URL.
+    #[arg(long, env = "GATEHOUSE_TOKEN_URL", default_value = "https://127.0.0.1:9443")]
+    pub token_url: String,
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
+}
+
+/// Answers of up to this many bytes are read from control (a configuration export).
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+impl ControlConnection {
+    /// An admin token (client credentials at token-service), then a TLS channel to
+    /// control verified against the cluster CA: the admin client every call goes
+    /// through.
+    pub async fn connect(&self) -> anyhow::Result<Admin> {
+        let secret = self.admin.secret()?;
+        let token = insecure_https::client_credentials_token(
+            &self.token_url,
+            &self.admin.admin_client_id,
+            &secret,
+            None,
+        )
+        .await
+        .context("cannot get an admin token")?;
+        let channel = gatehouse_node::tls::server_verified_endpoint(
+            &self.control_url,
+            self.cluster_ca.as_deref(),
+        )?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach control at {}", self.control_url))?;
+        Ok(ControlPlaneClient::with_interceptor(channel, Bearer(token))
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
+            .max_encoding_message_size(MAX_ANSWER_BYTES))
+    }
 }
 
 /// The admin client the bootstrap acts as, and where its secret is.
@@ -76,7 +114,7 @@ pub struct AdminClientArgs {
 impl AdminClientArgs {
     /// The secret: read from `--admin-client-secret-file` if given, else
     /// `--admin-client-secret`; one of them must give one.
-    fn secret(&self) -> anyhow::Result<String> {
+    pub fn secret(&self) -> anyhow::Result<String> {
         let secret = match &self.admin_client_secret_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| {
@@ -110,7 +148,8 @@ pub struct Seeded {
     pub changed: bool,
 }
 
-type Admin = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
+/// control's admin API with an admin's bearer token on every call.
+pub type Admin = ControlPlaneClient<InterceptedService<Channel, Bearer>>;
 
 fn resource(method: &str, path: &str) -> Resource {
     Resource {
@@ -240,30 +279,14 @@ async fn ensure_api(
 
 /// Runs the bootstrap.
 pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
-    let secret = config.admin.secret()?;
-    let token = insecure_https::client_credentials_token(
-        &config.token_url,
-        &config.admin.admin_client_id,
-        &secret,
-        None,
-    )
-    .await
-    .context("cannot get an admin token")?;
-    let channel = gatehouse_node::tls::server_verified_endpoint(
-        &config.control_url,
-        config.cluster_ca.as_deref(),
-    )?
-    .connect()
-    .await
-    .with_context(|| format!("cannot reach control at {}", config.control_url))?;
-    let mut admin = ControlPlaneClient::with_interceptor(channel, Bearer(token));
+    let mut admin = config.connection.connect().await?;
     let mut changed = false;
 
     let [client_api, order_api] = demo_apis(&config.client_service_url, &config.order_service_url);
     let client_api = ensure_api(&mut admin, client_api, &mut changed).await?;
     let order_api = ensure_api(&mut admin, order_api, &mut changed).await?;
 
-    let owner = config.admin.admin_client_id.clone();
+    let owner = config.connection.admin.admin_client_id.clone();
     let app = admin
         .list_applications(ListApplicationsRequest {
             owner: owner.clone(),

@@ -9,6 +9,8 @@
 //! gatehouse order-service
 //! gatehouse bootstrap          seed the demo through the admin API (idempotent)
 //! gatehouse ca ...             the cluster CA and node certificates (mutual TLS)
+//! gatehouse api ...            import APIs (OpenAPI, WSO2 apictl projects), export them as OpenAPI
+//! gatehouse config ...         the whole configuration as a file: export, diff, apply
 //! gatehouse healthcheck ...    probes for Docker health checks
 //! ```
 //!
@@ -52,6 +54,16 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::ca::CaCommand,
     },
+    /// APIs from OpenAPI documents or WSO2 apictl projects, and back to OpenAPI.
+    Api {
+        #[command(subcommand)]
+        command: crate::gitops::ApiCommand,
+    },
+    /// The whole configuration as a declarative file: export, diff, apply.
+    Config {
+        #[command(subcommand)]
+        command: crate::gitops::ConfigCommand,
+    },
     /// Print the configuration reference (every flag and environment variable) as Markdown.
     #[command(hide = true)]
     ConfigReference,
@@ -86,6 +98,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Api { command } => admin_command("api", crate::gitops::api(command)),
+        Command::Config { command } => admin_command("config", crate::gitops::config(command)),
         Command::ConfigReference => {
             print!("{}", crate::reference::markdown());
             ExitCode::SUCCESS
@@ -121,6 +135,19 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }),
     }
+}
+
+/// Runs an admin command; its error on one line, exit code 1.
+fn admin_command(name: &str, run: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    block_on(async move {
+        match run.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse {name}: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Runs a one-off command (not a node) on a default runtime.

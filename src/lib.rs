@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod ca;
 pub mod cli;
+pub mod gitops;
 pub mod healthcheck;
 mod insecure_https;
 pub mod reference;

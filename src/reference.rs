@@ -14,12 +14,17 @@ pub struct Role {
 
 /// Every role: each subcommand of [`crate::cli::Cli`] that takes flags, with its clap
 /// command — so a flag added to any node's configuration is in the reference at once.
-/// (`order-service` has the same flags as `client-service`; `healthcheck` is a probe.)
+/// (`order-service` has the same flags as `client-service`; `healthcheck` is a probe;
+/// `ca`, `api` and `config` are admin tools whose flags their `--help` lists.)
 pub fn roles() -> Vec<Role> {
     crate::cli::Cli::command()
         .get_subcommands()
         .filter(|c| {
-            !c.is_hide_set() && !matches!(c.get_name(), "order-service" | "healthcheck" | "ca")
+            !c.is_hide_set()
+                && !matches!(
+                    c.get_name(),
+                    "order-service" | "healthcheck" | "ca" | "api" | "config"
+                )
         })
         .map(|command| {
             let name = command.get_name().to_string();

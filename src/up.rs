@@ -481,13 +481,15 @@ fn bootstrap_config(
     backends: &Backends,
 ) -> BootstrapConfig {
     BootstrapConfig {
-        control_url: format!("https://{}", local(config.control_listen)),
-        cluster_ca: Some(identities.ca_cert()),
-        token_url: format!("https://{}", local(config.token_https_listen)),
-        admin: bootstrap::AdminClientArgs {
-            admin_client_id: admin.client_id.clone(),
-            admin_client_secret: admin.secret.clone().unwrap_or_default(),
-            admin_client_secret_file: None,
+        connection: bootstrap::ControlConnection {
+            control_url: format!("https://{}", local(config.control_listen)),
+            cluster_ca: Some(identities.ca_cert()),
+            token_url: format!("https://{}", local(config.token_https_listen)),
+            admin: bootstrap::AdminClientArgs {
+                admin_client_id: admin.client_id.clone(),
+                admin_client_secret: admin.secret.clone().unwrap_or_default(),
+                admin_client_secret_file: None,
+            },
         },
         client_service_url: format!("http://{}", backends.client_service),
         order_service_url: format!("http://{}", backends.order_service),

@@ -8,7 +8,9 @@
 //! - the write path (`gatehouse_node::commands`): a command is decided against a state
 //!   that covers the whole log, appended with an optimistic-concurrency guard, and
 //!   acknowledged once the follower has folded it back.
-//! - [`service`]: the gRPC handlers, thin translations between requests and commands.
+//! - [`service`]: the gRPC handlers, thin translations between requests and commands;
+//!   its `declarative` part imports APIs (OpenAPI, apictl) and plans and applies
+//!   declarative files with `gatehouse_gitops`.
 //!
 //! [`serve`] wires them on one gRPC port ([`GrpcServer`]: reflection v1 and v1alpha for
 //! grpcurl, `grpc.health.v1`, a span per call); [`main`] is the process around it.
@@ -31,7 +33,7 @@ use gatehouse_proto::admin::gateway_sync_server::GatewaySyncServer;
 use gatehouse_tokens::DEFAULT_ISSUER;
 
 use crate::gateways::{GatewayRegistry, GatewayRegistryArgs, GatewaySyncService};
-use crate::service::ControlService;
+use crate::service::{ControlService, DeclarativeLimits};
 
 /// control's configuration: flags, or the environment variables named beside them.
 #[derive(clap::Args, Debug, Clone)]
@@ -52,6 +54,8 @@ pub struct ControlConfig {
     pub token_issuer: String,
     #[command(flatten)]
     pub gateways: GatewayRegistryArgs,
+    #[command(flatten)]
+    pub declarative: DeclarativeLimits,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -96,10 +100,18 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
         "control ready on {local} (gRPC admin API; {})",
         folding.log.describe()
     );
-    let service = ControlService::new(folding.log, model, key_manager, registry, auth);
+    let max_message = config.declarative.max_message_bytes();
+    let service = ControlService::new(
+        folding.log,
+        model,
+        key_manager,
+        registry,
+        auth,
+        config.declarative.clone(),
+    );
     let result = GrpcServer::new()
         .tls(folding.tls.server_config()?)
-        .add_service(ControlPlaneServer::new(service))
+        .add_service(ControlPlaneServer::new(service).max_decoding_message_size(max_message))
         .add_service(GatewaySyncServer::new(sync))
         .serve(listener, node.shutdown)
         .await;

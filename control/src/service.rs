@@ -6,6 +6,10 @@
 //! unknown enum value, a missing id) is refused here with INVALID_ARGUMENT; everything
 //! else is the domain's call.
 
+mod declarative;
+
+pub use declarative::DeclarativeLimits;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -48,6 +52,8 @@ pub struct ControlService {
     key_manager: KeyManager,
     gateways: Arc<GatewayRegistry>,
     auth: AdminAuth,
+    /// Bounds of the migration and GitOps RPCs.
+    limits: DeclarativeLimits,
 }
 
 impl ControlService {
@@ -57,9 +63,11 @@ impl ControlService {
         key_manager: Channel,
         gateways: Arc<GatewayRegistry>,
         auth: AdminAuth,
+        limits: DeclarativeLimits,
     ) -> Self {
         let commands = CommandExecutor::new(log.clone(), model.clone());
         ControlService {
+            limits,
             auth,
             log,
             model,
@@ -621,6 +629,41 @@ impl ControlPlane for ControlService {
     ) -> RpcResult<Snapshot> {
         self.auth.authorize(&request, scopes::ADMIN)?;
         Ok(Response::new(crate::gateways::public_snapshot(&self.model)))
+    }
+
+    async fn import_api(
+        &self,
+        request: Request<admin::ImportApiRequest>,
+    ) -> RpcResult<admin::ImportApiResponse> {
+        self.import_api_rpc(request).await
+    }
+
+    async fn export_api(
+        &self,
+        request: Request<admin::ExportApiRequest>,
+    ) -> RpcResult<admin::ExportApiResponse> {
+        self.export_api_rpc(request).await
+    }
+
+    async fn export_config(
+        &self,
+        request: Request<admin::ExportConfigRequest>,
+    ) -> RpcResult<admin::ExportConfigResponse> {
+        self.export_config_rpc(request).await
+    }
+
+    async fn plan_config(
+        &self,
+        request: Request<admin::PlanConfigRequest>,
+    ) -> RpcResult<admin::PlanConfigResponse> {
+        self.plan_config_rpc(request).await
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<admin::ApplyConfigRequest>,
+    ) -> RpcResult<admin::ApplyConfigResponse> {
+        self.apply_config_rpc(request).await
     }
 
     type WatchEventsStream = WatchStream;

@@ -249,7 +249,7 @@ fn ready_to_serve(definition: &ApiDefinition, target: lifecycle::State) -> Resul
 
 /// Checks every field of a definition and fills defaults: methods upper-cased,
 /// subscription tiers default to `Unlimited`, an enabled cache without TTL gets 300 s.
-pub(crate) fn normalize_definition(
+pub fn normalize_definition(
     state: &State,
     mut d: ApiDefinition,
 ) -> Result<ApiDefinition, DomainError> {

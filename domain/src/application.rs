@@ -10,7 +10,7 @@
 //! ends its subscriptions and revokes its keys in the fold ([`crate::State`]).
 
 use gatehouse_proto::events::{
-    Application, ApplicationCreated, ApplicationDeleted, event_envelope::Event,
+    Application, ApplicationCreated, ApplicationDeleted, ApplicationUpdated, event_envelope::Event,
     throttle_policy::Level,
 };
 
@@ -29,20 +29,8 @@ pub(crate) fn create(
     created.name = created.name.trim().to_string();
     validate::name("name", &created.name)?;
     validate::name("owner", &created.owner)?;
-    if created.throttling_tier.is_empty() {
-        created.throttling_tier = policy::UNLIMITED.to_string();
-    }
-    if state
-        .policy(Level::Application, &created.throttling_tier)
-        .is_none()
-    {
-        return Err(policy::unknown_tier(
-            state,
-            "throttling_tier",
-            Level::Application,
-            &created.throttling_tier,
-        ));
-    }
+    created.throttling_tier = application_tier(state, created.throttling_tier)?;
+    check_description(&created.description)?;
     if state.application(&application_id).is_some() {
         return Err(DomainError::already_exists("application", &application_id));
     }
@@ -61,6 +49,57 @@ pub(crate) fn create(
         Consistency::log(state),
         Event::ApplicationCreated(created),
     )])
+}
+
+/// Replaces an application's tier and description; changing nothing decides nothing.
+pub(crate) fn update(
+    state: &State,
+    application_id: &str,
+    throttling_tier: String,
+    description: String,
+) -> Decision {
+    validate::required("application_id", application_id)?;
+    let app = Application::existing(state, application_id)?;
+    let throttling_tier = application_tier(state, throttling_tier)?;
+    check_description(&description)?;
+    if app.throttling_tier == throttling_tier && app.description == description {
+        return Ok(Vec::new());
+    }
+    // The rules read the application and its tier, and policies are never removed: the
+    // application's own subject is guard enough.
+    let updated = Event::ApplicationUpdated(ApplicationUpdated {
+        throttling_tier,
+        description,
+    });
+    Ok(vec![app.next_event(app.unchanged(), updated)])
+}
+
+/// An APPLICATION-level tier that exists (empty: `Unlimited`).
+fn application_tier(state: &State, tier: String) -> Result<String, DomainError> {
+    let tier = if tier.is_empty() {
+        policy::UNLIMITED.to_string()
+    } else {
+        tier
+    };
+    if state.policy(Level::Application, &tier).is_none() {
+        return Err(policy::unknown_tier(
+            state,
+            "throttling_tier",
+            Level::Application,
+            &tier,
+        ));
+    }
+    Ok(tier)
+}
+
+fn check_description(description: &str) -> Result<(), DomainError> {
+    if description.len() > 10_000 {
+        return Err(DomainError::invalid(
+            "description",
+            "must be at most 10000 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// Deletes an application; its subscriptions and keys go with it.

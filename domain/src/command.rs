@@ -20,7 +20,7 @@
 
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
-    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey, ThrottlePolicy,
+    ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey,
     event_envelope::Event, lifecycle, throttle_policy::Level,
 };
 
@@ -66,10 +66,10 @@ impl AggregateKind {
             | Event::ApiUpdated(_)
             | Event::ApiLifecycleChanged(_)
             | Event::ApiDeleted(_) => AggregateKind::Api,
-            Event::PolicyCreated(_) => AggregateKind::Policy,
-            Event::ApplicationCreated(_) | Event::ApplicationDeleted(_) => {
-                AggregateKind::Application
-            }
+            Event::PolicyCreated(_) | Event::PolicyUpdated(_) => AggregateKind::Policy,
+            Event::ApplicationCreated(_)
+            | Event::ApplicationUpdated(_)
+            | Event::ApplicationDeleted(_) => AggregateKind::Application,
             Event::SubscriptionCreated(_)
             | Event::SubscriptionStateChanged(_)
             | Event::SubscriptionDeleted(_)
@@ -228,11 +228,27 @@ pub enum Command {
         unlimited: bool,
         description: String,
     },
+    /// A custom policy's new limit and description (name and level stay).
+    UpdatePolicy {
+        name: String,
+        level: Level,
+        request_count: u64,
+        unit_seconds: u32,
+        unlimited: bool,
+        description: String,
+    },
     /// A consumer's application; an empty tier means `Unlimited`.
     CreateApplication {
         application_id: String,
         name: String,
         owner: String,
+        throttling_tier: String,
+        description: String,
+    },
+    /// An application's new tier (empty: `Unlimited`) and description; its name and
+    /// owner stay.
+    UpdateApplication {
+        application_id: String,
         throttling_tier: String,
         description: String,
     },
@@ -281,11 +297,23 @@ pub enum Command {
         expires_at: Option<Timestamp>,
         client_id: String,
     },
+    /// `command`, decided only if the configuration's content is still the one a plan
+    /// was made against ([`State::content_hash`] equals `expected_content_hash`), and
+    /// appended only if the log has not moved since that check: how a declarative
+    /// apply makes sure that nothing changed since it read.
+    Guarded {
+        expected_content_hash: u64,
+        command: Box<Command>,
+    },
 }
 
 /// Decides `command` against `state`.
 pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, DomainError> {
     match command {
+        Command::Guarded {
+            expected_content_hash,
+            command,
+        } => guarded(state, expected_content_hash, *command),
         Command::CreateApi { api_id, definition } => api::create(state, api_id, definition),
         Command::CreateApiVersion {
             api_id,
@@ -313,16 +341,38 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             description,
         } => policy::create(
             state,
-            ThrottlePolicy {
+            policy::limit(
                 name,
-                level: level as i32,
+                level,
                 request_count,
                 unit_seconds,
                 unlimited,
                 description,
-                ..Default::default()
-            },
+            ),
         ),
+        Command::UpdatePolicy {
+            name,
+            level,
+            request_count,
+            unit_seconds,
+            unlimited,
+            description,
+        } => policy::update(
+            state,
+            policy::limit(
+                name,
+                level,
+                request_count,
+                unit_seconds,
+                unlimited,
+                description,
+            ),
+        ),
+        Command::UpdateApplication {
+            application_id,
+            throttling_tier,
+            description,
+        } => application::update(state, &application_id, throttling_tier, description),
         Command::CreateApplication {
             application_id,
             name,
@@ -376,6 +426,24 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             client_id,
         } => keys::revoke_token(state, jti, expires_at, client_id),
     }
+}
+
+/// [`Command::Guarded`]: `command` on a configuration whose content is the expected
+/// one; its first event then guards the whole log at the state it was decided on, so a
+/// change appended in between fails the append instead of slipping under the check.
+fn guarded(state: &State, expected: u64, command: Command) -> Decision {
+    let actual = state.content_hash();
+    if actual != expected {
+        return Err(DomainError::Concurrent(format!(
+            "the configuration changed since it was read (content hash {actual:016x}, \
+             expected {expected:016x}): read it again, then retry"
+        )));
+    }
+    let mut events = handle(state, command)?;
+    if let Some(first) = events.first_mut() {
+        first.consistency = Consistency::log(state);
+    }
+    Ok(events)
 }
 
 /// What a command handler returns: the events to append, or why the command is refused.

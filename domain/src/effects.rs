@@ -32,9 +32,9 @@ pub struct Effects {
     /// APIs whose record changed: created, updated, lifecycle changed, deleted, or whose
     /// default-version flag another version of their context took.
     pub apis: BTreeSet<String>,
-    /// Throttling policies created, by level and name.
+    /// Throttling policies created or updated, by level and name.
     pub policies: BTreeSet<(Level, String)>,
-    /// Applications created or deleted.
+    /// Applications created, updated or deleted.
     pub applications: BTreeSet<String>,
     /// `(application, API)` pairs whose subscription was created, changed (state,
     /// scopes) or removed (unsubscribed, or ended with its API or application).

@@ -29,6 +29,10 @@ pub enum DomainError {
         expected: u64,
         actual: u64,
     },
+    /// Something the command was planned against changed since (a guarded command of a
+    /// declarative apply). gRPC `ABORTED`.
+    #[error("{0}")]
+    Concurrent(String),
 }
 
 impl DomainError {

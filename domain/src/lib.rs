@@ -38,6 +38,8 @@
 //!   that (a gateway's routing table).
 //! - [`validate`]: input rules shared by the aggregates; `error.rs`: [`DomainError`] and
 //!   [`ApplyError`].
+//! - [`content`]: [`State::content_hash`], the configuration's fingerprint by natural
+//!   keys (what a declarative apply compares), beside the fold's own hash chain.
 //! - [`redact`]: secret hashes cleared from events and snapshots for every reader but
 //!   token-service.
 //! - `record.rs`: what every versioned record shares — finding it or NOT_FOUND, deciding
@@ -46,6 +48,7 @@
 pub mod api;
 pub mod application;
 pub mod command;
+pub mod content;
 mod effects;
 mod error;
 pub mod keys;

@@ -11,7 +11,7 @@
 //! the built-in ones are in every state from the start ([`built_in`]).
 
 use gatehouse_proto::events::{
-    PolicyCreated, ThrottlePolicy, event_envelope::Event, throttle_policy::Level,
+    PolicyCreated, PolicyUpdated, ThrottlePolicy, event_envelope::Event, throttle_policy::Level,
 };
 
 use crate::command::{AggregateKind, Consistency, Decision, PendingEvent};
@@ -99,8 +99,87 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
     }
 }
 
+/// A custom policy as a command gives it: `request_count` per `unit_seconds`, or
+/// unlimited.
+pub(crate) fn limit(
+    name: String,
+    level: Level,
+    request_count: u64,
+    unit_seconds: u32,
+    unlimited: bool,
+    description: String,
+) -> ThrottlePolicy {
+    ThrottlePolicy {
+        name,
+        level: level as i32,
+        request_count,
+        unit_seconds,
+        unlimited,
+        description,
+        ..Default::default()
+    }
+}
+
 /// Creates a custom policy.
 pub(crate) fn create(state: &State, policy: ThrottlePolicy) -> Decision {
+    check_limit(&policy)?;
+    if state.policy(policy.level(), &policy.name).is_some() {
+        return Err(DomainError::AlreadyExists(format!(
+            "a {} policy named {} already exists",
+            policy.level().as_str_name(),
+            policy.name
+        )));
+    }
+    Ok(vec![PendingEvent::first(
+        AggregateKind::Policy,
+        policy_id(policy.level(), &policy.name),
+        // The id is the level and name, so the subject itself guards uniqueness.
+        Consistency::aggregate(0),
+        Event::PolicyCreated(PolicyCreated {
+            policy: Some(policy),
+        }),
+    )])
+}
+
+/// Replaces a custom policy's limit and description. Built-in policies are WSO2's
+/// defaults and stay as they are; changing nothing decides nothing.
+pub(crate) fn update(state: &State, policy: ThrottlePolicy) -> Decision {
+    check_limit(&policy)?;
+    let Some(current) = state.policy(policy.level(), &policy.name) else {
+        return Err(DomainError::not_found(
+            "policy",
+            &policy_id(policy.level(), &policy.name),
+        ));
+    };
+    if current.built_in {
+        return Err(DomainError::FailedPrecondition(format!(
+            "{} policy {} is built in and cannot be changed; create a policy of your own",
+            policy.level().as_str_name(),
+            policy.name
+        )));
+    }
+    let unchanged = current.unlimited == policy.unlimited
+        && current.description == policy.description
+        && (policy.unlimited
+            || (current.request_count == policy.request_count
+                && current.unit_seconds == policy.unit_seconds));
+    if unchanged {
+        return Ok(Vec::new());
+    }
+    Ok(vec![PendingEvent::next(
+        AggregateKind::Policy,
+        policy_id(policy.level(), &policy.name),
+        current.aggregate_version,
+        // The rules read this policy only.
+        Consistency::aggregate(current.last_sequence),
+        Event::PolicyUpdated(PolicyUpdated {
+            policy: Some(policy),
+        }),
+    )])
+}
+
+/// A policy's name, level and limit are well formed.
+fn check_limit(policy: &ThrottlePolicy) -> Result<(), DomainError> {
     validate::token_name("name", &policy.name)?;
     if policy.level() == Level::Unspecified {
         return Err(DomainError::invalid(
@@ -122,22 +201,7 @@ pub(crate) fn create(state: &State, policy: ThrottlePolicy) -> Decision {
             ));
         }
     }
-    if state.policy(policy.level(), &policy.name).is_some() {
-        return Err(DomainError::AlreadyExists(format!(
-            "a {} policy named {} already exists",
-            policy.level().as_str_name(),
-            policy.name
-        )));
-    }
-    Ok(vec![PendingEvent::first(
-        AggregateKind::Policy,
-        policy_id(policy.level(), &policy.name),
-        // The id is the level and name, so the subject itself guards uniqueness.
-        Consistency::aggregate(0),
-        Event::PolicyCreated(PolicyCreated {
-            policy: Some(policy),
-        }),
-    )])
+    Ok(())
 }
 
 /// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.

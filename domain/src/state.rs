@@ -704,6 +704,37 @@ impl State {
                     t.policies.insert(touched);
                 });
             }
+            Event::PolicyUpdated(e) => {
+                let given = e.policy.clone().unwrap_or_default();
+                let key = policy_key(&given);
+                let policy = self
+                    .policies
+                    .get_mut(&key)
+                    .ok_or_else(|| unknown("policy"))?;
+                policy.request_count = given.request_count;
+                policy.unit_seconds = given.unit_seconds;
+                policy.unlimited = given.unlimited;
+                policy.description = given.description;
+                policy.aggregate_version = version;
+                policy.last_sequence = sequence;
+                let touched = (policy.level(), policy.name.clone());
+                self.note(|t| {
+                    t.policies.insert(touched);
+                });
+            }
+            Event::ApplicationUpdated(e) => {
+                let application = self
+                    .applications
+                    .get_mut(id.as_str())
+                    .ok_or_else(|| unknown("application"))?;
+                let application = Arc::make_mut(application);
+                application.throttling_tier.clone_from(&e.throttling_tier);
+                application.description.clone_from(&e.description);
+                application.stamp(version, sequence);
+                self.note(|t| {
+                    t.applications.insert(id.clone());
+                });
+            }
             Event::ApplicationCreated(e) => {
                 self.put_application(Application {
                     id: id.clone(),

@@ -25,7 +25,7 @@ pub(crate) fn required(field: &str, value: &str) -> Result<(), DomainError> {
 }
 
 /// A display name: not blank, at most [`MAX_NAME_LEN`] characters, no control characters.
-pub(crate) fn name(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn name(field: &str, value: &str) -> Result<(), DomainError> {
     if value.trim().is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
@@ -65,7 +65,7 @@ fn is_segment_char(c: char) -> bool {
 
 /// `/client`, `/shop/orders`: starts with `/`, segments of URL-safe characters, no
 /// `..`, no trailing `/`.
-pub(crate) fn context(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn context(field: &str, value: &str) -> Result<(), DomainError> {
     if !value.starts_with('/') {
         return Err(DomainError::invalid(field, "must start with '/'"));
     }
@@ -97,7 +97,7 @@ pub(crate) fn context(field: &str, value: &str) -> Result<(), DomainError> {
 
 /// `1.0.0`, `v2`, `2024-01`: starts with a letter or digit, then letters, digits, `.`,
 /// `_` or `-`; at most 30 characters.
-pub(crate) fn version(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn version(field: &str, value: &str) -> Result<(), DomainError> {
     let mut chars = value.chars();
     let valid_first = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let valid_rest = chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -112,7 +112,7 @@ pub(crate) fn version(field: &str, value: &str) -> Result<(), DomainError> {
 
 /// `/users`, `/users/{id}`, `/files/*`, `/`: literal segments, `{param}` segments and an
 /// optional trailing `*` that matches the rest of the path.
-pub(crate) fn path_template(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn path_template(field: &str, value: &str) -> Result<(), DomainError> {
     if !value.starts_with('/') {
         return Err(DomainError::invalid(field, "must start with '/'"));
     }
@@ -186,7 +186,7 @@ pub(crate) fn path_template(field: &str, value: &str) -> Result<(), DomainError>
 }
 
 /// Upper-cases `value` and checks it is a known HTTP method.
-pub(crate) fn http_method(field: &str, value: &str) -> Result<String, DomainError> {
+pub fn http_method(field: &str, value: &str) -> Result<String, DomainError> {
     let upper = value.trim().to_ascii_uppercase();
     if HTTP_METHODS.contains(&upper.as_str()) {
         Ok(upper)
@@ -202,7 +202,7 @@ pub(crate) fn http_method(field: &str, value: &str) -> Result<String, DomainErro
 }
 
 /// An absolute `http://` or `https://` URL with a host.
-pub(crate) fn endpoint_url(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn endpoint_url(field: &str, value: &str) -> Result<(), DomainError> {
     let rest = value
         .strip_prefix("http://")
         .or_else(|| value.strip_prefix("https://"))
@@ -240,7 +240,7 @@ pub(crate) fn endpoint_url(field: &str, value: &str) -> Result<(), DomainError> 
 
 /// An OAuth2 scope token: printable ASCII without spaces, quotes or backslashes
 /// (RFC 6749 §3.3).
-pub(crate) fn scope(field: &str, value: &str) -> Result<(), DomainError> {
+pub fn scope(field: &str, value: &str) -> Result<(), DomainError> {
     let ok = !value.is_empty()
         && value
             .chars()

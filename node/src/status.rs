@@ -24,7 +24,9 @@ pub fn domain_status(error: DomainError) -> Status {
         DomainError::NotFound { .. } => Status::not_found(message),
         DomainError::AlreadyExists(_) => Status::already_exists(message),
         DomainError::FailedPrecondition(_) => Status::failed_precondition(message),
-        DomainError::VersionMismatch { .. } => Status::aborted(message),
+        DomainError::VersionMismatch { .. } | DomainError::Concurrent(_) => {
+            Status::aborted(message)
+        }
     }
 }
 
