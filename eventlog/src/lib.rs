@@ -29,6 +29,10 @@
 //!   other through one handle are stored in that order, and
 //!   [`Expectation::LastMsgId`] chains each to the one before it. Each is still
 //!   acknowledged on its own, once durable.
+//!
+//! Beside the log, [`snapshot`]: a reader's state as of one sequence, kept in a
+//! [`SnapshotStore`] (a file beside the embedded log, or a JetStream object-store bucket
+//! per role), so a start folds only the records after it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,9 +44,14 @@ use futures::Stream;
 
 mod file;
 mod nats;
+pub mod snapshot;
 
 pub use file::FileLog;
 pub use nats::{NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
+pub use snapshot::{
+    FileSnapshotStore, NatsSnapshotStore, SnapshotError, SnapshotHeader, SnapshotStore,
+    StoredSnapshot,
+};
 
 /// Prefix of every Gatehouse subject.
 pub const SUBJECT_PREFIX: &str = "gatehouse.events";
