@@ -46,8 +46,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use crate::NatsLog;
-
 /// The format version this code writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -458,15 +456,18 @@ impl std::fmt::Debug for NatsSnapshotStore {
 }
 
 impl NatsSnapshotStore {
-    /// The bucket `bucket` on `log`'s connection, created (with `replicas` replicas) if
-    /// it does not exist yet; snapshots of at most `max_bytes`.
+    /// The bucket `bucket` on the NATS connection `client` (a [`NatsLog`]'s, to share
+    /// it), created (with `replicas` replicas) if it does not exist yet; snapshots of at
+    /// most `max_bytes`.
+    ///
+    /// [`NatsLog`]: crate::NatsLog
     pub async fn open(
-        log: &NatsLog,
+        client: &async_nats::Client,
         bucket: &str,
         replicas: usize,
         max_bytes: u64,
     ) -> Result<NatsSnapshotStore, SnapshotError> {
-        let jetstream = jetstream::new(log.client().clone());
+        let jetstream = jetstream::new(client.clone());
         let store = match jetstream.get_object_store(bucket).await {
             Ok(store) => store,
             Err(found) => jetstream

@@ -264,7 +264,7 @@ mod file {
 
 mod nats {
     use async_nats::jetstream;
-    use gatehouse_eventlog::{NatsLog, NatsLogConfig, NatsSnapshotStore};
+    use gatehouse_eventlog::NatsSnapshotStore;
     use gatehouse_testkit::nats::NatsServer;
 
     use super::*;
@@ -294,11 +294,9 @@ mod nats {
     #[async_trait]
     impl Harness for NatsHarness {
         async fn store(&mut self, max_bytes: u64) -> Arc<dyn SnapshotStore> {
-            let log = NatsLog::connect(NatsLogConfig::new(self.server.url()))
-                .await
-                .unwrap();
+            let client = async_nats::connect(self.server.url()).await.unwrap();
             Arc::new(
-                NatsSnapshotStore::open(&log, BUCKET, 1, max_bytes)
+                NatsSnapshotStore::open(&client, BUCKET, 1, max_bytes)
                     .await
                     .unwrap(),
             )

@@ -49,7 +49,7 @@ impl DiskSnapshot {
     /// Writes `state` as a snapshot, atomically, encoding one record at a time (blocking
     /// I/O: call from a blocking task).
     pub fn save_state(&self, state: &State) -> anyhow::Result<()> {
-        self.write(|out| encode_state(state, out))
+        self.write(|out| state.write_snapshot(out))
     }
 
     /// Writes the header and the payload `write` streams to a temporary file, then
@@ -136,46 +136,6 @@ impl<W: Write> Write for Payload<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
-}
-
-/// `state` encoded as `gatehouse.events.v1.Snapshot`, field by field and record by
-/// record (the field numbers are the message's).
-fn encode_state(state: &State, out: &mut impl Write) -> std::io::Result<()> {
-    use prost::encoding::{message, uint64};
-    let mut buf = Vec::new();
-    let mut record = |encode: &dyn Fn(&mut Vec<u8>)| {
-        buf.clear();
-        encode(&mut buf);
-        out.write_all(&buf)
-    };
-    if state.sequence() != 0 {
-        record(&|b| uint64::encode(1, &state.sequence(), b))?;
-    }
-    for api in state.apis() {
-        record(&|b| message::encode(2, api, b))?;
-    }
-    for policy in state.policies() {
-        record(&|b| message::encode(3, policy, b))?;
-    }
-    for application in state.applications() {
-        record(&|b| message::encode(4, application, b))?;
-    }
-    for subscription in state.subscriptions() {
-        record(&|b| message::encode(5, subscription, b))?;
-    }
-    for client in state.clients() {
-        record(&|b| message::encode(6, client, b))?;
-    }
-    for key in state.signing_keys() {
-        record(&|b| message::encode(7, key, b))?;
-    }
-    for token in state.revoked_tokens() {
-        record(&|b| message::encode(8, token, b))?;
-    }
-    if state.config_hash_value() != 0 {
-        record(&|b| uint64::encode(9, &state.config_hash_value(), b))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
