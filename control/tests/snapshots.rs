@@ -24,7 +24,7 @@ use gatehouse_proto::admin::{
 use gatehouse_proto::events::Snapshot;
 use gatehouse_testkit::nats::NatsServer;
 use gatehouse_testkit::poll::Poll;
-use gatehouse_testkit::tls::HttpClient;
+use gatehouse_testkit::snapshot::{NodeSnapshot, node_metric};
 use gatehouse_testkit::world::{api, resources};
 use support::{AdminKeys, ControlProcess, LogLocation};
 
@@ -53,23 +53,7 @@ async fn served(control: &ControlProcess) -> Snapshot {
 
 /// One of control's metrics.
 async fn metric(control: &ControlProcess, name: &str) -> u64 {
-    // The metrics listener is a task of its own: it may come up just after the API.
-    Poll::new("control's metrics to answer")
-        .until_async(|| async {
-            tokio::net::TcpStream::connect(control.metrics_addr)
-                .await
-                .is_ok()
-        })
-        .await;
-    let answer = HttpClient::default()
-        .get(&format!("http://{}/metrics", control.metrics_addr), None)
-        .await;
-    let text = String::from_utf8_lossy(&answer.body).into_owned();
-    let prefix = format!("{name}{{node=\"control\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+    node_metric(control.metrics_addr, "control", name).await
 }
 
 /// `count` APIs, applications and subscriptions through the admin API.
@@ -115,57 +99,8 @@ async fn replayed(location: &LogLocation) -> Snapshot {
     snapshot
 }
 
-/// Where control keeps its snapshot, to damage or remove it.
-enum Store {
-    File(std::path::PathBuf),
-    Nats(String),
-}
-
-impl Store {
-    async fn bucket(url: &str) -> async_nats::jetstream::object_store::ObjectStore {
-        let client = async_nats::connect(url).await.unwrap();
-        async_nats::jetstream::new(client)
-            .get_object_store("gatehouse-snapshots-control")
-            .await
-            .unwrap()
-    }
-
-    async fn overwrite(&self, bytes: &[u8]) {
-        match self {
-            Store::File(path) => std::fs::write(path, bytes).unwrap(),
-            Store::Nats(url) => {
-                Store::bucket(url)
-                    .await
-                    .put("state", &mut std::io::Cursor::new(bytes.to_vec()))
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
-    async fn read(&self) -> Vec<u8> {
-        match self {
-            Store::File(path) => std::fs::read(path).unwrap(),
-            Store::Nats(url) => {
-                use tokio::io::AsyncReadExt;
-                let mut bytes = Vec::new();
-                let mut object = Store::bucket(url).await.get("state").await.unwrap();
-                object.read_to_end(&mut bytes).await.unwrap();
-                bytes
-            }
-        }
-    }
-
-    async fn remove(&self) {
-        match self {
-            Store::File(path) => std::fs::remove_file(path).unwrap(),
-            Store::Nats(url) => Store::bucket(url).await.delete("state").await.unwrap(),
-        }
-    }
-}
-
 /// The cases every backend goes through; leaves control stopped.
-async fn restarts(control: &mut ControlProcess, store: &Store) {
+async fn restarts(control: &mut ControlProcess, store: &NodeSnapshot) {
     configure(control, "before", 8).await;
     Poll::new("control's first snapshot")
         .timeout(Duration::from_secs(30))
@@ -218,11 +153,8 @@ async fn restarts(control: &mut ControlProcess, store: &Store) {
     );
 
     // Damaged: a replay, said so, the same state.
-    let mut damaged = store.read().await;
-    let middle = damaged.len() / 2;
-    damaged[middle] ^= 0x55;
     control.stop();
-    store.overwrite(&damaged).await;
+    store.damage().await;
     control.restart().await;
     assert_eq!(
         metric(control, "gatehouse_state_restored_from_sequence").await,
@@ -268,7 +200,7 @@ async fn restarts_from_its_snapshot_on_the_embedded_log() {
     let keys = AdminKeys::publish(&location).await;
     let mut control =
         ControlProcess::start_with_args(dir.path(), location, keys, SNAPSHOT_FLAGS).await;
-    let store = Store::File(dir.path().join("state.snapshot"));
+    let store = NodeSnapshot::file(dir.path());
     restarts(&mut control, &store).await;
 }
 
@@ -280,7 +212,7 @@ async fn restarts_from_its_snapshot_on_nats_and_across_a_purge() {
     let keys = AdminKeys::publish(&location).await;
     let mut control =
         ControlProcess::start_with_args(dir.path(), location.clone(), keys, SNAPSHOT_FLAGS).await;
-    let store = Store::Nats(nats.url());
+    let store = NodeSnapshot::nats(&nats.url(), "control");
     restarts(&mut control, &store).await;
     let before = replayed(&location).await;
 

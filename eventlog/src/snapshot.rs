@@ -63,6 +63,14 @@ const OBJECT_NAME: &str = "state";
 /// Longest a NATS snapshot may take to be read or written.
 const NATS_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `Err(TooLarge)` when `size` is past `limit`.
+fn within(size: u64, limit: u64) -> Result<(), SnapshotError> {
+    if size > limit {
+        return Err(SnapshotError::TooLarge { size, limit });
+    }
+    Ok(())
+}
+
 /// What a snapshot says about the state it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SnapshotHeader {
@@ -280,12 +288,7 @@ impl FileSnapshotStore {
                 ..
             } = counted;
             let size = placeholder.len() as u64 + len + TRAILER_LEN;
-            if size > self.max_bytes {
-                return Err(SnapshotError::TooLarge {
-                    size,
-                    limit: self.max_bytes,
-                });
-            }
+            within(size, self.max_bytes)?;
             let prefix = header.prefix(len)?;
             let mut crc = crc32fast::Hasher::new();
             crc.update(&prefix);
@@ -353,12 +356,7 @@ impl FileSnapshotStore {
     /// Saves `snapshot` (blocking I/O).
     pub fn save_blocking(&self, snapshot: &StoredSnapshot) -> Result<(), SnapshotError> {
         let size = snapshot.encoded_len();
-        if size > self.max_bytes {
-            return Err(SnapshotError::TooLarge {
-                size,
-                limit: self.max_bytes,
-            });
-        }
+        within(size, self.max_bytes)?;
         let (prefix, trailer) = snapshot.frame()?;
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let tmp = self.tmp_path();
@@ -374,20 +372,17 @@ impl FileSnapshotStore {
 
     /// The snapshot saved at the path (blocking I/O).
     pub fn load_blocking(&self) -> Result<Option<StoredSnapshot>, SnapshotError> {
-        let mut file = match std::fs::File::open(&self.path) {
+        let file = match std::fs::File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let size = file.metadata()?.len();
-        if size > self.max_bytes {
-            return Err(SnapshotError::TooLarge {
-                size,
-                limit: self.max_bytes,
-            });
-        }
+        within(size, self.max_bytes)?;
         let mut bytes = Vec::with_capacity(size as usize);
-        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let mut limited = std::io::Read::take(file, self.max_bytes.saturating_add(1));
+        std::io::Read::read_to_end(&mut limited, &mut bytes)?;
+        within(bytes.len() as u64, self.max_bytes)?;
         StoredSnapshot::decode(Bytes::from(bytes)).map(Some)
     }
 }
@@ -506,12 +501,7 @@ impl SnapshotStore for NatsSnapshotStore {
 
     async fn save(&self, snapshot: &StoredSnapshot) -> Result<(), SnapshotError> {
         let size = snapshot.encoded_len();
-        if size > self.max_bytes {
-            return Err(SnapshotError::TooLarge {
-                size,
-                limit: self.max_bytes,
-            });
-        }
+        within(size, self.max_bytes)?;
         let (prefix, trailer) = snapshot.frame()?;
         let mut frame = std::io::Cursor::new(prefix)
             .chain(std::io::Cursor::new(snapshot.state.clone()))
@@ -543,14 +533,11 @@ impl SnapshotStore for NatsSnapshotStore {
                 }
             };
             let size = object.info().size as u64;
-            if size > self.max_bytes {
-                return Err(SnapshotError::TooLarge {
-                    size,
-                    limit: self.max_bytes,
-                });
-            }
+            within(size, self.max_bytes)?;
             let mut bytes = Vec::with_capacity(size as usize);
-            object.read_to_end(&mut bytes).await.map_err(|e| {
+            // Bounded whatever the metadata says: one byte past the limit is enough.
+            let mut limited = (&mut object).take(self.max_bytes.saturating_add(1));
+            limited.read_to_end(&mut bytes).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     SnapshotError::Corrupt(format!("in bucket {}: {e}", self.bucket))
                 } else {
@@ -560,12 +547,7 @@ impl SnapshotStore for NatsSnapshotStore {
                     ))
                 }
             })?;
-            if bytes.len() as u64 > self.max_bytes {
-                return Err(SnapshotError::TooLarge {
-                    size: bytes.len() as u64,
-                    limit: self.max_bytes,
-                });
-            }
+            within(bytes.len() as u64, self.max_bytes)?;
             StoredSnapshot::decode(Bytes::from(bytes)).map(Some)
         };
         match tokio::time::timeout(NATS_TIMEOUT, read).await {

@@ -59,36 +59,40 @@ pub fn render(node: &str, model: &ReadModel) -> String {
         REBUILDS.load(Relaxed),
     );
     let snapshots = &model.snapshots;
-    metric(
-        "gatehouse_state_restored_from_sequence",
-        "gauge",
-        "Sequence of the snapshot the state was last started or rebuilt from (0: replayed from the start of the log).",
-        snapshots.restored_from.load(Relaxed),
-    );
-    metric(
-        "gatehouse_snapshots_written_total",
-        "counter",
-        "Snapshots of the state saved.",
-        snapshots.written.load(Relaxed),
-    );
-    metric(
-        "gatehouse_snapshot_failures_total",
-        "counter",
-        "Snapshots of the state that could not be saved.",
-        snapshots.failed.load(Relaxed),
-    );
-    metric(
-        "gatehouse_snapshot_sequence",
-        "gauge",
-        "Sequence the last saved snapshot covers.",
-        snapshots.last_sequence.load(Relaxed),
-    );
-    metric(
-        "gatehouse_snapshot_bytes",
-        "gauge",
-        "Size of the last saved snapshot, in bytes.",
-        snapshots.last_bytes.load(Relaxed),
-    );
+    for (name, kind, help, value) in [
+        (
+            "gatehouse_state_restored_from_sequence",
+            "gauge",
+            "Sequence of the snapshot the state was last started or rebuilt from (0: replayed from the start of the log).",
+            &snapshots.restored_from,
+        ),
+        (
+            "gatehouse_snapshots_written_total",
+            "counter",
+            "Snapshots of the state saved.",
+            &snapshots.written,
+        ),
+        (
+            "gatehouse_snapshot_failures_total",
+            "counter",
+            "Snapshots of the state that could not be saved.",
+            &snapshots.failed,
+        ),
+        (
+            "gatehouse_snapshot_sequence",
+            "gauge",
+            "Sequence the last saved snapshot covers.",
+            &snapshots.last_sequence,
+        ),
+        (
+            "gatehouse_snapshot_bytes",
+            "gauge",
+            "Size of the last saved snapshot, in bytes.",
+            &snapshots.last_bytes,
+        ),
+    ] {
+        metric(name, kind, help, value.load(Relaxed));
+    }
     let _ = writeln!(
         out,
         "# HELP gatehouse_commands_total Commands by outcome.\n# TYPE gatehouse_commands_total counter"

@@ -65,7 +65,8 @@ impl NodeArgs {
             None => self.log.open_log(data_dir).await?,
         };
         let tls = self.cluster.load(node)?;
-        let store = snapshots.open(node, data_dir, nats.as_ref()).await;
+        let nats = nats.as_ref().map(|nats| (nats, self.log.nats_replicas));
+        let store = snapshots.open(node, data_dir, nats).await;
         let snapshots = store.map(|store| Snapshots {
             store,
             args: snapshots.clone(),

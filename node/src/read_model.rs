@@ -22,6 +22,10 @@ use crate::snapshot::{
     Origin, RestoreError, Restored, SnapshotArgs, SnapshotStats, SnapshotWriter,
 };
 
+/// How long a follower waits before trying again a rebuild that failed (the log's
+/// history gone and no snapshot covering it: an operator has to act).
+const REBUILD_RETRY: Duration = Duration::from_secs(5);
+
 /// Why the follower could not fold a record.
 #[derive(Debug, thiserror::Error)]
 pub enum FoldError {
@@ -166,7 +170,10 @@ impl ReadModel {
         crate::metrics::REBUILDS.fetch_add(1, Relaxed);
         match crate::snapshot::restore(log, snapshots).await {
             Ok(restored) => self.replace(restored),
-            Err(e) => tracing::error!(error = %e, "cannot rebuild the state"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the state; trying again in {REBUILD_RETRY:?}");
+                tokio::time::sleep(REBUILD_RETRY).await;
+            }
         }
     }
 

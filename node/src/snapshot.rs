@@ -105,22 +105,22 @@ impl SnapshotArgs {
         data_dir.join("state.snapshot")
     }
 
-    /// The store of `role`'s snapshots: the bucket on `nats` when the node's log is
-    /// there, else the file in `data_dir`. A bucket that cannot be opened (NATS
-    /// permissions, an old server) leaves the node without snapshots, with a warning: it
-    /// still starts, by replaying the log.
+    /// The store of `role`'s snapshots: the bucket on `nats` (created with `replicas`
+    /// replicas, the stream's) when the node's log is there, else the file in
+    /// `data_dir`. A bucket that cannot be opened (NATS permissions, an old server)
+    /// leaves the node without snapshots, with a warning: it still starts, by replaying
+    /// the log.
     pub async fn open(
         &self,
         role: &str,
         data_dir: &Path,
-        nats: Option<&NatsLog>,
+        nats: Option<(&NatsLog, usize)>,
     ) -> Option<Arc<dyn SnapshotStore>> {
         match nats {
-            Some(nats) => {
+            Some((nats, replicas)) => {
                 let bucket = self.bucket(role);
-                match NatsSnapshotStore::open(nats.client(), &bucket, 1, self.snapshot_max_bytes)
-                    .await
-                {
+                let max = self.snapshot_max_bytes;
+                match NatsSnapshotStore::open(nats.client(), &bucket, replicas.max(1), max).await {
                     Ok(store) => Some(Arc::new(store)),
                     Err(error) => {
                         tracing::warn!(%error, bucket, "no snapshots: every start replays the whole log");

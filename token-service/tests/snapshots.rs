@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gatehouse_testkit::nats::NatsServer;
 use gatehouse_testkit::poll::Poll;
-use gatehouse_testkit::tls::HttpClient;
+use gatehouse_testkit::snapshot::{NodeSnapshot, node_metric};
 use support::*;
 
 const ADMIN_ID: &str = "gatehouse-admin";
@@ -31,68 +31,7 @@ fn with_snapshots(options: Options, metrics: std::net::SocketAddr) -> Options {
 }
 
 async fn metric(metrics: std::net::SocketAddr, name: &str) -> u64 {
-    // The metrics listener comes up just after the ready line.
-    Poll::new("token-service's metrics to answer")
-        .until_async(|| async { tokio::net::TcpStream::connect(metrics).await.is_ok() })
-        .await;
-    let answer = HttpClient::default()
-        .get(&format!("http://{metrics}/metrics"), None)
-        .await;
-    let text = String::from_utf8_lossy(&answer.body).into_owned();
-    let prefix = format!("{name}{{node=\"token-service\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in:\n{text}"))
-}
-
-/// Where token-service keeps its snapshot, to damage or remove it.
-enum Store {
-    File(std::path::PathBuf),
-    Nats(String),
-}
-
-impl Store {
-    async fn bucket(url: &str) -> async_nats::jetstream::object_store::ObjectStore {
-        let client = async_nats::connect(url).await.unwrap();
-        async_nats::jetstream::new(client)
-            .get_object_store("gatehouse-snapshots-token-service")
-            .await
-            .unwrap()
-    }
-
-    async fn read(&self) -> Vec<u8> {
-        match self {
-            Store::File(path) => std::fs::read(path).unwrap(),
-            Store::Nats(url) => {
-                use tokio::io::AsyncReadExt;
-                let mut bytes = Vec::new();
-                let mut object = Store::bucket(url).await.get("state").await.unwrap();
-                object.read_to_end(&mut bytes).await.unwrap();
-                bytes
-            }
-        }
-    }
-
-    async fn overwrite(&self, bytes: &[u8]) {
-        match self {
-            Store::File(path) => std::fs::write(path, bytes).unwrap(),
-            Store::Nats(url) => {
-                Store::bucket(url)
-                    .await
-                    .put("state", &mut std::io::Cursor::new(bytes.to_vec()))
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
-    async fn remove(&self) {
-        match self {
-            Store::File(path) => std::fs::remove_file(path).unwrap(),
-            Store::Nats(url) => Store::bucket(url).await.delete("state").await.unwrap(),
-        }
-    }
+    node_metric(metrics, "token-service", name).await
 }
 
 /// Tokens revoked before and after the snapshot, and one live one.
@@ -131,7 +70,7 @@ async fn revoke(ts: &TokenService, token: &str) {
 async fn restarts(
     ts: TokenService,
     metrics: std::net::SocketAddr,
-    store: &Store,
+    store: &NodeSnapshot,
 ) -> (TokenService, Tokens) {
     let mut issued = Vec::new();
     for _ in 0..8 {
@@ -165,12 +104,9 @@ async fn restarts(
     assert_remembers(&ts, &tokens).await;
 
     // Damaged: a replay, said so, the same answers.
-    let mut damaged = store.read().await;
-    let middle = damaged.len() / 2;
-    damaged[middle] ^= 0x55;
     let mut ts = ts;
     ts.stop();
-    store.overwrite(&damaged).await;
+    store.damage().await;
     let ts = ts.restart();
     assert_eq!(
         metric(metrics, "gatehouse_state_restored_from_sequence").await,
@@ -201,7 +137,7 @@ async fn restarts_from_its_snapshot_on_the_embedded_log() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = gatehouse_testkit::ports::free_addr();
     let ts = TokenService::start(with_snapshots(Options::embedded(dir.path()), metrics));
-    let store = Store::File(dir.path().join("state.snapshot"));
+    let store = NodeSnapshot::file(dir.path());
     let (ts, _) = restarts(ts, metrics, &store).await;
     // The file is the service's own.
     #[cfg(unix)]
@@ -225,7 +161,7 @@ async fn restarts_from_its_snapshot_on_nats_and_across_a_purge() {
         Options::nats(dir.path(), &nats.url()),
         metrics,
     ));
-    let store = Store::Nats(nats.url());
+    let store = NodeSnapshot::nats(&nats.url(), "token-service");
     let (mut ts, tokens) = restarts(ts, metrics, &store).await;
 
     // A clean stop writes a snapshot at the end; then the stream loses every record.
