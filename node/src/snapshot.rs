@@ -75,8 +75,8 @@ pub struct SnapshotArgs {
     #[arg(long, env = "GATEHOUSE_SNAPSHOT_INTERVAL_SECONDS", default_value_t = 300)]
     pub snapshot_interval_seconds: u64,
     /// Largest snapshot written or read, in bytes: a larger state is not saved (a
-    /// warning, and starts replay more), a larger stored snapshot is not read (the log is
-    /// replayed)
+    /// warning; the next start replays more of the log), and a larger stored snapshot is
+    /// not read (the log is replayed)
     #[arg(long, env = "GATEHOUSE_SNAPSHOT_MAX_BYTES", default_value_t = 1 << 30)]
     pub snapshot_max_bytes: u64,
     /// On NATS, the JetStream object-store bucket of this node's snapshots (default
