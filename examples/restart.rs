@@ -22,7 +22,9 @@
 //! - control and token-service in this process on their real servers, each started
 //!   twice on the log: without a snapshot (a replay) and with one — the time from the
 //!   start of `serve` to the first answer (control: `grpc.health.v1` over mutual TLS;
-//!   token-service: `GET /oauth2/jwks` over HTTPS).
+//!   token-service: `GET /oauth2/jwks` over HTTPS);
+//! - a fresh gateway (empty data directory) beside control: the time until it serves the
+//!   log's last sequence (control's snapshot over gRPC, then its event stream).
 //!
 //! Not a test: a measurement, run by hand (`uptime` beside it tells the machine's load).
 
@@ -432,7 +434,9 @@ async fn main() {
             if !with_snapshot {
                 store.remove().await;
             }
-            let took = serve_once(node, &o, &stream, &log, &pki, dir.path(), &store).await;
+            let started = start_node(node, &o, &stream, &log, &pki, dir.path(), &store).await;
+            let took = started.took;
+            started.stop().await;
             println!(
                 "{node:<13} {} snapshot: serving {} after its start   target: <= 2 s",
                 if with_snapshot { "with a" } else { "without" },
@@ -440,12 +444,63 @@ async fn main() {
             );
         }
     }
+
+    // A fresh gateway (empty data directory) beside control: control's snapshot over
+    // gRPC, then control's event stream.
+    let control = start_node(
+        "control",
+        &o,
+        &stream,
+        &log,
+        &pki,
+        dir.path(),
+        &snapshots("control"),
+    )
+    .await;
+    let mut config = gatehouse_gateway::GatewayConfig::defaults();
+    config.https_listen = gatehouse_testkit::free_addr();
+    config.http_listen = gatehouse_testkit::free_addr();
+    config.control_url = format!("https://{}", control.addr);
+    config.data_dir = dir.path().join("gateway");
+    config.access_log = false;
+    config.node.cluster = pki.node(NodeRole::Gateway, "gateway-1");
+    let end = log.last_sequence().await.unwrap();
+    let started = Instant::now();
+    let gateway = gatehouse_gateway::start(config, None).await.unwrap();
+    loop {
+        let table = gateway.gateway.table.load();
+        if table.sequence >= end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "fresh gateway:  serving sequence {end} {} after its start (control's snapshot over gRPC)   target: <= 1 s",
+        seconds(started.elapsed())
+    );
+    gateway.shutdown().await;
+    control.stop().await;
     println!("peak RSS of this process: {}", peak_rss_mib());
 }
 
-/// Starts `node` in this process on `log`, waits for its first answer, stops it
-/// cleanly (which writes its snapshot); how long the start took.
-async fn serve_once(
+/// A node started in this process, and how long it took to answer.
+struct Started {
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: Shutdown,
+    addr: std::net::SocketAddr,
+    took: Duration,
+}
+
+impl Started {
+    /// Stops it cleanly (which writes its snapshot).
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Starts `node` in this process on `log` and waits for its first answer.
+async fn start_node(
     node: &str,
     o: &Options,
     stream: &str,
@@ -453,7 +508,7 @@ async fn serve_once(
     pki: &TestPki,
     dir: &std::path::Path,
     snapshots: &Snapshots,
-) -> Duration {
+) -> Started {
     let shutdown = Shutdown::new();
     let context = NodeContext {
         shutdown: shutdown.clone(),
@@ -472,7 +527,7 @@ async fn serve_once(
         node_log.nats_replicas = 1;
     }
     let started = Instant::now();
-    let (task, answered) = match node {
+    let (task, addr) = match node {
         "control" => {
             let addr = gatehouse_testkit::free_addr();
             let mut config: gatehouse_control::ControlConfig =
@@ -497,7 +552,7 @@ async fn serve_once(
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (task, started.elapsed())
+            (task, addr)
         }
         _ => {
             let https = gatehouse_testkit::free_addr();
@@ -524,10 +579,13 @@ async fn serve_once(
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            (task, started.elapsed())
+            (task, https)
         }
     };
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
-    answered
+    Started {
+        task,
+        shutdown,
+        addr,
+        took: started.elapsed(),
+    }
 }
