@@ -10,7 +10,7 @@
 #   4. a change's propagation to 3 gateway replicas on NATS beside the configuration
 #      (p50/p99), and each fresh replica's time to ready — examples/propagation.rs;
 #   5. replay of a 1M-event log, and control's and token-service's restart with and
-#      without a snapshot — examples/restart.rs of the node crate.
+#      without a snapshot, and a fresh gateway beside control — examples/restart.rs.
 #
 #   bench/scale.sh                         # 10k APIs, 10k applications, 100k subscriptions
 #   APIS=10000 APPS=100000 SUBS=1000000 bench/scale.sh   # the 1M-subscription target
@@ -41,7 +41,7 @@ fi
 echo "== building (release)"
 cargo build --release -q -p gatehouse-control --example seed_rate
 cargo build --release -q -p gatehouse-gateway --example scale --example lookups --example propagation
-cargo build --release -q -p gatehouse-node --example restart
+cargo build --release -q -p gatehouse --example restart
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 examples="$target_dir/release/examples"
 
@@ -85,7 +85,8 @@ section "4. a change's propagation to 3 replicas on NATS, beside $APIS APIs / $A
 
 section "5. replay of $REPLAY_EVENTS events; control and token-service restarting on them" \
   "replay <= 10 s; back in service <= 2 s after a restart (with a snapshot)"
-"$examples/restart" "$REPLAY_EVENTS" | sed 's/^/   /'
+"$examples/restart" --events "$REPLAY_EVENTS" --apis "$APIS" --applications "$APPS" \
+  --subscriptions "$SUBS" | sed 's/^/   /'
 
 echo
 echo "== load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

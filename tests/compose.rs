@@ -439,6 +439,35 @@ fn compose_nodes_trust_each_other_only_through_the_cluster_ca() {
             users.contains(&format!("\"CN={node_name},OU={role},O=Gatehouse\"")),
             "nats/users.conf has no user for {name}'s certificate"
         );
+        // Its snapshots: the bucket it uses is the one its NATS user may use, and no
+        // other user may.
+        let user = format!("\"CN={node_name},OU={role},O=Gatehouse\"");
+        let block = {
+            let from = users.find(&user).unwrap();
+            let rest = &users[from + user.len()..];
+            &rest[..rest.find("user:").unwrap_or(rest.len())]
+        };
+        if role == "control" || role == "token-service" {
+            let bucket = env
+                .get("GATEHOUSE_SNAPSHOT_BUCKET")
+                .cloned()
+                .unwrap_or_else(|| format!("gatehouse-snapshots-{role}"));
+            for subject in [format!("$O.{bucket}.>"), format!("OBJ_{bucket}")] {
+                assert!(
+                    block.contains(&subject),
+                    "nats/users.conf lets {name} use its snapshot bucket ({subject})"
+                );
+                assert_eq!(
+                    users.matches(&format!("\"{subject}")).count()
+                        + users.matches(&format!(".{subject}")).count(),
+                    block.matches(&format!("\"{subject}")).count()
+                        + block.matches(&format!(".{subject}")).count(),
+                    "only {name} may use {bucket}"
+                );
+            }
+        } else {
+            assert!(!block.contains("$O."), "{name} may use no snapshot bucket");
+        }
         if role == "gateway" {
             // A gateway's id is its certificate's name.
             if let Some(id) = env.get("GATEHOUSE_GATEWAY_ID") {

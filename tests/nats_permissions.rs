@@ -9,13 +9,16 @@
 //! - A record control is allowed to publish but whose kind does not match its subject (a
 //!   signing key on an API subject) is stored, then refused by every folding node and
 //!   counted: its key signs nothing that is accepted.
+//! - Snapshots: control and token-service each read and write their own bucket
+//!   (`gatehouse-snapshots-<role>`), neither reads the other's, a gateway reads none.
 
 mod support;
 
 use std::time::Duration;
 
 use gatehouse_eventlog::{
-    AppendRequest, EventLog, Expectation, NatsLog, NatsLogConfig, NatsTls, subject,
+    AppendRequest, EventLog, Expectation, NatsLog, NatsLogConfig, NatsSnapshotStore, NatsTls,
+    SnapshotHeader, SnapshotStore, StoredSnapshot, subject,
 };
 use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::events::{EventEnvelope, SigningKeyPublished, event_envelope::Event};
@@ -242,4 +245,94 @@ async fn each_node_appends_only_its_own_subjects_and_gateways_nothing() {
         !admin.is_empty(),
         "token-service still serves: it moved past it too"
     );
+}
+
+/// A snapshot's bucket opened by `log`'s user, or why not.
+async fn snapshots_as(log: &NatsLog, bucket: &str) -> Result<NatsSnapshotStore, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(20),
+        NatsSnapshotStore::open(log.client(), bucket, 1, 1 << 20),
+    )
+    .await
+    {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_reads_and_writes_only_its_own_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::in_dir(&dir.path().join("pki"));
+    let nats = with_node_users(&pki).start();
+    let url = nats.url();
+    let control = log_as(&pki, &url, NodeRole::Control, "control").await;
+    let token = log_as(&pki, &url, NodeRole::TokenService, "token-service").await;
+    let gateway = log_as(&pki, &url, NodeRole::Gateway, "gateway-1").await;
+    let (control_bucket, token_bucket) = (
+        "gatehouse-snapshots-control",
+        "gatehouse-snapshots-token-service",
+    );
+    let snapshot = |sequence: u64| StoredSnapshot {
+        header: SnapshotHeader {
+            sequence,
+            anchor: format!("event-{sequence}"),
+            state_hash: 7,
+        },
+        // Several chunks, so reading takes the object store's whole path.
+        state: vec![b'h'; 300_000].into(),
+    };
+    for (log, bucket, sequence) in [(&control, control_bucket, 1), (&token, token_bucket, 2)] {
+        let store = snapshots_as(log, bucket)
+            .await
+            .unwrap_or_else(|e| panic!("its own bucket {bucket}: {e}"));
+        store.save(&snapshot(sequence)).await.unwrap();
+        store.save(&snapshot(sequence + 10)).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(snapshot(sequence + 10)));
+    }
+    let refusals = [
+        (&token, "token-service", control_bucket),
+        (&control, "control", token_bucket),
+        (&gateway, "gateway-1", control_bucket),
+        (&gateway, "gateway-1", token_bucket),
+    ];
+    let tasks: Vec<_> = refusals
+        .iter()
+        .map(|(log, who, bucket)| {
+            let (log, who, bucket) = ((*log).clone(), *who, *bucket);
+            tokio::spawn(async move {
+                let opened = snapshots_as(&log, bucket).await;
+                assert!(opened.is_err(), "{who} opened {bucket}");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let output = nats.output();
+    for (_, who, bucket) in refusals {
+        assert!(
+            output.lines().any(|l| l.contains("Publish Violation")
+                && l.contains(&format!("User \"CN={who},"))
+                && l.contains(&format!("Subject \"$JS.API.STREAM.INFO.OBJ_{bucket}\""))),
+            "nats-server refused {who} looking {bucket} up:\n{output}"
+        );
+    }
+    // Nor can a gateway listen to a bucket's subjects.
+    let _listening = gateway
+        .client()
+        .subscribe(format!("$O.{control_bucket}.>"))
+        .await;
+    gateway.client().flush().await.ok();
+    Poll::new("nats-server to refuse the gateway's subscription").until(|| {
+        nats.output()
+            .lines()
+            .any(|l| l.contains("Subscription Violation") && l.contains("User \"CN=gateway-1,"))
+    });
+    // What the owners saved is still theirs.
+    for (log, bucket, sequence) in [(&control, control_bucket, 11), (&token, token_bucket, 12)] {
+        let store = snapshots_as(log, bucket).await.unwrap();
+        assert_eq!(store.load().await.unwrap(), Some(snapshot(sequence)));
+    }
 }

@@ -26,6 +26,7 @@ use anyhow::Context;
 use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::metrics::MetricsArgs;
+use gatehouse_node::snapshot::SnapshotArgs;
 use gatehouse_node::tls::https_url;
 use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::admin::control_plane_server::ControlPlaneServer;
@@ -57,6 +58,8 @@ pub struct ControlConfig {
     #[command(flatten)]
     pub declarative: DeclarativeLimits,
     #[command(flatten)]
+    pub snapshots: SnapshotArgs,
+    #[command(flatten)]
     pub node: NodeArgs,
 }
 
@@ -71,7 +74,7 @@ pub fn main(config: ControlConfig) -> std::process::ExitCode {
 pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<()> {
     let folding = config
         .node
-        .start_folding("control", &config.data_dir, node.log)
+        .start_folding("control", &config.data_dir, node.log, &config.snapshots)
         .await?;
     let model = folding.follower.model.clone();
 
@@ -115,7 +118,7 @@ pub async fn serve(config: ControlConfig, node: NodeContext) -> anyhow::Result<(
         .add_service(GatewaySyncServer::new(sync))
         .serve(listener, node.shutdown)
         .await;
-    drop(folding.follower);
+    folding.follower.close().await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -368,6 +368,47 @@ impl State {
         }
     }
 
+    /// Writes the state as an encoded `gatehouse.events.v1.Snapshot` — the very bytes
+    /// `self.to_snapshot().encode_to_vec()` gives — one record at a time, so that saving
+    /// a large state never holds a second copy of it (a `Snapshot` message) in memory.
+    pub fn write_snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        use prost::encoding::{message, uint64};
+        let mut buf = Vec::new();
+        let mut record = |encode: &dyn Fn(&mut Vec<u8>)| {
+            buf.clear();
+            encode(&mut buf);
+            out.write_all(&buf)
+        };
+        if self.sequence != 0 {
+            record(&|b| uint64::encode(1, &self.sequence, b))?;
+        }
+        for api in self.apis() {
+            record(&|b| message::encode(2, api, b))?;
+        }
+        for policy in self.policies() {
+            record(&|b| message::encode(3, policy, b))?;
+        }
+        for application in self.applications() {
+            record(&|b| message::encode(4, application, b))?;
+        }
+        for subscription in self.subscriptions() {
+            record(&|b| message::encode(5, subscription, b))?;
+        }
+        for client in self.clients() {
+            record(&|b| message::encode(6, client, b))?;
+        }
+        for key in self.signing_keys() {
+            record(&|b| message::encode(7, key, b))?;
+        }
+        for token in self.revoked_tokens() {
+            record(&|b| message::encode(8, token, b))?;
+        }
+        if self.config_hash != 0 {
+            record(&|b| uint64::encode(9, &self.config_hash, b))?;
+        }
+        Ok(())
+    }
+
     /// The log sequence this state covers (0: nothing applied yet).
     pub fn sequence(&self) -> u64 {
         self.sequence

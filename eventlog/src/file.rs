@@ -3,7 +3,7 @@
 //! [`FileLog`] serves one process (the all-in-one and single-node setups); nodes that run
 //! as separate processes share the log through NATS instead. The data directory holds:
 //!
-//! - `events.log`: the records, appended and `fsync`ed one by one;
+//! - `events.log`: the records, appended and `fsync`ed in groups (below);
 //! - `LOCK`: held with an exclusive lock while a [`FileLog`] is open, so that a second
 //!   process (or a second `open` in this one) cannot write the same file.
 //!
@@ -24,43 +24,66 @@
 //!
 //! A body is at most 64 MiB. Sequences are contiguous from 1.
 //!
+//! # Group commit
+//!
+//! Appends go to one writer thread through a queue. The thread takes what is queued —
+//! at most [`MAX_BATCH_RECORDS`] records or about [`MAX_BATCH_BYTES`] — checks each
+//! record in queue order against the log *as the batch leaves it so far* (its `msg_id`
+//! against every stored and batched one, its [`Expectation`] against the last sequences
+//! including the batch's earlier records), writes the frames of the accepted ones with
+//! one `write` and makes them durable with one `fsync`. Only then is each append
+//! answered, with its own result: a refused record (conflict, too long) fails that
+//! append alone, and a failed write or `fsync` fails every record of the batch (none is
+//! acknowledged). Concurrent appenders thus share an `fsync` (the fewer, the longer
+//! each takes), and an append alone costs what it did before: one write, one `fsync`.
+//!
 //! # Crash recovery
 //!
-//! Appends are serialized and each is `fsync`ed before the next starts, so a crash can
-//! only leave a *torn tail*: a prefix of the one frame being written, or a frame whose
-//! checksum fails. On [`open`](FileLog::open) such a tail is truncated away (with a
-//! warning): it was never acknowledged. A bad frame *followed by a valid one* is not a
-//! torn write but damage to acknowledged data, and `open` refuses with
-//! [`LogError::Corrupt`] rather than silently dropping records; so does a jump in
-//! sequences.
+//! A crash can only damage what was never acknowledged: the frames of the batch being
+//! written. After a process crash they are whole or cut short (a *torn tail*); after a
+//! power loss the blocks of an unfinished batch may reach the disk in any order, so an
+//! unwritten block (zeros) may come before frames of the same batch that did. On
+//! [`open`](FileLog::open) such a tail is truncated away (with a warning): a bad frame
+//! with nothing valid after it, or — if the rest of the file fits in one batch — a bad
+//! frame that starts a run of zeros reaching a 4 KiB block boundary, with whatever
+//! follows. Any other bad frame *followed by a valid one* is not a torn write but damage
+//! to acknowledged data, and `open` refuses with [`LogError::Corrupt`] rather than
+//! silently dropping records; so does a jump in sequences.
 //!
 //! # Shared state
 //!
-//! - The writer state (file handle, last sequences, the `msg_id` index) sits in a
-//!   [`tokio::sync::Mutex`]: appends are serialized, and the guard is moved into
-//!   [`tokio::task::spawn_blocking`] for the write and `fsync` so the runtime's threads
-//!   never block on disk. A caller that gives up on an append does not cancel it
-//!   half-way: the blocking task finishes and the record is either fully durable or not
-//!   written.
+//! - The writer state (file handle, last sequences, the `msg_id` index) is owned by the
+//!   writer thread alone: no lock. Appenders reach it through a `std::sync::mpsc`
+//!   channel of jobs, each with a `oneshot` for its answer, so the runtime's threads
+//!   never block on disk and the batch is simply "what queued up during the last
+//!   `fsync`". A caller that gives up on an append does not cancel it: the thread
+//!   finishes the batch and the record is either fully durable or not written. The
+//!   thread stops when the last [`FileLog`] clone is dropped (which waits for it, so the
+//!   data directory's lock is free when the drop returns).
 //! - The byte offset of every record is kept in a `std::sync::RwLock<Vec<u64>>` (8 bytes
 //!   a record; payloads stay on disk), so a follower can start reading at any sequence.
 //! - The last durable sequence is published on a [`tokio::sync::watch`] channel.
 //!   Followers read records from the file with their own handle, up to that sequence,
 //!   then wait for it to move. A watch never lags: a slow follower simply reads more
 //!   from the file when it catches up, and misses nothing.
+//! - The count of `fsync`s of appended records is an `AtomicU64`
+//!   ([`FileLog::append_syncs`]): how well group commit works, for tests and metrics.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{oneshot, watch};
 
-use crate::{AppendRequest, Appended, EventLog, Expectation, LogError, Record, RecordStream};
+use crate::{
+    AppendRequest, Appended, EventLog, Expectation, LogError, PendingAppend, Record, RecordStream,
+};
 
 /// Name of the record file in the data directory.
 const LOG_FILE: &str = "events.log";
@@ -74,26 +97,37 @@ const FRAME_HEADER_LEN: usize = 8;
 const MAX_BODY_LEN: usize = 64 << 20;
 /// Smallest valid body: sequence, three empty lengths/counts, empty payload.
 const MIN_BODY_LEN: usize = 8 + 2 + 2 + 2;
+/// Most records written with one `fsync`.
+pub const MAX_BATCH_RECORDS: usize = 1024;
+/// Frame bytes after which a batch takes no more records (it may exceed it by one
+/// record). Also bounds how much of the file's end recovery may treat as one unfinished
+/// batch.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// The block size recovery assumes for unwritten blocks.
+const BLOCK: u64 = 4096;
 
 /// An event log in an append-only file, `<dir>/events.log`, for one process.
 ///
-/// Every record is a length-prefixed, CRC32-checked frame, `fsync`ed before `append`
-/// returns. On open, a torn last frame (a crash during an append) is truncated away;
-/// damage before valid records is reported as [`LogError::Corrupt`]. De-duplication by
-/// `msg_id` covers the whole history. The file format and the recovery rules are
-/// documented in `eventlog/src/file.rs`.
+/// Every record is a length-prefixed, CRC32-checked frame; concurrent appends are
+/// written and `fsync`ed together (group commit), each acknowledged once durable. On
+/// open, a torn end (a crash during an append) is truncated away; damage before valid
+/// records is reported as [`LogError::Corrupt`]. De-duplication by `msg_id` covers the
+/// whole history. The file format and the recovery rules are documented in
+/// `eventlog/src/file.rs`.
 ///
 /// Cheap to clone (every clone is the same log); usable as `Arc<dyn EventLog>`. The data
 /// directory stays locked until the last clone is dropped.
 #[derive(Clone)]
 pub struct FileLog {
-    /// Everything appends need; one append at a time.
-    writer: Arc<Mutex<Writer>>,
+    /// The writer thread's queue; dropping the last clone stops the thread.
+    writer: Arc<WriterHandle>,
     /// Byte offset of each record: `offsets[seq - 1]`.
     offsets: Arc<RwLock<Vec<u64>>>,
     /// The last durable sequence. The sender lives in the writer: when the log is
     /// dropped, followers see the channel close.
     durable: watch::Receiver<u64>,
+    /// `fsync`s of appended records so far.
+    syncs: Arc<AtomicU64>,
     path: Arc<PathBuf>,
 }
 
@@ -106,24 +140,51 @@ impl std::fmt::Debug for FileLog {
     }
 }
 
-/// The append side, behind the mutex.
+/// One append waiting for the writer thread.
+struct Job {
+    request: AppendRequest,
+    answer: oneshot::Sender<Result<Appended, LogError>>,
+}
+
+/// The queue to the writer thread, and the thread, joined when the last [`FileLog`]
+/// clone goes.
+struct WriterHandle {
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has answered what it holds; waiting
+        // for it means the directory's lock is released when the last clone is gone.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The append side, owned by the writer thread.
 struct Writer {
     /// `events.log`, opened for appending.
     file: File,
     /// Length of the valid data in `file`.
     len: u64,
     last_sequence: u64,
+    /// The `msg_id` of the last record, for [`Expectation::LastMsgId`].
+    last_msg_id: String,
     /// Last sequence of each subject, for [`Expectation::LastSubjectSequence`].
     last_by_subject: HashMap<String, u64>,
     /// Every `msg_id` ever stored, with its sequence: de-duplication over all history.
     by_msg_id: HashMap<String, u64>,
     offsets: Arc<RwLock<Vec<u64>>>,
     durable: watch::Sender<u64>,
+    syncs: Arc<AtomicU64>,
     /// Set when a failed write left the file in an unknown state: every later append
     /// fails until the log is reopened (which recovers the file).
     broken: Option<String>,
-    /// Holds the data directory's lock while the writer lives (even past the last
-    /// `FileLog` clone, while a blocking append finishes).
+    /// Holds the data directory's lock while the writer lives.
     _lock: File,
 }
 
@@ -155,22 +216,33 @@ impl FileLog {
 
         let (durable_tx, durable_rx) = watch::channel(scan.last_sequence);
         let offsets = Arc::new(RwLock::new(scan.offsets));
+        let syncs = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             file,
             len: scan.len,
             last_sequence: scan.last_sequence,
+            last_msg_id: scan.last_msg_id,
             last_by_subject: scan.last_by_subject,
             by_msg_id: scan.by_msg_id,
             offsets: offsets.clone(),
             durable: durable_tx,
+            syncs: syncs.clone(),
             broken: None,
             _lock: lock,
         };
+        let (queue, jobs) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("event-log-writer".into())
+            .spawn(move || writer.run(jobs))?;
         tracing::debug!(path = %path.display(), last_sequence = scan.last_sequence, "opened event log");
         Ok(FileLog {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(WriterHandle {
+                queue: Some(queue),
+                thread: Some(thread),
+            }),
             offsets,
             durable: durable_rx,
+            syncs,
             path: Arc::new(path),
         })
     }
@@ -179,46 +251,34 @@ impl FileLog {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// How many `fsync`s appended records have taken since the log was opened: fewer
+    /// than the records when appends were concurrent (group commit).
+    pub fn append_syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}
+
+/// The error every append gets once the writer thread is gone (it only stops when the
+/// log is dropped, or if it panicked).
+fn writer_gone() -> LogError {
+    LogError::Unavailable("the event log's writer has stopped".to_string())
 }
 
 #[async_trait]
 impl EventLog for FileLog {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+    async fn submit(&self, request: AppendRequest) -> Result<PendingAppend, LogError> {
         crate::check_request(&request)?;
-        let writer = self.writer.clone().lock_owned().await;
-        if let Some(&sequence) = writer.by_msg_id.get(&request.msg_id) {
-            return Ok(Appended {
-                sequence,
-                duplicate: true,
-            });
-        }
-        match request.expect {
-            Expectation::Any => {}
-            Expectation::LastSubjectSequence(expected) => {
-                let last = writer
-                    .last_by_subject
-                    .get(&request.subject)
-                    .copied()
-                    .unwrap_or(0);
-                if last != expected {
-                    return Err(LogError::Conflict {
-                        subject: request.subject,
-                        expected,
-                    });
-                }
-            }
-            Expectation::LastSequence(expected) => {
-                if writer.last_sequence != expected {
-                    return Err(LogError::Conflict {
-                        subject: request.subject,
-                        expected,
-                    });
-                }
-            }
-        }
-        tokio::task::spawn_blocking(move || write(writer, request))
-            .await
-            .map_err(|err| LogError::Io(io::Error::other(format!("append task failed: {err}"))))?
+        let (answer, answered) = oneshot::channel();
+        self.writer
+            .queue
+            .as_ref()
+            .ok_or_else(writer_gone)?
+            .send(Job { request, answer })
+            .map_err(|_| writer_gone())?;
+        Ok(PendingAppend::new(async move {
+            answered.await.map_err(|_| writer_gone())?
+        }))
     }
 
     fn describe(&self) -> String {
@@ -227,6 +287,11 @@ impl EventLog for FileLog {
 
     async fn last_sequence(&self) -> Result<u64, LogError> {
         Ok(*self.durable.borrow())
+    }
+
+    /// Always 1 (the start; `last_sequence() + 1` when empty): the file keeps every record.
+    async fn first_sequence(&self) -> Result<u64, LogError> {
+        Ok(1)
     }
 
     async fn follow(&self, from: u64) -> Result<RecordStream, LogError> {
@@ -248,51 +313,214 @@ impl EventLog for FileLog {
     }
 }
 
-/// Writes and `fsync`s one record (in a blocking task, holding the writer's lock), then
-/// publishes it.
-fn write(
-    mut writer: OwnedMutexGuard<Writer>,
-    request: AppendRequest,
-) -> Result<Appended, LogError> {
-    if let Some(reason) = &writer.broken {
-        return Err(LogError::Io(io::Error::other(format!(
-            "the event log is unusable after a failed write ({reason}); restart the process"
-        ))));
-    }
-    let sequence = writer.last_sequence + 1;
-    let frame = encode_frame(sequence, &request)?;
-    let offset = writer.len;
-    if let Err(err) = writer.file.write_all(&frame) {
-        // Cut off whatever part of the frame reached the file, so that the next append
-        // starts on a frame boundary.
-        if let Err(truncate) = writer.file.set_len(offset) {
-            writer.broken = Some(format!("{err}, then {truncate}"));
+/// About the size of `request`'s frame, for bounding a batch.
+fn frame_size(request: &AppendRequest) -> usize {
+    FRAME_HEADER_LEN
+        + MIN_BODY_LEN
+        + request.subject.len()
+        + request.msg_id.len()
+        + request.payload.len()
+        + request
+            .headers
+            .iter()
+            .map(|(name, value)| 6 + name.len() + value.len())
+            .sum::<usize>()
+}
+
+/// The answer of each record of a batch whose write or `fsync` failed.
+fn write_failed(err: &io::Error) -> LogError {
+    LogError::Io(io::Error::new(
+        err.kind(),
+        format!("event log write failed: {err}"),
+    ))
+}
+
+/// What became of one job of a batch, before the batch is written.
+enum Outcome {
+    /// Accepted: written at this sequence if the batch's write and `fsync` succeed.
+    Staged(u64),
+    /// A retry of a record stored before (or earlier in this batch, at this sequence).
+    Duplicate { sequence: u64, staged: bool },
+    /// Refused on its own.
+    Refused(LogError),
+}
+
+impl Writer {
+    /// The writer thread: one batch per turn, until the queue closes.
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            let mut bytes = frame_size(&first.request);
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += frame_size(&job.request);
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(batch);
         }
-        tracing::error!(error = %err, sequence, "event log write failed");
-        return Err(err.into());
     }
-    if let Err(err) = writer.file.sync_data() {
-        // After a failed fsync the page cache cannot be trusted (the kernel may have
-        // dropped the dirty pages): only a reopen, which re-reads the file, recovers.
-        let _ = writer.file.set_len(offset);
-        writer.broken = Some(err.to_string());
-        tracing::error!(error = %err, sequence, "event log fsync failed");
-        return Err(err.into());
+
+    /// Checks, writes and `fsync`s one batch, then answers each of its jobs.
+    fn write_batch(&mut self, batch: Vec<Job>) {
+        if let Some(reason) = &self.broken {
+            let message = format!(
+                "the event log is unusable after a failed write ({reason}); restart the process"
+            );
+            for job in batch {
+                let _ = job
+                    .answer
+                    .send(Err(LogError::Io(io::Error::other(message.clone()))));
+            }
+            return;
+        }
+        // The log as the batch leaves it so far, on top of what is stored.
+        let mut next = self.last_sequence;
+        let mut batch_last_id: Option<&str> = None;
+        let mut batch_subjects: HashMap<&str, u64> = HashMap::new();
+        let mut batch_ids: HashMap<&str, u64> = HashMap::new();
+        let mut frames = Vec::new();
+        let mut offsets = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for job in &batch {
+            let request = &job.request;
+            if let Some(&sequence) = batch_ids.get(request.msg_id.as_str()) {
+                outcomes.push(Outcome::Duplicate {
+                    sequence,
+                    staged: true,
+                });
+                continue;
+            }
+            if let Some(&sequence) = self.by_msg_id.get(&request.msg_id) {
+                outcomes.push(Outcome::Duplicate {
+                    sequence,
+                    staged: false,
+                });
+                continue;
+            }
+            let holds = match &request.expect {
+                Expectation::Any => true,
+                Expectation::LastSubjectSequence(expected) => {
+                    let last = batch_subjects
+                        .get(request.subject.as_str())
+                        .or_else(|| self.last_by_subject.get(&request.subject))
+                        .copied()
+                        .unwrap_or(0);
+                    last == *expected
+                }
+                Expectation::LastSequence(expected) => next == *expected,
+                Expectation::LastMsgId(expected) => {
+                    next > 0 && batch_last_id.unwrap_or(&self.last_msg_id) == expected
+                }
+            };
+            if !holds {
+                outcomes.push(Outcome::Refused(LogError::Conflict {
+                    subject: request.subject.clone(),
+                    expected: request.expect.expected_sequence(),
+                }));
+                continue;
+            }
+            let frame = match encode_frame(next + 1, request) {
+                Ok(frame) => frame,
+                Err(err) => {
+                    outcomes.push(Outcome::Refused(err));
+                    continue;
+                }
+            };
+            next += 1;
+            offsets.push(self.len + frames.len() as u64);
+            frames.extend_from_slice(&frame);
+            batch_subjects.insert(&request.subject, next);
+            batch_ids.insert(&request.msg_id, next);
+            batch_last_id = Some(&request.msg_id);
+            outcomes.push(Outcome::Staged(next));
+        }
+
+        let written = if frames.is_empty() {
+            Ok(())
+        } else {
+            self.write_durably(&frames, next)
+        };
+        if let (Ok(()), Some(last_msg_id)) = (&written, batch_last_id) {
+            let last_msg_id = last_msg_id.to_string();
+            for (job, outcome) in batch.iter().zip(&outcomes) {
+                if let Outcome::Staged(sequence) = outcome {
+                    let request = &job.request;
+                    self.last_by_subject
+                        .insert(request.subject.clone(), *sequence);
+                    self.by_msg_id.insert(request.msg_id.clone(), *sequence);
+                }
+            }
+            self.len += frames.len() as u64;
+            self.last_sequence = next;
+            self.last_msg_id = last_msg_id;
+            self.offsets
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(offsets);
+            self.durable.send_replace(next);
+        }
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
+            let (sequence, duplicate) = match outcome {
+                Outcome::Refused(err) => {
+                    let _ = job.answer.send(Err(err));
+                    continue;
+                }
+                Outcome::Duplicate {
+                    sequence,
+                    staged: false,
+                } => (sequence, true),
+                Outcome::Duplicate {
+                    sequence,
+                    staged: true,
+                } => match &written {
+                    Ok(()) => (sequence, true),
+                    Err(err) => {
+                        let _ = job.answer.send(Err(write_failed(err)));
+                        continue;
+                    }
+                },
+                Outcome::Staged(sequence) => match &written {
+                    Ok(()) => (sequence, false),
+                    Err(err) => {
+                        let _ = job.answer.send(Err(write_failed(err)));
+                        continue;
+                    }
+                },
+            };
+            let _ = job.answer.send(Ok(Appended {
+                sequence,
+                duplicate,
+            }));
+        }
     }
-    writer.len = offset + frame.len() as u64;
-    writer.last_sequence = sequence;
-    writer.last_by_subject.insert(request.subject, sequence);
-    writer.by_msg_id.insert(request.msg_id, sequence);
-    writer
-        .offsets
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(offset);
-    writer.durable.send_replace(sequence);
-    Ok(Appended {
-        sequence,
-        duplicate: false,
-    })
+
+    /// Appends `frames` (ending with record `last`) to the file and `fsync`s it.
+    fn write_durably(&mut self, frames: &[u8], last: u64) -> io::Result<()> {
+        let offset = self.len;
+        if let Err(err) = self.file.write_all(frames) {
+            // Cut off whatever part of the batch reached the file, so that the next
+            // append starts on a frame boundary.
+            if let Err(truncate) = self.file.set_len(offset) {
+                self.broken = Some(format!("{err}, then {truncate}"));
+            }
+            tracing::error!(error = %err, last, "event log write failed");
+            return Err(err);
+        }
+        if let Err(err) = self.file.sync_data() {
+            // After a failed fsync the page cache cannot be trusted (the kernel may have
+            // dropped the dirty pages): only a reopen, which re-reads the file, recovers.
+            let _ = self.file.set_len(offset);
+            self.broken = Some(err.to_string());
+            tracing::error!(error = %err, last, "event log fsync failed");
+            return Err(err);
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Takes the data directory's exclusive lock.
@@ -332,6 +560,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 struct Scan {
     len: u64,
     last_sequence: u64,
+    last_msg_id: String,
     offsets: Vec<u64>,
     last_by_subject: HashMap<String, u64>,
     by_msg_id: HashMap<String, u64>,
@@ -358,6 +587,7 @@ fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
         return Ok(Scan {
             len: MAGIC.len() as u64,
             last_sequence: 0,
+            last_msg_id: String::new(),
             offsets: Vec::new(),
             last_by_subject: HashMap::new(),
             by_msg_id: HashMap::new(),
@@ -377,6 +607,7 @@ fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
     let mut scan = Scan {
         len: MAGIC.len() as u64,
         last_sequence: 0,
+        last_msg_id: String::new(),
         offsets: Vec::new(),
         last_by_subject: HashMap::new(),
         by_msg_id: HashMap::new(),
@@ -423,7 +654,9 @@ fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
         scan.offsets.push(scan.len);
         scan.last_sequence = record.sequence;
         scan.last_by_subject.insert(record.subject, record.sequence);
-        scan.by_msg_id.insert(record.msg_id, record.sequence);
+        scan.by_msg_id
+            .insert(record.msg_id.clone(), record.sequence);
+        scan.last_msg_id = record.msg_id;
         scan.len += (FRAME_HEADER_LEN + body_len) as u64;
     };
     drop(reader);
@@ -459,12 +692,21 @@ fn check_torn_tail(
             path.display()
         ))
     };
-    if tail_len > (FRAME_HEADER_LEN + MAX_BODY_LEN) as u64 {
+    let one_batch = (MAX_BATCH_BYTES + FRAME_HEADER_LEN + MAX_BODY_LEN) as u64;
+    if tail_len > one_batch {
         return Err(corrupt());
     }
     let mut tail = vec![0; tail_len as usize];
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(&mut tail)?;
+    if unwritten_block_at(&tail, offset) {
+        // A batch cut short by a power loss: whatever follows the hole is of the same
+        // unacknowledged batch.
+        return Ok(());
+    }
+    if tail_len > (FRAME_HEADER_LEN + MAX_BODY_LEN) as u64 {
+        return Err(corrupt());
+    }
     let valid_frame_at = |start: usize| {
         let Some(header) = tail.get(start..start + FRAME_HEADER_LEN) else {
             return false;
@@ -481,6 +723,24 @@ fn check_torn_tail(
         return Err(corrupt());
     }
     Ok(())
+}
+
+/// Whether `tail`, the file from byte `offset` (a bad frame) on, starts like a batch
+/// whose first block did not reach the disk: zeros from `offset` to the end of its
+/// block (or of the file), or a whole block of zeros starting within the first block
+/// after `offset`. Blocks past the end of the durable data that were never written read
+/// as zeros; a bad frame with other content, followed by valid frames, is damage.
+fn unwritten_block_at(tail: &[u8], offset: u64) -> bool {
+    let zeros_until_boundary = |from: u64| {
+        let start = (from - offset) as usize;
+        let end = ((from / BLOCK + 1) * BLOCK - offset).min(tail.len() as u64) as usize;
+        start < end && tail[start..end].iter().all(|&b| b == 0)
+    };
+    if zeros_until_boundary(offset) {
+        return true;
+    }
+    let next_block = (offset / BLOCK + 1) * BLOCK;
+    next_block < offset + tail.len() as u64 && zeros_until_boundary(next_block)
 }
 
 fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (usize, u32) {

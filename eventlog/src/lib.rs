@@ -24,8 +24,19 @@
 //! - **Idempotent appends.** A retried append with the same `msg_id` is stored once; the
 //!   retry gets the original's sequence back with `duplicate: true`.
 //! - **Durability.** An append that returned `Ok` survives a restart of the process.
+//! - **Pipelining.** [`EventLog::submit`] queues an append and returns before it is
+//!   durable, so one writer can have many in flight; appends submitted one after the
+//!   other through one handle are stored in that order, and
+//!   [`Expectation::LastMsgId`] chains each to the one before it. Each is still
+//!   acknowledged on its own, once durable.
+//!
+//! Beside the log, [`snapshot`]: a reader's state as of one sequence, kept in a
+//! [`SnapshotStore`] (a file beside the embedded log, or a JetStream object-store bucket
+//! per role), so a start folds only the records after it.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -33,9 +44,14 @@ use futures::Stream;
 
 mod file;
 mod nats;
+pub mod snapshot;
 
 pub use file::FileLog;
 pub use nats::{NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
+pub use snapshot::{
+    FileSnapshotStore, NatsSnapshotStore, SnapshotError, SnapshotHeader, SnapshotStore,
+    StoredSnapshot,
+};
 
 /// Prefix of every Gatehouse subject.
 pub const SUBJECT_PREFIX: &str = "gatehouse.events";
@@ -75,7 +91,8 @@ pub fn is_valid_subject(subject: &str) -> bool {
 /// Checks an append request against the rules both backends share, before anything else:
 ///
 /// - the subject, see [`is_valid_subject`] ([`LogError::InvalidSubject`]);
-/// - `msg_id`: not empty, and a valid header value (it travels as `Nats-Msg-Id`);
+/// - `msg_id`, and the one an [`Expectation::LastMsgId`] names: not empty, and a valid
+///   header value (they travel as `Nats-Msg-Id`, `Nats-Expected-Last-Msg-Id`);
 /// - header names: visible ASCII without `:`, not `Nats-*` (the broker's control headers)
 ///   nor the NATS backend's own order header; header values: no line breaks and no
 ///   leading or trailing whitespace (NATS trims it, so it would not round-trip).
@@ -97,6 +114,11 @@ pub(crate) fn check_request(request: &AppendRequest) -> Result<(), LogError> {
     }
     if request.msg_id.is_empty() || !valid_value(&request.msg_id) {
         return Err(invalid(format!("invalid msg_id {:?}", request.msg_id)));
+    }
+    if let Expectation::LastMsgId(expected) = &request.expect
+        && (expected.is_empty() || !valid_value(expected))
+    {
+        return Err(invalid(format!("invalid expected msg_id {expected:?}")));
     }
     for (name, value) in &request.headers {
         let reserved = name
@@ -131,7 +153,7 @@ pub struct Record {
 }
 
 /// What an append expects of the log's current state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expectation {
     /// No check.
     Any,
@@ -141,6 +163,28 @@ pub enum Expectation {
     /// The last record of the whole log has this sequence (0: the log is empty). Used
     /// for changes whose rules span aggregates (uniqueness, cascades).
     LastSequence(u64),
+    /// The last record of the whole log is the one appended with this `msg_id`: nothing
+    /// came between it and this append. A writer with several appends in flight chains
+    /// each to the one before it (the first expecting [`LastSequence`]): if any link
+    /// fails, or another writer's record comes between, every later link fails too, so
+    /// a chain holds exactly when the log since its start is the chain.
+    /// `Nats-Expected-Last-Msg-Id` on NATS. Its conflict reports `expected: 0`.
+    ///
+    /// [`LastSequence`]: Expectation::LastSequence
+    LastMsgId(String),
+}
+
+impl Expectation {
+    /// The sequence this expectation names, for [`LogError::Conflict`] (0 for
+    /// [`Expectation::Any`] and [`Expectation::LastMsgId`]).
+    pub fn expected_sequence(&self) -> u64 {
+        match self {
+            Expectation::Any | Expectation::LastMsgId(_) => 0,
+            Expectation::LastSubjectSequence(expected) | Expectation::LastSequence(expected) => {
+                *expected
+            }
+        }
+    }
 }
 
 /// One record to append.
@@ -166,7 +210,8 @@ pub struct Appended {
 /// What can go wrong with the log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// The append's [`Expectation`] did not hold: someone else wrote first.
+    /// The append's [`Expectation`] did not hold: someone else wrote first. `expected`
+    /// is the sequence the expectation named ([`Expectation::expected_sequence`]).
     #[error(
         "concurrent modification: expected last sequence {expected} for {subject}, the log has moved on"
     )]
@@ -191,17 +236,66 @@ pub enum LogError {
 /// A stream of records in sequence order.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Record, LogError>> + Send>>;
 
+/// An append on its way to the log ([`EventLog::submit`]): resolves once the record is
+/// durable (or refused). Dropping it does not cancel the append: the record is stored
+/// or refused all the same, only its answer is lost.
+#[must_use = "an append's answer says whether it was stored"]
+pub struct PendingAppend(Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>);
+
+impl PendingAppend {
+    /// The answer `answer` will give.
+    pub fn new(answer: impl Future<Output = Result<Appended, LogError>> + Send + 'static) -> Self {
+        PendingAppend(Box::pin(answer))
+    }
+
+    /// An answer known already.
+    pub fn ready(result: Result<Appended, LogError>) -> Self {
+        PendingAppend::new(std::future::ready(result))
+    }
+}
+
+impl Future for PendingAppend {
+    type Output = Result<Appended, LogError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for PendingAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingAppend")
+    }
+}
+
 /// The event log, as every node sees it.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
+    /// Queues one record, to be stored if its expectation holds, and returns once it is
+    /// queued — before it is durable: the [`PendingAppend`] resolves then. Records
+    /// submitted one after the other through one handle are stored in that order (others'
+    /// records may come between; a chain of [`Expectation::LastMsgId`] rules that out).
+    /// A request that breaks the rules both backends share (subject, `msg_id`, headers)
+    /// is refused here.
+    async fn submit(&self, request: AppendRequest) -> Result<PendingAppend, LogError>;
+
     /// Appends one record if its expectation holds; returns once it is durable.
-    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError>;
+    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+        self.submit(request).await?.await
+    }
 
     /// Where the log is, for start-up messages (a file path, a NATS stream and URL).
     fn describe(&self) -> String;
 
     /// Sequence of the last stored record (0 for an empty log).
     async fn last_sequence(&self) -> Result<u64, LogError>;
+
+    /// Sequence of the first record the log still holds: 1 for a log that keeps its whole
+    /// history (the file log always does), more once older records were removed (a NATS
+    /// stream with limits, or purged). An empty log answers `last_sequence() + 1`. A
+    /// reader can rebuild a state from the start only when this is 1; else it needs a
+    /// snapshot at `first_sequence() - 1` or later.
+    async fn first_sequence(&self) -> Result<u64, LogError>;
 
     /// Every record from sequence `from` (1 or 0: the start) in order, then new records
     /// live as they are appended. The stream ends only on error.

@@ -6,7 +6,8 @@
 //!
 //! - the sequence: JetStream's stream sequence is the log's sequence;
 //! - optimistic concurrency: [`Expectation`]s travel as the
-//!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` headers;
+//!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` /
+//!   `Nats-Expected-Last-Msg-Id` headers;
 //! - idempotence: `msg_id` travels as `Nats-Msg-Id`. JetStream remembers ids for the
 //!   stream's *duplicate window* (two minutes here), which covers client retries; the
 //!   file backend remembers them forever.
@@ -31,6 +32,16 @@
 //! sequence itself: an older one (re-delivered after a recreate) is skipped, a newer one
 //! than expected ends the stream with [`LogError::Gap`].
 //!
+//! # Pipelining
+//!
+//! [`submit`](EventLog::submit) publishes and returns once the client has queued the
+//! message on its one connection; the broker's ack is awaited by the returned
+//! [`PendingAppend`]. So a writer keeps many appends in flight (the client allows 5,000
+//! unacknowledged publishes, then waits), each still answered by its own ack. A
+//! connection serves its messages in order, and the stream stores them in that order;
+//! if the connection drops between two of them, the first may be lost and the second
+//! stored — which is why chained appends expect the previous one's `msg_id`.
+//!
 //! # Shared state
 //!
 //! None of our own: a [`NatsLog`] is a cheap-to-clone handle on an `async_nats::Client`
@@ -49,7 +60,8 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    AppendRequest, Appended, EventLog, Expectation, LogError, Record, RecordStream, SUBJECT_PREFIX,
+    AppendRequest, Appended, EventLog, Expectation, LogError, PendingAppend, Record, RecordStream,
+    SUBJECT_PREFIX,
 };
 
 /// The header that carries the order of a record's header names.
@@ -373,40 +385,44 @@ async fn consume(
 
 #[async_trait]
 impl EventLog for NatsLog {
-    async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
+    /// Publishes the record and returns once the client has queued it on the connection
+    /// (in call order), without waiting for the broker's ack: that is what the
+    /// [`PendingAppend`] awaits. Several appends are thus in flight on one connection.
+    async fn submit(&self, request: AppendRequest) -> Result<PendingAppend, LogError> {
         crate::check_request(&request)?;
         let headers = encode_headers(&request)?;
         let ack = self
             .jetstream
             .publish_with_headers(request.subject.clone(), headers, request.payload)
             .await
-            .map_err(|err| LogError::Unavailable(format!("cannot publish to NATS: {err}")))?
-            .await
-            .map_err(|err| match err.kind() {
-                PublishErrorKind::WrongLastSequence => LogError::Conflict {
-                    subject: request.subject.clone(),
-                    expected: match request.expect {
-                        Expectation::Any => 0,
-                        Expectation::LastSubjectSequence(expected)
-                        | Expectation::LastSequence(expected) => expected,
-                    },
-                },
+            .map_err(|err| LogError::Unavailable(format!("cannot publish to NATS: {err}")))?;
+        let stream = self.stream.clone();
+        let subject = request.subject;
+        let expected = request.expect.expected_sequence();
+        Ok(PendingAppend::new(async move {
+            let ack = ack.await.map_err(|err| match err.kind() {
+                PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
+                    LogError::Conflict {
+                        subject: subject.clone(),
+                        expected,
+                    }
+                }
                 PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
-                    "no JetStream stream takes {} (is stream {} gone?)",
-                    request.subject, self.stream
+                    "no JetStream stream takes {subject} (is stream {stream} gone?)"
                 )),
                 _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
             })?;
-        if ack.stream != self.stream {
-            return Err(LogError::Corrupt(format!(
-                "{} was stored in stream {}, not {}: another stream overlaps the event subjects",
-                request.subject, ack.stream, self.stream
-            )));
-        }
-        Ok(Appended {
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+            if ack.stream != stream {
+                return Err(LogError::Corrupt(format!(
+                    "{subject} was stored in stream {}, not {stream}: another stream overlaps the event subjects",
+                    ack.stream
+                )));
+            }
+            Ok(Appended {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        }))
     }
 
     fn describe(&self) -> String {
@@ -422,6 +438,22 @@ impl EventLog for NatsLog {
                 LogError::Unavailable(format!("cannot read stream {}: {err}", self.stream))
             })?;
         Ok(stream.cached_info().state.last_sequence)
+    }
+
+    async fn first_sequence(&self) -> Result<u64, LogError> {
+        let stream = self
+            .jetstream
+            .get_stream(&self.stream)
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!("cannot read stream {}: {err}", self.stream))
+            })?;
+        let state = &stream.cached_info().state;
+        Ok(if state.messages == 0 {
+            state.last_sequence + 1
+        } else {
+            state.first_sequence
+        })
     }
 
     async fn follow(&self, from: u64) -> Result<RecordStream, LogError> {
@@ -558,7 +590,7 @@ fn encode_headers(request: &AppendRequest) -> Result<HeaderMap, LogError> {
     let mut headers = HeaderMap::new();
     let msg_id: HeaderValue = request.msg_id.parse().map_err(|_| invalid("msg_id"))?;
     headers.insert(header::NATS_MESSAGE_ID, msg_id);
-    match request.expect {
+    match &request.expect {
         Expectation::Any => {}
         Expectation::LastSubjectSequence(sequence) => headers.insert(
             header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -566,6 +598,10 @@ fn encode_headers(request: &AppendRequest) -> Result<HeaderMap, LogError> {
         ),
         Expectation::LastSequence(sequence) => {
             headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, sequence.to_string())
+        }
+        Expectation::LastMsgId(msg_id) => {
+            let msg_id: HeaderValue = msg_id.parse().map_err(|_| invalid("expected msg_id"))?;
+            headers.insert(header::NATS_EXPECTED_LAST_MESSAGE_ID, msg_id)
         }
     }
     if !request.headers.is_empty() {

@@ -473,6 +473,148 @@ mod cases {
         );
         assert_eq!(sequences(&log.read_to_end(1).await.unwrap()), [1, 2, 3, 4]);
     }
+
+    /// The first retained record of a log that keeps its whole history is 1, empty or
+    /// not.
+    pub async fn first_sequence_of_a_whole_log(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        assert_eq!(log.first_sequence().await.unwrap(), 1, "empty: last + 1");
+        for id in ["f1", "f2", "f3"] {
+            append(&*log, request(&subject("api", "f"), id, Expectation::Any)).await;
+        }
+        assert_eq!(log.first_sequence().await.unwrap(), 1);
+        assert_eq!(log.last_sequence().await.unwrap(), 3);
+    }
+
+    /// `LastMsgId` holds only when the named record is the log's last; a chain of them
+    /// can be in flight at once, and a broken link breaks every later one.
+    pub async fn chained_appends(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let s = subject("api", "chain");
+        let chained = |msg_id: &str, after: &str| {
+            request(&s, msg_id, Expectation::LastMsgId(after.to_string()))
+        };
+        assert!(
+            matches!(
+                log.append(chained("c0", "none")).await,
+                Err(LogError::Conflict { expected: 0, .. })
+            ),
+            "an empty log has no last record"
+        );
+        append(&*log, request(&s, "m1", Expectation::Any)).await;
+        assert_eq!(append(&*log, chained("m2", "m1")).await.sequence, 2);
+        assert!(
+            matches!(
+                log.append(chained("stale", "m1")).await,
+                Err(LogError::Conflict { .. })
+            ),
+            "m2 came after m1"
+        );
+
+        // Three links in flight through one handle: stored in order.
+        let first = log
+            .submit(request(&s, "c1", Expectation::LastSequence(2)))
+            .await
+            .unwrap();
+        let second = log.submit(chained("c2", "c1")).await.unwrap();
+        let third = log.submit(chained("c3", "c2")).await.unwrap();
+        let sequences = [first.await, second.await, third.await]
+            .map(|appended| appended.expect("every link holds").sequence);
+        assert_eq!(sequences, [3, 4, 5]);
+
+        // A chain whose first link fails: every later link fails too.
+        let broken = log
+            .submit(request(&s, "b1", Expectation::LastSequence(1)))
+            .await
+            .unwrap();
+        let after_broken = log.submit(chained("b2", "b1")).await.unwrap();
+        let last_broken = log.submit(chained("b3", "b2")).await.unwrap();
+        for pending in [broken, after_broken, last_broken] {
+            assert!(
+                matches!(pending.await, Err(LogError::Conflict { .. })),
+                "a broken chain stores nothing"
+            );
+        }
+
+        // Another writer's record between two links breaks the chain.
+        let other = harness.log().await;
+        append(
+            &*other,
+            request(&subject("api", "other"), "foreign", Expectation::Any),
+        )
+        .await;
+        assert!(matches!(
+            log.append(chained("c4", "c3")).await,
+            Err(LogError::Conflict { .. })
+        ));
+        assert_eq!(
+            log.read_to_end(1)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.msg_id.as_str())
+                .collect::<Vec<_>>(),
+            ["m1", "m2", "c1", "c2", "c3", "foreign"]
+        );
+        let empty = request(&s, "bad", Expectation::LastMsgId(String::new()));
+        assert!(is_invalid_input(&log.append(empty).await.unwrap_err()));
+    }
+
+    /// Many appends in flight at once, from many tasks and pipelined through one handle:
+    /// each is answered with its own result, sequences stay contiguous, one handle's
+    /// records keep their order, and each expectation is checked against the records
+    /// before it.
+    pub async fn concurrent_appends_are_each_acknowledged(harness: &mut impl Harness) {
+        let log = harness.log().await;
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let subject = subject("subscription", &format!("s{}", i % 20));
+                    // Two tasks per subject expect it empty: exactly one may win.
+                    let request = request(
+                        &subject,
+                        &format!("t{i}"),
+                        Expectation::LastSubjectSequence(0),
+                    );
+                    (i, log.append(request).await)
+                })
+            })
+            .collect();
+        let mut stored = std::collections::BTreeMap::new();
+        let mut conflicts = 0;
+        for task in tasks {
+            let (i, result) = task.await.unwrap();
+            match result {
+                Ok(appended) => {
+                    assert!(!appended.duplicate);
+                    stored.insert(appended.sequence, format!("t{i}"));
+                }
+                Err(LogError::Conflict { expected: 0, .. }) => conflicts += 1,
+                Err(other) => panic!("t{i}: {other}"),
+            }
+        }
+        assert_eq!((stored.len(), conflicts), (20, 20));
+        let records = log.read_to_end(1).await.unwrap();
+        assert_eq!(sequences(&records), (1..=20).collect::<Vec<_>>());
+        for record in &records {
+            assert_eq!(stored[&record.sequence], record.msg_id);
+        }
+
+        // Pipelined through one handle: stored in submit order.
+        let mut pending = Vec::new();
+        for i in 0..30 {
+            let request = request(&subject("api", "p"), &format!("p{i}"), Expectation::Any);
+            pending.push(log.submit(request).await.unwrap());
+        }
+        let mut last = 20;
+        for answer in pending {
+            let sequence = answer.await.unwrap().sequence;
+            assert!(sequence > last, "one handle's records keep their order");
+            last = sequence;
+        }
+        assert_eq!(last, 50);
+    }
 }
 
 /// One `#[tokio::test]` per case, on the harness built by `$harness`.
@@ -487,6 +629,9 @@ macro_rules! conformance_tests {
             headers_round_trip,
             invalid_requests_are_refused,
             durable_across_restart,
+            first_sequence_of_a_whole_log,
+            chained_appends,
+            concurrent_appends_are_each_acknowledged,
         );
     };
     (@case $harness:expr; $($case:ident,)*) => {
@@ -589,6 +734,107 @@ mod file {
         // And the repaired file opens cleanly again.
         let log = FileLog::open(dir).unwrap();
         assert_eq!(log.last_sequence().await.unwrap(), next);
+    }
+
+    /// Concurrent appends share `fsync`s: each is acknowledged on its own, once durable,
+    /// in queue order, with its own expectation checked against the batch's earlier
+    /// records (a conflict fails that append alone; a retry within the batch is a
+    /// duplicate).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_shares_fsyncs_and_keeps_each_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileLog::open(dir.path()).unwrap();
+        let s = subject("api", "grouped");
+        let before = log.append_syncs();
+        let mut pending = Vec::new();
+        for i in 0..64 {
+            let expect = match i {
+                0 => Expectation::LastSubjectSequence(0),
+                // Stale: record 1 is on the subject by the time this one is checked.
+                1 => Expectation::LastSubjectSequence(0),
+                2 => Expectation::LastSubjectSequence(1),
+                _ => Expectation::Any,
+            };
+            let msg_id = if i == 3 {
+                "g0".to_string()
+            } else {
+                format!("g{i}")
+            };
+            pending.push(log.submit(request(&s, &msg_id, expect)).await.unwrap());
+        }
+        let mut answers = Vec::new();
+        for answer in pending {
+            answers.push(answer.await);
+        }
+        let syncs = log.append_syncs() - before;
+        assert!(syncs < 16, "64 appends took {syncs} fsyncs");
+        assert_eq!(answers[0].as_ref().unwrap().sequence, 1);
+        assert!(matches!(
+            answers[1],
+            Err(LogError::Conflict { expected: 0, .. })
+        ));
+        assert_eq!(answers[2].as_ref().unwrap().sequence, 2);
+        assert_eq!(
+            *answers[3].as_ref().unwrap(),
+            Appended {
+                sequence: 1,
+                duplicate: true
+            },
+            "a retry within the batch"
+        );
+        let stored: Vec<u64> = answers[4..]
+            .iter()
+            .map(|answer| answer.as_ref().unwrap().sequence)
+            .collect();
+        assert_eq!(stored, (3..=62).collect::<Vec<_>>(), "queue order");
+        drop(log);
+        // All of it durable: a reopened log has the 62 records, in the same order.
+        let log = FileLog::open(dir.path()).unwrap();
+        let records = log.read_to_end(1).await.unwrap();
+        assert_eq!(records.len(), 62);
+        assert_eq!(records[1].msg_id, "g2");
+        assert_eq!(records[61].msg_id, "g63");
+    }
+
+    /// A batch being written when the power went: its first block never reached the
+    /// disk (zeros), a later one did. None of it was acknowledged: it is truncated away,
+    /// valid frames after the hole and all.
+    #[tokio::test]
+    async fn torn_batch_after_a_power_loss_is_truncated() {
+        let big = |i: u64| AppendRequest {
+            payload: Bytes::from(vec![b'x' + (i % 3) as u8; 1500]),
+            ..request(&subject("api", "x"), &format!("m{i}"), Expectation::Any)
+        };
+        let written = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(written.path()).unwrap();
+            for i in 1..=8 {
+                append(&log, big(i)).await;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let records = {
+            let log = FileLog::open(dir.path()).unwrap();
+            for i in 1..=3 {
+                append(&log, big(i)).await;
+            }
+            log.read_to_end(1).await.unwrap()
+        };
+        let clean_len = log_len(dir.path());
+        // Records 4 to 8, as the batch after record 3 would write them, with the part of
+        // the batch in the block where it starts lost; records 7 and 8 lie past that
+        // block, whole and valid.
+        let full = std::fs::read(written.path().join("events.log")).unwrap();
+        let mut batch = full[clean_len as usize..].to_vec();
+        let hole = (clean_len / 4096 + 1) * 4096 - clean_len;
+        batch[..hole as usize].fill(0);
+        let frame_len = (batch.len() / 5) as u64;
+        assert!(
+            batch.len() as u64 - hole >= 2 * frame_len,
+            "whole frames must follow the hole"
+        );
+        append_bytes(dir.path(), &batch);
+        assert_recovered(dir.path(), &records, clean_len).await;
     }
 
     #[tokio::test]
@@ -828,6 +1074,24 @@ mod nats {
             other => panic!("expected Unavailable, got {other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Once older records are purged, the first retained sequence moves; once all are,
+    /// it is the last one + 1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_sequence_follows_a_purge() {
+        let server = NatsServer::start();
+        let log = connect(&server).await;
+        for id in ["p1", "p2", "p3", "p4"] {
+            append(&log, request(&subject("api", "p"), id, Expectation::Any)).await;
+        }
+        let jetstream = async_nats::jetstream::new(log.client().clone());
+        let stream = jetstream.get_stream(log.stream_name()).await.unwrap();
+        stream.purge().sequence(3).await.unwrap();
+        assert_eq!(log.first_sequence().await.unwrap(), 3);
+        assert_eq!(log.last_sequence().await.unwrap(), 4);
+        stream.purge().await.unwrap();
+        assert_eq!(log.first_sequence().await.unwrap(), 5);
     }
 
     #[tokio::test]

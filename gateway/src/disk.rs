@@ -1,181 +1,105 @@
-//! The last configuration, kept on the gateway's own disk for starts when neither control
-//! nor the log answers.
+//! The last configuration, kept on the gateway's own disk: served (stale) when neither
+//! control nor the log answers at start, and the base of a replay when control does not
+//! answer but the log does (then folded up to the log's end, so not stale).
 //!
-//! One file, `<data dir>/snapshot.bin`: the magic line `GHSNAP1\n`, the CRC-32 (little
-//! endian) and length (u64, little endian) of the payload, then the payload, an encoded
-//! `gatehouse.events.v1.Snapshot` (state + the sequence it covers; never secret
-//! hashes). It is written to a temporary file, flushed to disk and renamed over the old
-//! one, so a crash leaves either the previous snapshot or the new one, never half of
-//! one; a file that fails its checksum is ignored.
+//! One file, `<data dir>/snapshot.bin`, in the snapshot format every node shares
+//! (`gatehouse_eventlog::snapshot`: format version, the sequence it covers, the `msg_id`
+//! of the log's record at that sequence, the config hash, a CRC-32), holding an encoded
+//! `gatehouse.events.v1.Snapshot` without secret hashes. It is written to a temporary
+//! file, flushed to disk and renamed over the old one, so a crash leaves either the
+//! previous snapshot or the new one, never half of one; a file that fails its checksum
+//! is ignored.
 //!
 //! The syncer saves its [`State`] itself ([`DiskSnapshot::save_state`]): the payload is
 //! encoded record by record as it is written — the bytes `Snapshot::encode` would give —
 //! so saving never holds a second copy of the configuration (a `Snapshot` message, or
-//! its encoding) in memory; the checksum and length are written last, over the header's
-//! placeholder.
+//! its encoding) in memory; the length and checksum are written last.
 
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
+use bytes::Bytes;
 use gatehouse_domain::State;
+use gatehouse_eventlog::{FileSnapshotStore, SnapshotHeader, StoredSnapshot};
 use gatehouse_proto::events::Snapshot;
 use prost::Message;
-
-const MAGIC: &[u8; 8] = b"GHSNAP1\n";
 
 /// Where the snapshot lives.
 #[derive(Debug, Clone)]
 pub struct DiskSnapshot {
-    path: PathBuf,
+    store: FileSnapshotStore,
 }
 
 impl DiskSnapshot {
     pub fn new(data_dir: &Path) -> Self {
+        // No limit of its own: the gateway reads back only what it wrote.
         DiskSnapshot {
-            path: data_dir.join("snapshot.bin"),
+            store: FileSnapshotStore::new(data_dir.join("snapshot.bin"), u64::MAX),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.store.path()
     }
 
-    /// Writes `snapshot` atomically (blocking I/O: call from a blocking task).
+    /// The file as a snapshot store (to restore a state from it against the log).
+    pub fn store(&self) -> &FileSnapshotStore {
+        &self.store
+    }
+
+    /// Writes `snapshot`, not anchored on any record, atomically (blocking I/O: call from
+    /// a blocking task).
     pub fn save(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        self.write(|out| out.write_all(&snapshot.encode_to_vec()))
+        let stored = StoredSnapshot {
+            header: SnapshotHeader {
+                sequence: snapshot.sequence,
+                anchor: String::new(),
+                state_hash: snapshot.config_hash,
+            },
+            state: Bytes::from(snapshot.encode_to_vec()),
+        };
+        self.store
+            .save_blocking(&stored)
+            .with_context(|| format!("cannot write {}", self.path().display()))
     }
 
-    /// Writes `state` as a snapshot, atomically, encoding one record at a time (blocking
+    /// Writes `state` as a snapshot anchored on the record `anchor` (the `msg_id` at its
+    /// sequence; empty if unknown), atomically, encoding one record at a time (blocking
     /// I/O: call from a blocking task).
-    pub fn save_state(&self, state: &State) -> anyhow::Result<()> {
-        self.write(|out| encode_state(state, out))
+    pub fn save_state(&self, state: &State, anchor: &str) -> anyhow::Result<()> {
+        let header = SnapshotHeader {
+            sequence: state.sequence(),
+            anchor: anchor.to_string(),
+            state_hash: state.config_hash_value(),
+        };
+        self.store
+            .save_streaming(&header, |out| state.write_snapshot(out))
+            .with_context(|| format!("cannot write {}", self.path().display()))
     }
 
-    /// Writes the header and the payload `write` streams to a temporary file, then
-    /// moves it into place.
-    fn write(
-        &self,
-        write: impl FnOnce(&mut Payload<std::io::BufWriter<std::fs::File>>) -> std::io::Result<()>,
-    ) -> anyhow::Result<()> {
-        let dir = self
-            .path
-            .parent()
-            .context("the snapshot path has no directory")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = self.path.with_extension("bin.tmp");
-        {
-            let file = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            let mut out = std::io::BufWriter::new(file);
-            out.write_all(MAGIC)?;
-            out.write_all(&[0; 12])?;
-            let mut payload = Payload {
-                out,
-                crc: crc32fast::Hasher::new(),
-                len: 0,
-            };
-            write(&mut payload)?;
-            let Payload { out, crc, len } = payload;
-            let mut file = out.into_inner().map_err(|e| e.into_error())?;
-            file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-            file.write_all(&crc.finalize().to_le_bytes())?;
-            file.write_all(&len.to_le_bytes())?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+    /// The saved snapshot and its anchor; `Ok(None)` when there is none.
+    pub fn load_anchored(&self) -> anyhow::Result<Option<(Snapshot, String)>> {
+        let Some(stored) = self
+            .store
+            .load_blocking()
+            .with_context(|| format!("{} is not a usable snapshot", self.path().display()))?
+        else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot::decode(stored.state.as_ref())
+            .with_context(|| format!("{} holds no state", self.path().display()))?;
+        anyhow::ensure!(
+            snapshot.sequence == stored.header.sequence,
+            "{} is damaged (its state is at another sequence than its header)",
+            self.path().display()
+        );
+        Ok(Some((snapshot, stored.header.anchor)))
     }
 
     /// The saved snapshot; `Ok(None)` when there is none.
     pub fn load(&self) -> anyhow::Result<Option<Snapshot>> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot read {}", self.path.display()));
-            }
-        };
-        let header = MAGIC.len() + 4 + 8;
-        anyhow::ensure!(
-            bytes.len() >= header && &bytes[..MAGIC.len()] == MAGIC,
-            "{} is not a gateway snapshot",
-            self.path.display()
-        );
-        let crc = u32::from_le_bytes(bytes[8..12].try_into()?);
-        let len = u64::from_le_bytes(bytes[12..20].try_into()?) as usize;
-        let payload = &bytes[header..];
-        anyhow::ensure!(
-            payload.len() == len && crc32fast::hash(payload) == crc,
-            "{} is damaged (length or checksum)",
-            self.path.display()
-        );
-        Ok(Some(Snapshot::decode(payload)?))
+        Ok(self.load_anchored()?.map(|(snapshot, _)| snapshot))
     }
-}
-
-/// The payload as it is written: its checksum and length so far.
-struct Payload<W> {
-    out: W,
-    crc: crc32fast::Hasher,
-    len: u64,
-}
-
-impl<W: Write> Write for Payload<W> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.out.write(bytes)?;
-        self.crc.update(&bytes[..written]);
-        self.len += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
-/// `state` encoded as `gatehouse.events.v1.Snapshot`, field by field and record by
-/// record (the field numbers are the message's).
-fn encode_state(state: &State, out: &mut impl Write) -> std::io::Result<()> {
-    use prost::encoding::{message, uint64};
-    let mut buf = Vec::new();
-    let mut record = |encode: &dyn Fn(&mut Vec<u8>)| {
-        buf.clear();
-        encode(&mut buf);
-        out.write_all(&buf)
-    };
-    if state.sequence() != 0 {
-        record(&|b| uint64::encode(1, &state.sequence(), b))?;
-    }
-    for api in state.apis() {
-        record(&|b| message::encode(2, api, b))?;
-    }
-    for policy in state.policies() {
-        record(&|b| message::encode(3, policy, b))?;
-    }
-    for application in state.applications() {
-        record(&|b| message::encode(4, application, b))?;
-    }
-    for subscription in state.subscriptions() {
-        record(&|b| message::encode(5, subscription, b))?;
-    }
-    for client in state.clients() {
-        record(&|b| message::encode(6, client, b))?;
-    }
-    for key in state.signing_keys() {
-        record(&|b| message::encode(7, key, b))?;
-    }
-    for token in state.revoked_tokens() {
-        record(&|b| message::encode(8, token, b))?;
-    }
-    if state.config_hash_value() != 0 {
-        record(&|b| uint64::encode(9, &state.config_hash_value(), b))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -228,7 +152,8 @@ mod tests {
                 client_id: "c".into(),
             },
         );
-        disk.save_state(&state).unwrap();
+        disk.save_state(&state, "anchor").unwrap();
+        assert_eq!(disk.load_anchored().unwrap().unwrap().1, "anchor");
         let saved = disk.load().unwrap().unwrap();
         assert_eq!(saved, state.to_snapshot());
         assert_eq!(saved.encode_to_vec(), state.to_snapshot().encode_to_vec());

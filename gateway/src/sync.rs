@@ -5,8 +5,10 @@
 //!
 //! 1. **Bootstrap** a state, in this order of preference:
 //!    - control's snapshot (`GatewaySync.GetSnapshot`): state + the sequence it covers;
-//!    - if control does not answer, a replay of the log from the start (NATS, or the
-//!      log handed over in-process);
+//!    - if control does not answer, a replay of the log (NATS, or the log handed over
+//!      in-process): from the snapshot this replica saved on its disk when that snapshot
+//!      fits the log (whole, within it, anchored on the log's record at its sequence:
+//!      `gatehouse_node::snapshot::restore`), else from the start;
 //!    - if neither answers and this replica has no configuration yet, the snapshot it
 //!      last saved on its own disk ([`crate::disk`]). It serves with it, and `/readyz` and
 //!      the status reports say **stale** until a follower connects.
@@ -33,9 +35,10 @@
 //! syncer clears them from client events before applying them, so the state (and its
 //! `config_hash`) is the public state, and the disk snapshot holds no secret.
 //!
-//! Two helpers run beside it: the **disk writer** saves the latest state at most once a
-//! second, after changes, streaming it record by record to the file (no second copy
-//! of the configuration in memory, see [`crate::disk`]); the **reporter** sends `GatewaySync.ReportStatus` (id, applied
+//! Two helpers run beside it: the **disk writer** saves the latest state (with the
+//! `msg_id` of the record at its sequence, its anchor) at most once a second, after
+//! changes, streaming it record by record to the file (no second copy of the
+//! configuration in memory, see [`crate::disk`]); the **reporter** sends `GatewaySync.ReportStatus` (id, applied
 //! sequence, config hash, address, stale) every few seconds.
 //!
 //! # Shared state
@@ -60,6 +63,7 @@ use gatehouse_domain::{Effects, State};
 use gatehouse_eventlog::{EventLog, LogError, NatsLog, NatsLogConfig};
 use gatehouse_node::Shutdown;
 use gatehouse_node::fold;
+use gatehouse_node::snapshot::Origin;
 use gatehouse_proto::admin::gateway_sync_client::GatewaySyncClient;
 use gatehouse_proto::admin::{GatewayStatus, GetSnapshotRequest, WatchEventsRequest};
 use gatehouse_proto::events::{EventEnvelope, Snapshot};
@@ -133,6 +137,9 @@ enum End {
 struct StoredEvent {
     sequence: u64,
     subject: String,
+    /// The record's `msg_id` (from control's stream: the event's id, which is the
+    /// `msg_id` it was appended with; empty for a record it could not decode).
+    msg_id: String,
     envelope: Option<EventEnvelope>,
 }
 
@@ -146,8 +153,9 @@ pub struct Syncer {
     log: Option<Arc<dyn EventLog>>,
     nats: Option<NatsLog>,
     disk: DiskSnapshot,
-    /// The state of the latest table, for the disk writer.
-    published: watch::Sender<Option<State>>,
+    /// The state of the latest table and the `msg_id` of the record at its sequence
+    /// (empty if unknown), for the disk writer.
+    published: watch::Sender<Option<(State, String)>>,
 }
 
 impl Syncer {
@@ -200,13 +208,20 @@ impl Syncer {
 
     async fn sync_loop(&mut self) {
         let mut state: Option<State> = None;
+        // The `msg_id` of the record at the state's sequence (empty if unknown).
+        let mut anchor = String::new();
         let mut backoff = Duration::from_millis(100);
         loop {
             if state.is_none() {
                 match self.bootstrap().await {
-                    Some((mut bootstrapped, stale)) => {
+                    Some(Bootstrapped {
+                        state: mut bootstrapped,
+                        anchor: at,
+                        stale,
+                    }) => {
                         bootstrapped.record_effects();
-                        self.publish(&bootstrapped, None, stale).await;
+                        anchor = at;
+                        self.publish(&bootstrapped, &anchor, None, stale).await;
                         state = Some(bootstrapped);
                     }
                     None => {
@@ -235,7 +250,7 @@ impl Syncer {
                     "following the log again: the disk snapshot is no longer stale"
                 );
             }
-            let end = self.follow(stream, current).await;
+            let end = self.follow(stream, current, &mut anchor).await;
             self.gateway.sync.following.store(false, Ordering::Release);
             match end {
                 End::Resync(reason) => {
@@ -254,7 +269,7 @@ impl Syncer {
     }
 
     /// Step 1 (see the module docs): a state to start from, and whether it is stale.
-    async fn bootstrap(&mut self) -> Option<(State, bool)> {
+    async fn bootstrap(&mut self) -> Option<Bootstrapped> {
         match tokio::time::timeout(
             SOURCE_TIMEOUT,
             self.control.clone().get_snapshot(GetSnapshotRequest {}),
@@ -267,34 +282,42 @@ impl Syncer {
                     sequence = state.sequence(),
                     "configuration loaded from control's snapshot"
                 );
-                return Some((state, false));
+                return Some(Bootstrapped {
+                    state,
+                    anchor: String::new(),
+                    stale: false,
+                });
             }
             Ok(Err(status)) => tracing::warn!(%status, "control's snapshot is not available"),
             Err(_) => tracing::warn!("control's snapshot did not come within {SOURCE_TIMEOUT:?}"),
         }
         if let Some(log) = self.ensure_log().await {
-            match replay(log.as_ref()).await {
-                Ok(state) => {
+            match replay(log.as_ref(), &self.disk).await {
+                Ok(bootstrapped) => {
                     tracing::info!(
-                        sequence = state.sequence(),
-                        "configuration rebuilt by replaying the log"
+                        sequence = bootstrapped.state.sequence(),
+                        "configuration rebuilt from the log"
                     );
-                    return Some((state, false));
+                    return Some(bootstrapped);
                 }
                 Err(reason) => tracing::warn!(%reason, "cannot replay the log"),
             }
         }
         if !self.gateway.sync.has_config.load(Ordering::Acquire) {
             let disk = self.disk.clone();
-            match tokio::task::spawn_blocking(move || disk.load()).await {
-                Ok(Ok(Some(snapshot))) => {
+            match tokio::task::spawn_blocking(move || disk.load_anchored()).await {
+                Ok(Ok(Some((snapshot, anchor)))) => {
                     let state = public_state(snapshot);
                     tracing::warn!(
                         sequence = state.sequence(),
                         path = %self.disk.path().display(),
                         "control and the log are unreachable: serving the snapshot saved on disk (stale)"
                     );
-                    return Some((state, true));
+                    return Some(Bootstrapped {
+                        state,
+                        anchor,
+                        stale: true,
+                    });
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(error)) => {
@@ -351,6 +374,7 @@ impl Syncer {
                             envelope: EventEnvelope::decode(record.payload.as_ref()).ok(),
                             sequence: record.sequence,
                             subject: record.subject,
+                            msg_id: record.msg_id,
                         })
                     });
                     return Ok(Box::pin(stream));
@@ -369,6 +393,11 @@ impl Syncer {
                     Ok(item) => Ok(StoredEvent {
                         sequence: item.sequence,
                         subject: item.subject,
+                        msg_id: item
+                            .event
+                            .as_ref()
+                            .map(|e| e.event_id.clone())
+                            .unwrap_or_default(),
                         envelope: item.event,
                     }),
                     Err(status) if status.code() == tonic::Code::DataLoss => {
@@ -389,8 +418,9 @@ impl Syncer {
         }
     }
 
-    /// Step 2: applies events in batches until the stream ends or fails.
-    async fn follow(&self, mut stream: EventStream, state: &mut State) -> End {
+    /// Step 2: applies events in batches until the stream ends or fails; `anchor` follows
+    /// the last record applied.
+    async fn follow(&self, mut stream: EventStream, state: &mut State, anchor: &mut String) -> End {
         loop {
             let first = match stream.next().await {
                 Some(Ok(item)) => item,
@@ -398,7 +428,7 @@ impl Syncer {
                 None => return End::Disconnected("the event stream ended".to_string()),
             };
             let from = state.sequence();
-            let mut changed = match apply(state, first) {
+            let mut changed = match apply(state, first, anchor) {
                 Ok(changed) => changed,
                 Err(end) => return end,
             };
@@ -409,7 +439,7 @@ impl Syncer {
                     break;
                 }
                 match stream.next().now_or_never() {
-                    Some(Some(Ok(item))) => match apply(state, item) {
+                    Some(Some(Ok(item))) => match apply(state, item, anchor) {
                         Ok(c) => changed |= c,
                         Err(e) => {
                             end = Some(e);
@@ -429,7 +459,8 @@ impl Syncer {
             }
             let effects = state.take_effects();
             if changed {
-                self.publish(state, Some((from, effects)), false).await;
+                self.publish(state, anchor, Some((from, effects)), false)
+                    .await;
             }
             if let Some(end) = end {
                 return end;
@@ -441,11 +472,17 @@ impl Syncer {
     /// `changes` (the sequence the batch started from and what it touched), by applying
     /// them to the current table, if that table is the one at that sequence; otherwise
     /// (a bootstrap) by compiling the whole state.
-    async fn publish(&self, state: &State, changes: Option<(u64, Effects)>, stale: bool) {
+    async fn publish(
+        &self,
+        state: &State,
+        anchor: &str,
+        changes: Option<(u64, Effects)>,
+        stale: bool,
+    ) {
         let metrics = self.gateway.metrics.clone();
         let current = self.gateway.table.load_full();
         let state = state.clone();
-        let disk_copy = state.clone();
+        let disk_copy = (state.clone(), anchor.to_string());
         let compile = move || match changes {
             Some((from, effects)) if current.sequence == from => {
                 current.apply(&state, &effects, &metrics)
@@ -486,10 +523,12 @@ impl Syncer {
 
 /// Applies one event; `Ok(false)` for one already applied (a re-delivery). A record
 /// that can never be folded is quarantined (see `gatehouse_node::fold`), a gap resyncs.
-fn apply(state: &mut State, event: StoredEvent) -> Result<bool, End> {
+/// `anchor` becomes the applied record's `msg_id`.
+fn apply(state: &mut State, event: StoredEvent, anchor: &mut String) -> Result<bool, End> {
     let StoredEvent {
         sequence,
         subject,
+        msg_id,
         envelope,
     } = event;
     if sequence <= state.sequence() {
@@ -498,6 +537,7 @@ fn apply(state: &mut State, event: StoredEvent) -> Result<bool, End> {
     let Some(mut envelope) = envelope else {
         fold::quarantine_undecodable(state, sequence, &subject)
             .map_err(|e| End::Resync(e.to_string()))?;
+        *anchor = msg_id;
         return Ok(true);
     };
     redact_event(&mut envelope);
@@ -520,6 +560,7 @@ fn apply(state: &mut State, event: StoredEvent) -> Result<bool, End> {
     let _entered = span.enter();
     fold::fold_event(state, sequence, &subject, &envelope)
         .map_err(|e| End::Resync(format!("gap in the log: {e}")))?;
+    *anchor = msg_id;
     Ok(true)
 }
 
@@ -529,29 +570,59 @@ pub fn public_state(mut snapshot: Snapshot) -> State {
     State::from_snapshot(snapshot)
 }
 
-/// The whole log folded from the start, up to its last record when called.
-async fn replay(log: &dyn EventLog) -> Result<State, String> {
-    let records = tokio::time::timeout(Duration::from_secs(300), log.read_to_end(1))
+/// A state to start from, and where it came from.
+struct Bootstrapped {
+    state: State,
+    /// The `msg_id` of the record at the state's sequence (empty if unknown).
+    anchor: String,
+    /// Not brought up to the log's end: `/readyz` says stale.
+    stale: bool,
+}
+
+/// The log folded up to its last record when called: from the disk snapshot if it fits
+/// the log (whole, within the log, anchored on the log's record at its sequence: see
+/// `gatehouse_node::snapshot::restore`), else from the start.
+async fn replay(log: &dyn EventLog, disk: &DiskSnapshot) -> Result<Bootstrapped, String> {
+    let restored = gatehouse_node::snapshot::restore(log, Some(disk.store()))
         .await
-        .map_err(|_| "replaying the log took too long".to_string())?
         .map_err(|e| e.to_string())?;
-    let mut state = State::new();
+    match &restored.origin {
+        Origin::Snapshot { sequence } => {
+            tracing::info!(sequence, "replaying the log from the disk snapshot")
+        }
+        Origin::Start { reason } => {
+            tracing::info!(%reason, "replaying the log from the start")
+        }
+    }
+    let (mut state, mut anchor) = (restored.state, restored.anchor);
+    let records = tokio::time::timeout(
+        Duration::from_secs(300),
+        log.read_to_end(state.sequence() + 1),
+    )
+    .await
+    .map_err(|_| "replaying the log took too long".to_string())?
+    .map_err(|e| e.to_string())?;
     for record in records {
         let event = StoredEvent {
             envelope: EventEnvelope::decode(record.payload.as_ref()).ok(),
             sequence: record.sequence,
             subject: record.subject,
+            msg_id: record.msg_id,
         };
-        apply(&mut state, event).map_err(|end| format!("{end:?}"))?;
+        apply(&mut state, event, &mut anchor).map_err(|end| format!("{end:?}"))?;
     }
-    Ok(state)
+    Ok(Bootstrapped {
+        state,
+        anchor,
+        stale: false,
+    })
 }
 
 /// Saves the state of the latest table to disk after changes, at most once a second,
 /// and once more at shutdown.
 async fn disk_writer(
     disk: DiskSnapshot,
-    mut states: watch::Receiver<Option<State>>,
+    mut states: watch::Receiver<Option<(State, String)>>,
     shutdown: Shutdown,
 ) {
     let mut saved_sequence = None;
@@ -561,12 +632,12 @@ async fn disk_writer(
             () = shutdown.wait() => true,
         };
         let state = states.borrow_and_update().clone();
-        if let Some(state) = state
+        if let Some((state, anchor)) = state
             && saved_sequence != Some(state.sequence())
         {
             let sequence = state.sequence();
             let disk = disk.clone();
-            match tokio::task::spawn_blocking(move || disk.save_state(&state)).await {
+            match tokio::task::spawn_blocking(move || disk.save_state(&state, &anchor)).await {
                 Ok(Ok(())) => saved_sequence = Some(sequence),
                 Ok(Err(error)) => {
                     tracing::warn!(error = %format!("{error:#}"), "cannot save the snapshot to disk")

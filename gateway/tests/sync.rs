@@ -1,7 +1,9 @@
 //! Replicas kept in sync by the event log, with a real nats-server: convergence after
 //! every kind of admin change, a replica restarted, a replica started with control and
-//! NATS both down (disk snapshot, stale), NATS restarting under running replicas, and
-//! poison records (undecodable, or a kind its subject does not name) quarantined.
+//! NATS both down (disk snapshot, stale), a replica started with control down on a
+//! stream purged up to its disk snapshot (the snapshot plus the log after it, not
+//! stale), NATS restarting under running replicas, and poison records (undecodable, or
+//! a kind its subject does not name) quarantined.
 //!
 //! Convergence is asserted, never speed: each check polls until every replica answers
 //! as expected, within a generous deadline.
@@ -269,6 +271,62 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
     .await;
     stale.shutdown().await;
     other.shutdown().await;
+}
+
+/// Control unreachable, the log reachable: a replica replays the log from its own disk
+/// snapshot when the snapshot fits the log — here after the stream lost every record the
+/// snapshot covers, so a replay from the start is impossible — and serves the log's
+/// end, not stale, with the configuration hash of a full fold.
+#[tokio::test]
+async fn a_replica_replays_from_its_disk_snapshot_when_the_stream_lost_its_start() {
+    let nats = NatsServer::start();
+    let world = nats_world(&nats).await;
+    seed(&world).await;
+    let token = world.token("app1", false, "default");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    wait_for_sequence(&replica, world.sequence()).await;
+    let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
+    replica.shutdown().await;
+
+    world
+        .subscribe("sub2", "app1", "order-api", "Unlimited")
+        .await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_stream("GATEHOUSE")
+        .await
+        .unwrap()
+        .purge()
+        .sequence(saved + 1)
+        .await
+        .unwrap();
+
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    wait_for_sequence(&replica, world.sequence()).await;
+    // Its first table was already the log's end: it never served the older snapshot.
+    assert_eq!(
+        replica.gateway.metrics.table_swaps.load(Ordering::Relaxed),
+        1
+    );
+    let http = HttpClient::default();
+    let ready = http
+        .get(&format!("http://{}/readyz", replica.http_addr), None)
+        .await;
+    assert_eq!(ready.status, StatusCode::OK, "{ready:?}");
+    assert_eq!(ready.json()["stale"], false);
+    assert_eq!(
+        ready.json()["config_hash"],
+        world.model.read().config_hash().as_str()
+    );
+    http.converge(
+        &bases([&replica]),
+        "/orders/1.0.0/items",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+    replica.shutdown().await;
 }
 
 /// Waits until the replica's disk snapshot covers `sequence`; returns its sequence.

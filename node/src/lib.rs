@@ -4,6 +4,8 @@
 //!   how to open it.
 //! - [`read_model::ReadModel`]: the domain state folded from the log by a follower task;
 //!   [`read_model::Follower`] starts one and waits for the rebuild before serving.
+//! - [`snapshot`]: snapshots of that state, written periodically and read at start, so
+//!   a start folds the newest snapshot plus the events after it.
 //! - [`commands::CommandExecutor`]: the write path — decide a command against a state
 //!   that covers the whole log, append its events with an optimistic-concurrency guard,
 //!   wait until the fold has them.
@@ -29,6 +31,7 @@ pub mod pki;
 pub mod process;
 pub mod read_model;
 pub mod shutdown;
+pub mod snapshot;
 pub mod status;
 pub mod tls;
 
@@ -134,21 +137,42 @@ impl LogArgs {
 
     /// Opens the configured log; `data_dir` holds the embedded one.
     pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
+        Ok(self.open_log(data_dir).await?.0)
+    }
+
+    /// Opens the configured log, and says whether it is on NATS (the handle, to share
+    /// its connection).
+    pub async fn open_log(
+        &self,
+        data_dir: &Path,
+    ) -> anyhow::Result<(Arc<dyn EventLog>, Option<NatsLog>)> {
         match self.nats_config()? {
             Some(config) => {
-                let url = config.url.clone();
-                let log = NatsLog::connect(config)
-                    .await
-                    .with_context(|| format!("cannot use the event log on NATS at {url}"))?;
-                Ok(Arc::new(log))
+                let log = connect_nats(config).await?;
+                Ok((Arc::new(log.clone()), Some(log)))
             }
             None => {
                 let dir = data_dir.join("eventlog");
                 let log = FileLog::open(&dir).with_context(|| {
                     format!("cannot open the embedded event log in {}", dir.display())
                 })?;
-                Ok(Arc::new(log))
+                Ok((Arc::new(log), None))
             }
         }
     }
+
+    /// A connection to the configured NATS, if one is configured.
+    pub async fn connect_nats(&self) -> anyhow::Result<Option<NatsLog>> {
+        match self.nats_config()? {
+            Some(config) => Ok(Some(connect_nats(config).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+async fn connect_nats(config: NatsLogConfig) -> anyhow::Result<NatsLog> {
+    let url = config.url.clone();
+    NatsLog::connect(config)
+        .await
+        .with_context(|| format!("cannot use the event log on NATS at {url}"))
 }

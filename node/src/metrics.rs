@@ -24,7 +24,7 @@ pub static COMMANDS_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub static COMMANDS_CONFLICTED: AtomicU64 = AtomicU64::new(0);
 /// Events folded into the read model.
 pub static EVENTS_APPLIED: AtomicU64 = AtomicU64::new(0);
-/// Rebuilds of the state from the start of the log (after a gap or a bad record).
+/// Rebuilds of the state after a gap or a bad record.
 pub static REBUILDS: AtomicU64 = AtomicU64::new(0);
 
 /// The Prometheus text exposition for `node`.
@@ -55,9 +55,44 @@ pub fn render(node: &str, model: &ReadModel) -> String {
     metric(
         "gatehouse_state_rebuilds_total",
         "counter",
-        "Rebuilds of the state from the start of the log.",
+        "Rebuilds of the state after a gap or a fold error (from the newest usable snapshot, or the start of the log).",
         REBUILDS.load(Relaxed),
     );
+    let snapshots = &model.snapshots;
+    for (name, kind, help, value) in [
+        (
+            "gatehouse_state_restored_from_sequence",
+            "gauge",
+            "Sequence of the snapshot the state was last started or rebuilt from (0: replayed from the start of the log).",
+            &snapshots.restored_from,
+        ),
+        (
+            "gatehouse_snapshots_written_total",
+            "counter",
+            "Snapshots of the state saved.",
+            &snapshots.written,
+        ),
+        (
+            "gatehouse_snapshot_failures_total",
+            "counter",
+            "Snapshots of the state that could not be saved.",
+            &snapshots.failed,
+        ),
+        (
+            "gatehouse_snapshot_sequence",
+            "gauge",
+            "Sequence the last saved snapshot covers.",
+            &snapshots.last_sequence,
+        ),
+        (
+            "gatehouse_snapshot_bytes",
+            "gauge",
+            "Size of the last saved snapshot, in bytes.",
+            &snapshots.last_bytes,
+        ),
+    ] {
+        metric(name, kind, help, value.load(Relaxed));
+    }
     let _ = writeln!(
         out,
         "# HELP gatehouse_commands_total Commands by outcome.\n# TYPE gatehouse_commands_total counter"

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use gatehouse_eventlog::EventLog;
 
 use crate::LogArgs;
-use crate::read_model::Follower;
+use crate::read_model::{Follower, Snapshots};
 use crate::shutdown::Shutdown;
+use crate::snapshot::SnapshotArgs;
 use crate::tls::{ClusterTlsArgs, NodeTls};
 
 /// The flags every node's configuration flattens, whatever the node: who it is in the
@@ -36,7 +37,9 @@ pub struct NodeArgs {
 }
 
 /// What a node that folds the log (control, token-service) starts from, in the order
-/// it gets them: its event log, its node identity, its state rebuilt from the log.
+/// it gets them: its event log, its node identity, its state rebuilt from the newest
+/// snapshot and the log (and the task writing its snapshots: stop it with
+/// `follower.close()`).
 pub struct Folding {
     pub log: Arc<dyn EventLog>,
     pub tls: NodeTls,
@@ -45,20 +48,31 @@ pub struct Folding {
 
 impl NodeArgs {
     /// Opens the event log (`provided`, one the launcher shares, or else the configured
-    /// one, embedded in `data_dir`), loads the node identity (`node` names the node in
-    /// errors), and rebuilds the state from the log ([`Follower::REBUILD_TIMEOUT`]).
+    /// one, embedded in `data_dir`) and the store of the node's snapshots (the bucket
+    /// of role `node` on NATS when the node's own flags name NATS, else the file in
+    /// `data_dir`), loads the node identity (`node` names the node in errors), and
+    /// rebuilds the state from the newest usable snapshot and the log
+    /// ([`Follower::REBUILD_TIMEOUT`]).
     pub async fn start_folding(
         &self,
         node: &str,
         data_dir: &Path,
         provided: Option<Arc<dyn EventLog>>,
+        snapshots: &SnapshotArgs,
     ) -> anyhow::Result<Folding> {
-        let log = match provided {
-            Some(log) => log,
-            None => self.log.open(data_dir).await?,
+        let (log, nats) = match provided {
+            Some(log) => (log, self.log.connect_nats().await?),
+            None => self.log.open_log(data_dir).await?,
         };
         let tls = self.cluster.load(node)?;
-        let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;
+        let nats = nats.as_ref().map(|nats| (nats, self.log.nats_replicas));
+        let store = snapshots.open(node, data_dir, nats).await;
+        let snapshots = store.map(|store| Snapshots {
+            store,
+            args: snapshots.clone(),
+        });
+        let follower =
+            Follower::start(node, log.clone(), snapshots, Follower::REBUILD_TIMEOUT).await?;
         Ok(Folding { log, tls, follower })
     }
 }

@@ -15,6 +15,7 @@
 //! | [`tls`] | an HTTP/1.1 + HTTP/2 client that accepts any certificate, and convergence polls on it |
 //! | [`backend`] | backends served in-process: any router, the seed's two, an echo backend |
 //! | [`service`] | what the backends' own tests check: in-process requests, OpenAPI, the real binary |
+//! | [`snapshot`] | a node's snapshot reached past the node (read, damage, remove), a folding node's metrics |
 //!
 //! Every helper panics with a message saying what it was doing: a test has nothing
 //! sensible to do with a failure to start nats-server, or with a condition that never
@@ -30,6 +31,7 @@ pub mod poll;
 pub mod ports;
 pub mod process;
 pub mod service;
+pub mod snapshot;
 pub mod tls;
 pub mod world;
 

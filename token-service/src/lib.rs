@@ -46,6 +46,7 @@ use gatehouse_node::auth::AdminAuth;
 use gatehouse_node::commands::CommandExecutor;
 use gatehouse_node::grpc::GrpcServer;
 use gatehouse_node::metrics::MetricsArgs;
+use gatehouse_node::snapshot::SnapshotArgs;
 use gatehouse_node::{NodeArgs, NodeContext};
 use gatehouse_proto::keymanager::key_manager_server::KeyManagerServer;
 use gatehouse_tokens::DEFAULT_ISSUER;
@@ -89,6 +90,8 @@ pub struct TokenServiceConfig {
     pub admin: FirstAdminArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub snapshots: SnapshotArgs,
     #[command(flatten)]
     pub node: NodeArgs,
     /// What one anonymous caller may cost: body and form sizes, timeouts, connections,
@@ -183,7 +186,12 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let folding = config
         .node
-        .start_folding("token-service", &config.data_dir, node.log)
+        .start_folding(
+            "token-service",
+            &config.data_dir,
+            node.log,
+            &config.snapshots,
+        )
         .await?;
     let model = folding.follower.model.clone();
     let described_log = folding.log.describe();
@@ -268,7 +276,7 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
-    drop(folding.follower);
+    folding.follower.close().await;
     https_result.context("HTTPS server task failed")?;
     grpc_result.context("gRPC server task failed")??;
     Ok(())

@@ -2,7 +2,7 @@
 //! as an admin holding a token signed by a key published on the log. The process, the
 //! log's writer, the interceptor and grpcurl are the test kit's.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,16 @@ impl ControlProcess {
         location: LogLocation,
         keys: AdminKeys,
     ) -> ControlProcess {
+        Self::start_with_args(data_dir, location, keys, &[]).await
+    }
+
+    /// [`start_with`](Self::start_with), with more flags.
+    pub async fn start_with_args(
+        data_dir: &Path,
+        location: LogLocation,
+        keys: AdminKeys,
+        extra: &[&str],
+    ) -> ControlProcess {
         let addr = free_addr();
         let metrics_addr = free_addr();
         let pki = TestPki::in_dir(&data_dir.join("pki"));
@@ -99,6 +109,7 @@ impl ControlProcess {
             .arg(data_dir)
             .arg("--metrics-listen")
             .arg(metrics_addr.to_string())
+            .args(extra)
             .env("RUST_LOG", "warn")
             .timeout(Duration::from_secs(30));
         if let LogLocation::Nats { url, .. } = &location {
@@ -176,5 +187,29 @@ impl ControlProcess {
     pub async fn restart(&mut self) {
         self.process.restart();
         self.wait_serving().await;
+    }
+
+    /// Stops cleanly (SIGTERM), as an orchestrator does.
+    pub fn terminate(&mut self) {
+        let status = self.process.terminate();
+        assert!(status.success(), "control stopped with {status}");
+    }
+
+    /// Starts again, expecting the start to fail: its exit and what it printed.
+    pub fn start_failing(&mut self) -> String {
+        self.process.start();
+        let status = self.process.wait_for_exit();
+        assert!(!status.success(), "control was expected to fail to start");
+        self.process.output_of_this_run()
+    }
+
+    /// What the process printed since it last started.
+    pub fn output(&self) -> String {
+        self.process.output_of_this_run()
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }

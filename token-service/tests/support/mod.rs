@@ -211,6 +211,29 @@ impl TokenService {
         self.process.kill();
     }
 
+    /// Stops the process cleanly (SIGTERM, as an orchestrator does).
+    pub fn terminate(&mut self) {
+        let status = self.process.terminate();
+        assert!(status.success(), "token-service stopped with {status}");
+    }
+
+    /// What the process printed since it last started.
+    pub fn output(&self) -> String {
+        self.process.output_of_this_run()
+    }
+
+    /// Starts the (stopped) service again, expecting the start to fail: what it
+    /// printed.
+    pub fn start_failing(mut self) -> String {
+        self.process.start();
+        let status = self.process.wait_for_exit();
+        assert!(
+            !status.success(),
+            "token-service was expected to fail to start"
+        );
+        self.process.output_of_this_run()
+    }
+
     /// Stops and starts again with the same options (same data directory).
     pub fn restart(mut self) -> TokenService {
         self.stop();
