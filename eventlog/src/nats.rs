@@ -31,6 +31,24 @@
 //! sequence itself: an older one (re-delivered after a recreate) is skipped, a newer one
 //! than expected ends the stream with [`LogError::Gap`].
 //!
+//! # Failover
+//!
+//! On a cluster of three (stream replicas 3) a node's loss must cost an admin write
+//! seconds, not a failure. The client is tuned for it: it reconnects at once to another
+//! server of the seed list (then every [`RECONNECT_STEP`] more, up to
+//! [`MAX_RECONNECT_DELAY`]), pings every [`PING_INTERVAL`] so a silent partition is noticed
+//! in seconds, and bounds every JetStream API request by [`REQUEST_TIMEOUT`]. An append
+//! whose ack does not come within [`NatsLogConfig::ack_timeout`] (its server died with the
+//! message in flight, the stream is electing a leader, the connection is moving) is
+//! published again **with the same `Nats-Msg-Id`** ([`publish_until_acknowledged`]) for up
+//! to [`NatsLogConfig::retry_for`]: JetStream de-duplicates before it checks expectations,
+//! so a publish that was stored the first time is answered with its original sequence
+//! (`duplicate`), and one that was lost is stored now — once either way. Reads of the
+//! stream's state ([`EventLog::last_sequence`]) retry the same way. What stays: a killed
+//! *stream leader* is replaced only when the followers' election timer fires (4 to 9 s in
+//! nats-server 2.9), and writes wait for it; a leader stopped gracefully hands over at
+//! once.
+//!
 //! # Shared state
 //!
 //! None of our own: a [`NatsLog`] is a cheap-to-clone handle on an `async_nats::Client`
@@ -67,6 +85,23 @@ const MIN_FOLLOW_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two attempts to recreate a follower's consumer.
 const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
 
+/// The pause added per failed reconnect attempt (the first is immediate).
+const RECONNECT_STEP: Duration = Duration::from_millis(100);
+
+/// Longest pause between two reconnect attempts (a whole cluster restarting).
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How often the client pings its server: two unanswered pings close the connection, so a
+/// server cut off without a reset is left within about three intervals.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The bound on one JetStream API request (stream info, consumer creation).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shortest and longest pause between two publishes of one append.
+const MIN_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Where the NATS-backed log lives, and how this node proves who it is to NATS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NatsLogConfig {
@@ -83,6 +118,15 @@ pub struct NatsLogConfig {
     pub credentials: NatsCredentials,
     /// TLS to NATS.
     pub tls: NatsTls,
+    /// The connection's name in the servers' connection lists (`connz`): which node it is.
+    pub client_name: String,
+    /// How long one publish of an append waits for the stream's ack before the append is
+    /// published again, with the same message id (default 1 s).
+    pub ack_timeout: Duration,
+    /// How long an append, or a read of the stream's state, keeps trying through a lost
+    /// server or a leader election before it fails with [`LogError::Unavailable`]
+    /// (default 15 s).
+    pub retry_for: Duration,
 }
 
 /// How a node authenticates to NATS: one of user and password, a token, an NKey seed,
@@ -133,6 +177,9 @@ impl std::fmt::Debug for NatsLogConfig {
             .field("replicas", &self.replicas)
             .field("credentials", &self.credentials)
             .field("tls", &self.tls)
+            .field("client_name", &self.client_name)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("retry_for", &self.retry_for)
             .finish()
     }
 }
@@ -168,9 +215,15 @@ impl NatsLogConfig {
     /// The client options: name, timeouts, reconnects, credentials, TLS.
     async fn options(&self) -> Result<async_nats::ConnectOptions, LogError> {
         let mut options = async_nats::ConnectOptions::new()
-            .name("gatehouse-eventlog")
+            .name(&self.client_name)
             .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                (RECONNECT_STEP * attempts.saturating_sub(1).min(100) as u32)
+                    .min(MAX_RECONNECT_DELAY)
+            })
+            .ping_interval(PING_INTERVAL)
+            .request_timeout(Some(REQUEST_TIMEOUT));
         let c = &self.credentials;
         let given = [
             c.user.is_some() || c.password.is_some(),
@@ -232,6 +285,9 @@ impl Default for NatsLogConfig {
             replicas: 1,
             credentials: NatsCredentials::default(),
             tls: NatsTls::default(),
+            client_name: "gatehouse-eventlog".to_string(),
+            ack_timeout: Duration::from_secs(1),
+            retry_for: Duration::from_secs(15),
         }
     }
 }
@@ -256,6 +312,8 @@ pub struct NatsLog {
     /// Counts the connection's (re)connections: followers recreate their consumer when
     /// it moves, since a broker restart loses ephemeral consumers.
     connections: watch::Receiver<u64>,
+    /// How appends ride out a lost server or a leader election.
+    retry: Retry,
 }
 
 impl std::fmt::Debug for NatsLog {
@@ -327,7 +385,26 @@ impl NatsLog {
             stream: config.stream,
             url: config.url,
             connections,
+            retry: Retry {
+                ack_timeout: config.ack_timeout,
+                retry_for: config.retry_for,
+            },
         })
+    }
+
+    /// A plain NATS client with this configuration's servers, credentials, TLS and
+    /// reconnect settings, and no stream: for a node's core-NATS traffic beside the log
+    /// (the gateways' throttle exchange).
+    pub async fn connect_client(config: &NatsLogConfig) -> Result<async_nats::Client, LogError> {
+        let servers = config.servers()?;
+        config
+            .options()
+            .await?
+            .connect(servers)
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))
+            })
     }
 
     /// The underlying client (to share the connection, e.g. for health checks).
@@ -376,27 +453,29 @@ impl EventLog for NatsLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
         crate::check_request(&request)?;
         let headers = encode_headers(&request)?;
-        let ack = self
-            .jetstream
-            .publish_with_headers(request.subject.clone(), headers, request.payload)
-            .await
-            .map_err(|err| LogError::Unavailable(format!("cannot publish to NATS: {err}")))?
-            .await
-            .map_err(|err| match err.kind() {
-                PublishErrorKind::WrongLastSequence => LogError::Conflict {
-                    subject: request.subject.clone(),
-                    expected: match request.expect {
-                        Expectation::Any => 0,
-                        Expectation::LastSubjectSequence(expected)
-                        | Expectation::LastSequence(expected) => expected,
-                    },
+        let ack = publish_until_acknowledged(
+            &self.jetstream,
+            &request.subject,
+            headers,
+            request.payload,
+            self.retry,
+        )
+        .await
+        .map_err(|err| match err.kind() {
+            PublishErrorKind::WrongLastSequence => LogError::Conflict {
+                subject: request.subject.clone(),
+                expected: match request.expect {
+                    Expectation::Any => 0,
+                    Expectation::LastSubjectSequence(expected)
+                    | Expectation::LastSequence(expected) => expected,
                 },
-                PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
-                    "no JetStream stream takes {} (is stream {} gone?)",
-                    request.subject, self.stream
-                )),
-                _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
-            })?;
+            },
+            PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
+                "no JetStream stream takes {} (is stream {} gone?)",
+                request.subject, self.stream
+            )),
+            _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
+        })?;
         if ack.stream != self.stream {
             return Err(LogError::Corrupt(format!(
                 "{} was stored in stream {}, not {}: another stream overlaps the event subjects",
@@ -415,8 +494,8 @@ impl EventLog for NatsLog {
 
     async fn last_sequence(&self) -> Result<u64, LogError> {
         let stream = self
-            .jetstream
-            .get_stream(&self.stream)
+            .retry
+            .until_answered(|| self.jetstream.get_stream(&self.stream))
             .await
             .map_err(|err| {
                 LogError::Unavailable(format!("cannot read stream {}: {err}", self.stream))
@@ -443,6 +522,102 @@ impl EventLog for NatsLog {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             receiver,
         )))
+    }
+}
+
+/// How an append rides out a lost server or a leader election (see "Failover").
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    ack_timeout: Duration,
+    retry_for: Duration,
+}
+
+impl Retry {
+    /// Calls `request` until it answers `Ok`, pausing between attempts, for up to
+    /// `retry_for`; then returns its last error. For reads only (they change nothing).
+    async fn until_answered<T, E, F, Fut>(&self, mut request: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut pause = MIN_RETRY_PAUSE;
+        loop {
+            match request().await {
+                Ok(answer) => return Ok(answer),
+                Err(err) if tokio::time::Instant::now() + pause >= deadline => return Err(err),
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+}
+
+/// Publishes one append until the stream acknowledges it, every time with the same
+/// headers, so the same `Nats-Msg-Id`: the retry of a publish that was in flight when
+/// its server died (or while the stream elected a leader) is stored once.
+///
+/// Each publish waits [`Retry::ack_timeout`] for its ack; a publish that cannot be sent,
+/// an ack that does not come, "no responders" (no stream leader right now) and other
+/// transient answers are retried with a growing pause, for up to [`Retry::retry_for`].
+/// An ack of `duplicate` with sequence 0 means the first publish is still being
+/// replicated: asked again. What is returned at once: a failed expectation (the append
+/// is refused, and was not stored by an earlier attempt: JetStream answers duplicates
+/// before it checks expectations), a message too large.
+async fn publish_until_acknowledged(
+    jetstream: &jetstream::Context,
+    subject: &str,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+    retry: Retry,
+) -> Result<jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError> {
+    use async_nats::jetstream::context::PublishError;
+    let deadline = tokio::time::Instant::now() + retry.retry_for;
+    let mut pause = MIN_RETRY_PAUSE;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let answer = match jetstream
+            .publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
+            .await
+        {
+            Ok(ack) => match tokio::time::timeout(retry.ack_timeout, ack).await {
+                Ok(answer) => answer,
+                Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+            },
+            Err(err) => Err(err),
+        };
+        let err = match answer {
+            Ok(ack) if ack.duplicate && ack.sequence == 0 => {
+                PublishError::new(PublishErrorKind::TimedOut)
+            }
+            Ok(ack) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        subject,
+                        attempt,
+                        sequence = ack.sequence,
+                        duplicate = ack.duplicate,
+                        "append acknowledged after a retry"
+                    );
+                }
+                return Ok(ack);
+            }
+            Err(err) => err,
+        };
+        let lasting = matches!(
+            err.kind(),
+            PublishErrorKind::WrongLastSequence
+                | PublishErrorKind::WrongLastMessageId
+                | PublishErrorKind::MaxPayloadExceeded
+        );
+        if lasting || tokio::time::Instant::now() + pause >= deadline {
+            return Err(err);
+        }
+        tracing::warn!(subject, attempt, error = %err, "append not acknowledged; publishing it again with the same message id");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
 }
 

@@ -249,7 +249,11 @@ pub async fn start(
         limits: config.limits.clone(),
     })?);
 
-    let log_source = match (log, config.node.log.nats_config()?) {
+    let nats_config = config.node.log.nats_config()?.map(|mut nats| {
+        nats.client_name = format!("gatehouse-gateway-{id}");
+        nats
+    });
+    let log_source = match (log, nats_config.clone()) {
         (Some(log), _) => LogSource::Provided(log),
         (None, Some(nats)) => LogSource::Nats(Box::new(nats)),
         (None, None) => LogSource::None,

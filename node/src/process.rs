@@ -55,7 +55,7 @@ impl NodeArgs {
     ) -> anyhow::Result<Folding> {
         let log = match provided {
             Some(log) => log,
-            None => self.log.open(data_dir).await?,
+            None => self.log.open(node, data_dir).await?,
         };
         let tls = self.cluster.load(node)?;
         let follower = Follower::rebuild(log.clone(), Follower::REBUILD_TIMEOUT).await?;

@@ -427,6 +427,57 @@ impl NatsCluster {
         self.wait_formed();
     }
 
+    /// Kills every node (SIGKILL), then starts them all again on the same ports and
+    /// stores, and waits until the cluster has formed.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        self.wait_formed();
+    }
+
+    /// The index of the node that leads stream `stream` now, as a running node's
+    /// monitoring endpoint reports it.
+    pub fn stream_leader(&mut self, stream: &str) -> Option<usize> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        for i in running {
+            let Some(jsz) = self.nodes[i].monitor("jsz?streams=true") else {
+                continue;
+            };
+            let accounts = jsz["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for account in accounts {
+                for detail in account["stream_detail"].as_array().into_iter().flatten() {
+                    if detail["name"] == stream {
+                        if let Some(leader) = detail["cluster"]["leader"].as_str() {
+                            return self.index_of(leader);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The index of the running node that a client named `client_name` is connected to
+    /// (its `connz`), if one is.
+    pub fn connected_to(&mut self, client_name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i].is_running()
+                && self.nodes[i]
+                    .monitor("connz?limit=1024")
+                    .and_then(|connz| connz["connections"].as_array().cloned())
+                    .is_some_and(|connections| connections.iter().any(|c| c["name"] == client_name))
+        })
+    }
+
     /// Waits until every running node reports a JetStream meta leader (the cluster has
     /// formed: routes are up and the meta group has elected its leader).
     pub fn wait_formed(&mut self) {
