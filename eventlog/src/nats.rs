@@ -6,7 +6,10 @@
 //!
 //! - the sequence: JetStream's stream sequence is the log's sequence;
 //! - optimistic concurrency: [`Expectation`]s travel as the
-//!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` headers;
+//!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` headers (on
+//!   a replicated stream a subject expectation also carries the stream's last
+//!   sequence, since nats-server 2.9 lets two concurrent publishes expecting one
+//!   subject sequence both in there: see [`NatsLog::publish_subject_guarded`]);
 //! - idempotence: `msg_id` travels as `Nats-Msg-Id`. JetStream remembers ids for the
 //!   stream's *duplicate window* (two minutes here), which covers client retries; the
 //!   file backend remembers them forever.
@@ -27,7 +30,10 @@
 //! restarts: when the client reconnects (a restarted broker has lost its ephemeral
 //! consumers), or the consumer fails in any other way, the task creates a new one
 //! starting at the next expected sequence, with a backoff, for as long as the follower
-//! is alive. It checks every
+//! is alive. A follower idle for a second asks the stream for its last sequence, and
+//! recreates its consumer when records it has not received exist at two checks in a
+//! row: an ephemeral consumer lives on one server, and when that server dies while the
+//! client stays connected to another, nothing else says so for 30 s. It checks every
 //! sequence itself: an older one (re-delivered after a recreate) is skipped, a newer one
 //! than expected ends the stream with [`LogError::Gap`].
 //!
@@ -84,6 +90,13 @@ const MIN_FOLLOW_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Longest pause between two attempts to recreate a follower's consumer.
 const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How long a follower waits for a record before it asks the stream whether it is
+/// missing some (a consumer on a server that died).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// How often an append guarded on its subject retries when only the stream moved on.
+const SUBJECT_GUARD_ATTEMPTS: usize = 20;
 
 /// The pause added per failed reconnect attempt (the first is immediate).
 const RECONNECT_STEP: Duration = Duration::from_millis(100);
@@ -314,6 +327,9 @@ pub struct NatsLog {
     connections: watch::Receiver<u64>,
     /// How appends ride out a lost server or a leader election.
     retry: Retry,
+    /// The stream has replicas (a cluster): subject expectations are guarded on the
+    /// stream too ([`NatsLog::publish_subject_guarded`]).
+    replicated: bool,
 }
 
 impl std::fmt::Debug for NatsLog {
@@ -355,7 +371,7 @@ impl NatsLog {
                 LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))
             })?;
         let jetstream = jetstream::new(client.clone());
-        jetstream
+        let created = jetstream
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
                 description: Some("Gatehouse event log".to_string()),
@@ -378,7 +394,8 @@ impl NatsLog {
                     config.stream
                 ))
             })?;
-        tracing::debug!(url = %config.url, stream = %config.stream, "NATS event log ready");
+        let replicated = created.cached_info().config.num_replicas > 1;
+        tracing::debug!(url = %config.url, stream = %config.stream, replicated, "NATS event log ready");
         Ok(NatsLog {
             client,
             jetstream,
@@ -389,7 +406,69 @@ impl NatsLog {
                 ack_timeout: config.ack_timeout,
                 retry_for: config.retry_for,
             },
+            replicated,
         })
+    }
+
+    /// Publishes an append guarded on its subject's last sequence (`expected`) on a
+    /// replicated stream, where nats-server 2.9 does not hold
+    /// `Nats-Expected-Last-Subject-Sequence` against concurrent publishes (two writers
+    /// expecting the same subject sequence may both be stored: `tests/nats_failover.rs`,
+    /// `two_writers_racing_on_one_subject_never_both_win`), while it does hold the
+    /// stream-wide `Nats-Expected-Last-Sequence`. So the append also expects the
+    /// stream's last sequence, read just before with the subject's last sequence: when
+    /// the subject has moved, it is a conflict at once; when only the stream moved (a
+    /// write elsewhere), it reads both again and tries again, up to
+    /// [`SUBJECT_GUARD_ATTEMPTS`] times.
+    async fn publish_subject_guarded(
+        &self,
+        subject: &str,
+        expected: u64,
+        mut headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError> {
+        use async_nats::jetstream::context::PublishError;
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        for _ in 0..SUBJECT_GUARD_ATTEMPTS {
+            let read = self
+                .retry
+                .until_answered(|| async {
+                    let stream = self
+                        .jetstream
+                        .get_stream(&self.stream)
+                        .await
+                        .map_err(|_| ())?;
+                    let last = stream.cached_info().state.last_sequence;
+                    match stream.get_last_raw_message_by_subject(subject).await {
+                        Ok(message) => Ok((last, message.sequence)),
+                        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                            Ok((last, 0))
+                        }
+                        Err(_) => Err(()),
+                    }
+                })
+                .await;
+            let Ok((stream_last, subject_last)) = read else {
+                return Err(PublishError::new(PublishErrorKind::TimedOut));
+            };
+            if subject_last != expected {
+                return Err(PublishError::new(PublishErrorKind::WrongLastSequence));
+            }
+            headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, stream_last.to_string());
+            match publish_until_acknowledged(
+                &self.jetstream,
+                subject,
+                headers.clone(),
+                payload.clone(),
+                self.retry,
+            )
+            .await
+            {
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => continue,
+                answer => return answer,
+            }
+        }
+        Err(PublishError::new(PublishErrorKind::TimedOut))
     }
 
     /// A plain NATS client with this configuration's servers, credentials, TLS and
@@ -453,15 +532,23 @@ impl EventLog for NatsLog {
     async fn append(&self, request: AppendRequest) -> Result<Appended, LogError> {
         crate::check_request(&request)?;
         let headers = encode_headers(&request)?;
-        let ack = publish_until_acknowledged(
-            &self.jetstream,
-            &request.subject,
-            headers,
-            request.payload,
-            self.retry,
-        )
-        .await
-        .map_err(|err| match err.kind() {
+        let published = match request.expect {
+            Expectation::LastSubjectSequence(expected) if self.replicated => {
+                self.publish_subject_guarded(&request.subject, expected, headers, request.payload)
+                    .await
+            }
+            _ => {
+                publish_until_acknowledged(
+                    &self.jetstream,
+                    &request.subject,
+                    headers,
+                    request.payload,
+                    self.retry,
+                )
+                .await
+            }
+        };
+        let ack = published.map_err(|err| match err.kind() {
             PublishErrorKind::WrongLastSequence => LogError::Conflict {
                 subject: request.subject.clone(),
                 expected: match request.expect {
@@ -663,9 +750,19 @@ async fn follow_task(
                 }
             }
         };
+        // Records known to exist past `next` at the last idle check (see `stalled`).
+        let mut behind = false;
         loop {
             let message = tokio::select! {
                 () = sender.closed() => return,
+                () = tokio::time::sleep(STALL_CHECK) => {
+                    if stalled(&jetstream, &stream, next, &mut behind).await {
+                        tracing::warn!(next, "event log follower's consumer delivers nothing while the stream has more; recreating it");
+                        backoff = Duration::ZERO;
+                        break;
+                    }
+                    continue;
+                }
                 () = reconnected(&mut connections) => {
                     // Do not wait for the consumer to notice (it takes up to 30 s of
                     // missed heartbeats or ~10 s of retries): the broker may have lost it.
@@ -694,6 +791,7 @@ async fn follow_task(
                 }
             };
             backoff = MIN_FOLLOW_BACKOFF;
+            behind = false;
             if record.sequence < next {
                 // Re-delivered after a consumer was recreated.
                 continue;
@@ -720,6 +818,26 @@ async fn follow_task(
         }
         backoff = (backoff * 2).clamp(MIN_FOLLOW_BACKOFF, MAX_FOLLOW_BACKOFF);
     }
+}
+
+/// A follower's check after [`STALL_CHECK`] without a record: whether the stream holds
+/// records from `next` on for the second check in a row (`behind` carries the first).
+/// An ephemeral consumer lives on one server; when that server dies while the client
+/// stays connected elsewhere, nothing tells the client but two missed heartbeats (30 s),
+/// so the follower asks the stream instead.
+async fn stalled(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    next: u64,
+    behind: &mut bool,
+) -> bool {
+    let last = match jetstream.get_stream(stream).await {
+        Ok(info) => info.cached_info().state.last_sequence,
+        // The stream cannot say (a leader election): ask again at the next check.
+        Err(_) => return false,
+    };
+    let was_behind = std::mem::replace(behind, last >= next);
+    was_behind && *behind
 }
 
 /// The NATS headers of an append: control headers, then the record's own.

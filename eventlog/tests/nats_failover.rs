@@ -101,3 +101,43 @@ async fn stopping_and_restarting_the_whole_cluster_loses_no_acknowledged_append(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_racing_on_one_subject_never_both_win() {
+    use gatehouse_eventlog::{AppendRequest, Expectation, LogError, subject};
+    let cluster = NatsCluster::start(3);
+    let (a, b) = (
+        connect(&cluster, "racer-a").await,
+        connect(&cluster, "racer-b").await,
+    );
+    let subject = subject("api", "raced");
+    let request = |who: &str, round: u64, expect: u64| AppendRequest {
+        subject: subject.clone(),
+        msg_id: format!("{who}-{round}"),
+        headers: vec![],
+        payload: bytes::Bytes::from_static(b"x"),
+        expect: Expectation::LastSubjectSequence(expect),
+    };
+    let mut last = 0;
+    let mut both = 0;
+    for round in 0..30 {
+        let (ra, rb) = tokio::join!(
+            a.append(request("a", round, last)),
+            b.append(request("b", round, last))
+        );
+        let won: Vec<u64> = [ra, rb]
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(appended) => Some(appended.sequence),
+                Err(LogError::Conflict { .. }) => None,
+                Err(other) => panic!("round {round}: {other}"),
+            })
+            .collect();
+        if won.len() > 1 {
+            both += 1;
+        }
+        assert!(!won.is_empty(), "round {round}: neither won");
+        last = *won.iter().max().unwrap();
+    }
+    assert_eq!(both, 0, "rounds where both writers' appends were accepted");
+}

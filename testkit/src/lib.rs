@@ -6,6 +6,7 @@
 //! | [`cli`] | a binary's `--help` flags against the clap definition they come from |
 //! | [`ports`] | free loopback ports and addresses, a URL where nothing listens |
 //! | [`poll`] | [`eventually`] (sync and async): wait for a condition, panic naming what was awaited |
+//! | [`proxy`] | a TCP proxy a test cuts and heals (a node cut off from NATS) |
 //! | [`process`] | one child-process wrapper: output to a log file, killed on drop, signals, restarts |
 //! | [`chaos`] | writers appending through NATS failures, and the check that nothing acknowledged was lost |
 //! | [`nats`] | a real `nats-server` with JetStream, alone or as a cluster of three |
@@ -31,6 +32,7 @@ pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod service;
 pub mod tls;
 pub mod world;

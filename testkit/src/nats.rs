@@ -143,7 +143,7 @@ impl NatsBuilder {
                 .collect();
             write!(
                 text,
-                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  routes: [\n{}\n  ]\n}}\n",
+                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  no_advertise: true\n  routes: [\n{}\n  ]\n}}\n",
                 cluster.name,
                 cluster.port,
                 routes.join("\n")
@@ -325,7 +325,9 @@ fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 
 /// nats-servers with JetStream clustered on loopback: each with its own ports (client,
 /// cluster routes, monitoring), `server_name` (`n1`, `n2`, ...) and store, all with one
-/// cluster name.
+/// cluster name. The servers do not advertise each other to clients (`no_advertise`):
+/// a client knows the servers of the seed list it was given and no others, so a test
+/// that puts a [`crate::proxy::TcpProxy`] in front of each can cut a client off.
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     name: String,
