@@ -36,6 +36,7 @@ use gatehouse_testkit::backend::echo_backend;
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsCluster;
 use gatehouse_testkit::poll::Poll;
+use gatehouse_testkit::ports::is_listening;
 use gatehouse_testkit::proxy::TcpProxy;
 use gatehouse_testkit::tls::HttpClient;
 use gatehouse_testkit::world::{api, resources};
@@ -625,4 +626,24 @@ async fn a_gateway_cut_off_from_nats_keeps_serving_and_converges_after_heal() {
                 .any(|l| l == "gatehouse_gateway_throttle_shared 1")
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_token_service_stops_only_new_tokens() {
+    let mut stack = Stack::start().await;
+    through(&mut stack, "token-service killed", true, |stack| {
+        stack.plane.token_service.kill();
+        "kill -9; admin tokens and app tokens already issued keep working".into()
+    })
+    .await;
+    // No new token while it is down; back after a restart, nothing lost.
+    let https = stack.plane.https;
+    assert!(!is_listening(https), "the token endpoint is down");
+    stack.plane.token_service.restart();
+    stack
+        .plane
+        .token_service
+        .wait_until("listening again", || is_listening(https));
+    token(&stack.http, &stack.plane, ADMIN_ID, ADMIN_SECRET).await;
+    stack.assert_converged().await;
 }
