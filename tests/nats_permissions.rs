@@ -183,20 +183,58 @@ async fn each_node_appends_only_its_own_subjects_and_gateways_nothing() {
     .unwrap_or(true);
     assert!(refused, "token-service appended an API event");
 
+    // The gateway shares its throttle counts on gatehouse.throttle: it hears its own
+    // reports back (publish and subscribe allowed), so its limits are shared.
+    Poll::new("the gateway's throttle exchange to be live under its permissions")
+        .until_async(|| async {
+            let reply = http.get(&format!("{}/metrics", gateway.http()), None).await;
+            metric(
+                &String::from_utf8_lossy(&reply.body),
+                "gatehouse_gateway_throttle_shared ",
+            ) == 1
+        })
+        .await;
+    // But nothing else: not another subject, and control and token-service not at all.
+    gateway_log
+        .client()
+        .publish("gatehouse.throttled", "x".into())
+        .await
+        .ok();
+    gateway_log.client().flush().await.ok();
+    control_log
+        .client()
+        .publish("gatehouse.throttle", "x".into())
+        .await
+        .ok();
+    control_log.client().flush().await.ok();
+
     // NATS says why.
     let log = nats.output();
+    assert!(
+        !log.lines().any(|l| l.contains("Violation")
+            && l.contains("Subject \"gatehouse.throttle\"")
+            && l.contains("gateway-")),
+        "a gateway was refused the throttle subject:\n{log}"
+    );
     for (user, subject) in [
         ("gateway-1", "gatehouse.events.signingkey."),
         ("gateway-1", "gatehouse.events.api."),
+        ("gateway-1", "gatehouse.throttled"),
         ("control", "gatehouse.events.signingkey."),
+        ("control", "gatehouse.throttle"),
         ("token-service", "gatehouse.events.api."),
     ] {
-        assert!(
-            log.lines().any(|l| l.contains("Publish Violation")
-                && l.contains(&format!("User \"CN={user},"))
-                && l.contains(&format!("Subject \"{subject}"))),
-            "nats-server refused {user} publishing on {subject}*:\n{log}"
-        );
+        Poll::new(format!(
+            "nats-server to refuse {user} publishing on {subject}*"
+        ))
+        .context(|| nats.output())
+        .until(|| {
+            nats.output().lines().any(|l| {
+                l.contains("Publish Violation")
+                    && l.contains(&format!("User \"CN={user},"))
+                    && l.contains(&format!("Subject \"{subject}"))
+            })
+        });
     }
 
     // Nothing was stored; no node moved.

@@ -7,7 +7,10 @@
 //! - the sequence: JetStream's stream sequence is the log's sequence;
 //! - optimistic concurrency: [`Expectation`]s travel as the
 //!   `Nats-Expected-Last-Subject-Sequence` / `Nats-Expected-Last-Sequence` /
-//!   `Nats-Expected-Last-Msg-Id` headers;
+//!   `Nats-Expected-Last-Msg-Id` headers (on a replicated stream a subject expectation
+//!   also carries the stream's last sequence, since nats-server 2.9 lets two concurrent
+//!   publishes expecting one subject sequence both in there: see
+//!   [`NatsLog::publish_subject_guarded`]);
 //! - idempotence: `msg_id` travels as `Nats-Msg-Id`. JetStream remembers ids for the
 //!   stream's *duplicate window* (two minutes here), which covers client retries; the
 //!   file backend remembers them forever.
@@ -28,7 +31,10 @@
 //! restarts: when the client reconnects (a restarted broker has lost its ephemeral
 //! consumers), or the consumer fails in any other way, the task creates a new one
 //! starting at the next expected sequence, with a backoff, for as long as the follower
-//! is alive. It checks every
+//! is alive. A follower idle for a second asks the stream for its last sequence, and
+//! recreates its consumer when records it has not received exist at two checks in a
+//! row: an ephemeral consumer lives on one server, and when that server dies while the
+//! client stays connected to another, nothing else says so for 30 s. It checks every
 //! sequence itself: an older one (re-delivered after a recreate) is skipped, a newer one
 //! than expected ends the stream with [`LogError::Gap`].
 //!
@@ -40,7 +46,28 @@
 //! unacknowledged publishes, then waits), each still answered by its own ack. A
 //! connection serves its messages in order, and the stream stores them in that order;
 //! if the connection drops between two of them, the first may be lost and the second
-//! stored — which is why chained appends expect the previous one's `msg_id`.
+//! stored, and the first, published again (below), lands after it — which is why
+//! chained appends expect the previous one's `msg_id`. A subject-guarded append on a
+//! replicated stream reads the stream first, so it is published before `submit`
+//! returns and is not pipelined.
+//!
+//! # Failover
+//!
+//! On a cluster of three (stream replicas 3) a node's loss must cost an admin write
+//! seconds, not a failure. The client is tuned for it: it reconnects at once to another
+//! server of the seed list (then every [`RECONNECT_STEP`] more, up to
+//! [`MAX_RECONNECT_DELAY`]), pings every [`PING_INTERVAL`] so a silent partition is noticed
+//! in seconds, and bounds every JetStream API request by [`REQUEST_TIMEOUT`]. An append
+//! whose ack does not come within [`NatsLogConfig::ack_timeout`] (its server died with the
+//! message in flight, the stream is electing a leader, the connection is moving) is
+//! published again **with the same `Nats-Msg-Id`** ([`publish_until_acknowledged`]) for up
+//! to [`NatsLogConfig::retry_for`]: JetStream de-duplicates before it checks expectations,
+//! so a publish that was stored the first time is answered with its original sequence
+//! (`duplicate`), and one that was lost is stored now — once either way. Reads of the
+//! stream's state ([`EventLog::last_sequence`]) retry the same way. What stays: a killed
+//! *stream leader* is replaced only when the followers' election timer fires (4 to 9 s in
+//! nats-server 2.9), and writes wait for it; a leader stopped gracefully hands over at
+//! once.
 //!
 //! # Shared state
 //!
@@ -79,6 +106,30 @@ const MIN_FOLLOW_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between two attempts to recreate a follower's consumer.
 const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How long a follower waits for a record before it asks the stream whether it is
+/// missing some (a consumer on a server that died).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// How often an append guarded on its subject retries when only the stream moved on.
+const SUBJECT_GUARD_ATTEMPTS: usize = 20;
+
+/// The pause added per failed reconnect attempt (the first is immediate).
+const RECONNECT_STEP: Duration = Duration::from_millis(100);
+
+/// Longest pause between two reconnect attempts (a whole cluster restarting).
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How often the client pings its server: two unanswered pings close the connection, so a
+/// server cut off without a reset is left within about three intervals.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The bound on one JetStream API request (stream info, consumer creation).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shortest and longest pause between two publishes of one append.
+const MIN_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
 /// Where the NATS-backed log lives, and how this node proves who it is to NATS.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NatsLogConfig {
@@ -95,6 +146,15 @@ pub struct NatsLogConfig {
     pub credentials: NatsCredentials,
     /// TLS to NATS.
     pub tls: NatsTls,
+    /// The connection's name in the servers' connection lists (`connz`): which node it is.
+    pub client_name: String,
+    /// How long one publish of an append waits for the stream's ack before the append is
+    /// published again, with the same message id (default 1 s).
+    pub ack_timeout: Duration,
+    /// How long an append, or a read of the stream's state, keeps trying through a lost
+    /// server or a leader election before it fails with [`LogError::Unavailable`]
+    /// (default 15 s).
+    pub retry_for: Duration,
 }
 
 /// How a node authenticates to NATS: one of user and password, a token, an NKey seed,
@@ -145,6 +205,9 @@ impl std::fmt::Debug for NatsLogConfig {
             .field("replicas", &self.replicas)
             .field("credentials", &self.credentials)
             .field("tls", &self.tls)
+            .field("client_name", &self.client_name)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("retry_for", &self.retry_for)
             .finish()
     }
 }
@@ -180,9 +243,15 @@ impl NatsLogConfig {
     /// The client options: name, timeouts, reconnects, credentials, TLS.
     async fn options(&self) -> Result<async_nats::ConnectOptions, LogError> {
         let mut options = async_nats::ConnectOptions::new()
-            .name("gatehouse-eventlog")
+            .name(&self.client_name)
             .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None);
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                (RECONNECT_STEP * attempts.saturating_sub(1).min(100) as u32)
+                    .min(MAX_RECONNECT_DELAY)
+            })
+            .ping_interval(PING_INTERVAL)
+            .request_timeout(Some(REQUEST_TIMEOUT));
         let c = &self.credentials;
         let given = [
             c.user.is_some() || c.password.is_some(),
@@ -244,6 +313,9 @@ impl Default for NatsLogConfig {
             replicas: 1,
             credentials: NatsCredentials::default(),
             tls: NatsTls::default(),
+            client_name: "gatehouse-eventlog".to_string(),
+            ack_timeout: Duration::from_secs(1),
+            retry_for: Duration::from_secs(15),
         }
     }
 }
@@ -268,6 +340,11 @@ pub struct NatsLog {
     /// Counts the connection's (re)connections: followers recreate their consumer when
     /// it moves, since a broker restart loses ephemeral consumers.
     connections: watch::Receiver<u64>,
+    /// How appends ride out a lost server or a leader election.
+    retry: Retry,
+    /// The stream has replicas (a cluster): subject expectations are guarded on the
+    /// stream too ([`NatsLog::publish_subject_guarded`]).
+    replicated: bool,
 }
 
 impl std::fmt::Debug for NatsLog {
@@ -309,7 +386,7 @@ impl NatsLog {
                 LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))
             })?;
         let jetstream = jetstream::new(client.clone());
-        jetstream
+        let created = jetstream
             .get_or_create_stream(stream::Config {
                 name: config.stream.clone(),
                 description: Some("Gatehouse event log".to_string()),
@@ -332,14 +409,96 @@ impl NatsLog {
                     config.stream
                 ))
             })?;
-        tracing::debug!(url = %config.url, stream = %config.stream, "NATS event log ready");
+        let replicated = created.cached_info().config.num_replicas > 1;
+        tracing::debug!(url = %config.url, stream = %config.stream, replicated, "NATS event log ready");
         Ok(NatsLog {
             client,
             jetstream,
             stream: config.stream,
             url: config.url,
             connections,
+            retry: Retry {
+                ack_timeout: config.ack_timeout,
+                retry_for: config.retry_for,
+            },
+            replicated,
         })
+    }
+
+    /// Publishes an append guarded on its subject's last sequence (`expected`) on a
+    /// replicated stream, where nats-server 2.9 does not hold
+    /// `Nats-Expected-Last-Subject-Sequence` against concurrent publishes (two writers
+    /// expecting the same subject sequence may both be stored: `tests/nats_failover.rs`,
+    /// `two_writers_racing_on_one_subject_never_both_win`), while it does hold the
+    /// stream-wide `Nats-Expected-Last-Sequence`. So the append also expects the
+    /// stream's last sequence, read just before with the subject's last sequence: when
+    /// the subject has moved, it is a conflict at once; when only the stream moved (a
+    /// write elsewhere), it reads both again and tries again, up to
+    /// [`SUBJECT_GUARD_ATTEMPTS`] times.
+    async fn publish_subject_guarded(
+        &self,
+        subject: &str,
+        expected: u64,
+        mut headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError> {
+        use async_nats::jetstream::context::PublishError;
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        for _ in 0..SUBJECT_GUARD_ATTEMPTS {
+            let read = self
+                .retry
+                .until_answered(|| async {
+                    let stream = self
+                        .jetstream
+                        .get_stream(&self.stream)
+                        .await
+                        .map_err(|_| ())?;
+                    let last = stream.cached_info().state.last_sequence;
+                    match stream.get_last_raw_message_by_subject(subject).await {
+                        Ok(message) => Ok((last, message.sequence)),
+                        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                            Ok((last, 0))
+                        }
+                        Err(_) => Err(()),
+                    }
+                })
+                .await;
+            let Ok((stream_last, subject_last)) = read else {
+                return Err(PublishError::new(PublishErrorKind::TimedOut));
+            };
+            if subject_last != expected {
+                return Err(PublishError::new(PublishErrorKind::WrongLastSequence));
+            }
+            headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, stream_last.to_string());
+            match publish_until_acknowledged(
+                &self.jetstream,
+                subject,
+                headers.clone(),
+                payload.clone(),
+                self.retry,
+            )
+            .await
+            {
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => continue,
+                answer => return answer,
+            }
+        }
+        Err(PublishError::new(PublishErrorKind::TimedOut))
+    }
+
+    /// A plain NATS client with this configuration's servers, credentials, TLS and
+    /// reconnect settings, and no stream: for a node's core-NATS traffic beside the log
+    /// (the gateways' throttle exchange).
+    pub async fn connect_client(config: &NatsLogConfig) -> Result<async_nats::Client, LogError> {
+        let servers = config.servers()?;
+        config
+            .options()
+            .await?
+            .connect(servers)
+            .await
+            .map_err(|err| {
+                LogError::Unavailable(format!("cannot connect to NATS at {}: {err}", config.url))
+            })
     }
 
     /// The underlying client (to share the connection, e.g. for health checks).
@@ -391,37 +550,50 @@ impl EventLog for NatsLog {
     async fn submit(&self, request: AppendRequest) -> Result<PendingAppend, LogError> {
         crate::check_request(&request)?;
         let headers = encode_headers(&request)?;
-        let ack = self
-            .jetstream
-            .publish_with_headers(request.subject.clone(), headers, request.payload)
-            .await
-            .map_err(|err| LogError::Unavailable(format!("cannot publish to NATS: {err}")))?;
-        let stream = self.stream.clone();
         let subject = request.subject;
-        let expected = request.expect.expected_sequence();
+        let payload = request.payload;
+        let outcome = Outcome {
+            stream: self.stream.clone(),
+            subject: subject.clone(),
+            expected: request.expect.expected_sequence(),
+        };
+        if let Expectation::LastSubjectSequence(expected) = request.expect
+            && self.replicated
+        {
+            // The guard needs the stream's state read first (see
+            // `publish_subject_guarded`): done before `submit` returns, so this
+            // handle's appends stay in the order they were submitted.
+            let answer = self
+                .publish_subject_guarded(&subject, expected, headers, payload)
+                .await;
+            return Ok(PendingAppend::ready(outcome.of(answer)));
+        }
+        // Queued on the connection now (so in submission order); the ack is awaited
+        // by the pending append, which publishes again with the same message id if it
+        // does not come in time (`publish_until_acknowledged`).
+        let first = self
+            .jetstream
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+            .await;
+        let jetstream = self.jetstream.clone();
+        let retry = self.retry;
         Ok(PendingAppend::new(async move {
-            let ack = ack.await.map_err(|err| match err.kind() {
-                PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
-                    LogError::Conflict {
-                        subject: subject.clone(),
-                        expected,
-                    }
+            use async_nats::jetstream::context::PublishError;
+            let answer = match first {
+                Ok(ack) => match tokio::time::timeout(retry.ack_timeout, ack).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+                },
+                Err(err) => Err(err),
+            };
+            let answer = match answer {
+                Ok(ack) if !(ack.duplicate && ack.sequence == 0) => Ok(ack),
+                Err(err) if is_lasting(&err) => Err(err),
+                Ok(_) | Err(_) => {
+                    publish_until_acknowledged(&jetstream, &subject, headers, payload, retry).await
                 }
-                PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
-                    "no JetStream stream takes {subject} (is stream {stream} gone?)"
-                )),
-                _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
-            })?;
-            if ack.stream != stream {
-                return Err(LogError::Corrupt(format!(
-                    "{subject} was stored in stream {}, not {stream}: another stream overlaps the event subjects",
-                    ack.stream
-                )));
-            }
-            Ok(Appended {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            })
+            };
+            outcome.of(answer)
         }))
     }
 
@@ -431,8 +603,8 @@ impl EventLog for NatsLog {
 
     async fn last_sequence(&self) -> Result<u64, LogError> {
         let stream = self
-            .jetstream
-            .get_stream(&self.stream)
+            .retry
+            .until_answered(|| self.jetstream.get_stream(&self.stream))
             .await
             .map_err(|err| {
                 LogError::Unavailable(format!("cannot read stream {}: {err}", self.stream))
@@ -478,6 +650,153 @@ impl EventLog for NatsLog {
     }
 }
 
+/// How an append rides out a lost server or a leader election (see "Failover").
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    ack_timeout: Duration,
+    retry_for: Duration,
+}
+
+impl Retry {
+    /// Calls `request` until it answers `Ok`, pausing between attempts, for up to
+    /// `retry_for`; then returns its last error. For reads only (they change nothing).
+    async fn until_answered<T, E, F, Fut>(&self, mut request: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_for;
+        let mut pause = MIN_RETRY_PAUSE;
+        loop {
+            match request().await {
+                Ok(answer) => return Ok(answer),
+                Err(err) if tokio::time::Instant::now() + pause >= deadline => return Err(err),
+                Err(_) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+}
+
+/// Publishes one append until the stream acknowledges it, every time with the same
+/// headers, so the same `Nats-Msg-Id`: the retry of a publish that was in flight when
+/// its server died (or while the stream elected a leader) is stored once.
+///
+/// Each publish waits [`Retry::ack_timeout`] for its ack; a publish that cannot be sent,
+/// an ack that does not come, "no responders" (no stream leader right now) and other
+/// transient answers are retried with a growing pause, for up to [`Retry::retry_for`].
+/// An ack of `duplicate` with sequence 0 means the first publish is still being
+/// replicated: asked again. What is returned at once: a failed expectation (the append
+/// is refused, and was not stored by an earlier attempt: JetStream answers duplicates
+/// before it checks expectations), a message too large.
+async fn publish_until_acknowledged(
+    jetstream: &jetstream::Context,
+    subject: &str,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+    retry: Retry,
+) -> Result<jetstream::publish::PublishAck, async_nats::jetstream::context::PublishError> {
+    use async_nats::jetstream::context::PublishError;
+    let deadline = tokio::time::Instant::now() + retry.retry_for;
+    let mut pause = MIN_RETRY_PAUSE;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let answer = match jetstream
+            .publish_with_headers(subject.to_string(), headers.clone(), payload.clone())
+            .await
+        {
+            Ok(ack) => match tokio::time::timeout(retry.ack_timeout, ack).await {
+                Ok(answer) => answer,
+                Err(_) => Err(PublishError::new(PublishErrorKind::TimedOut)),
+            },
+            Err(err) => Err(err),
+        };
+        let err = match answer {
+            Ok(ack) if ack.duplicate && ack.sequence == 0 => {
+                PublishError::new(PublishErrorKind::TimedOut)
+            }
+            Ok(ack) => {
+                if attempt > 1 {
+                    tracing::info!(
+                        subject,
+                        attempt,
+                        sequence = ack.sequence,
+                        duplicate = ack.duplicate,
+                        "append acknowledged after a retry"
+                    );
+                }
+                return Ok(ack);
+            }
+            Err(err) => err,
+        };
+        if is_lasting(&err) || tokio::time::Instant::now() + pause >= deadline {
+            return Err(err);
+        }
+        tracing::warn!(subject, attempt, error = %err, "append not acknowledged; publishing it again with the same message id");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+    }
+}
+
+/// A publish error that another publish of the same message cannot change: a failed
+/// expectation, a message too large.
+fn is_lasting(err: &async_nats::jetstream::context::PublishError) -> bool {
+    matches!(
+        err.kind(),
+        PublishErrorKind::WrongLastSequence
+            | PublishErrorKind::WrongLastMessageId
+            | PublishErrorKind::MaxPayloadExceeded
+    )
+}
+
+/// What an append's answer from JetStream means for [`EventLog`]'s caller.
+struct Outcome {
+    stream: String,
+    subject: String,
+    /// The sequence the expectation named, for [`LogError::Conflict`].
+    expected: u64,
+}
+
+impl Outcome {
+    fn of(
+        self,
+        answer: Result<
+            jetstream::publish::PublishAck,
+            async_nats::jetstream::context::PublishError,
+        >,
+    ) -> Result<Appended, LogError> {
+        let Outcome {
+            stream,
+            subject,
+            expected,
+        } = self;
+        let ack = answer.map_err(|err| match err.kind() {
+            PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId => {
+                LogError::Conflict {
+                    subject: subject.clone(),
+                    expected,
+                }
+            }
+            PublishErrorKind::StreamNotFound => LogError::Unavailable(format!(
+                "no JetStream stream takes {subject} (is stream {stream} gone?)"
+            )),
+            _ => LogError::Unavailable(format!("append to NATS failed: {err}")),
+        })?;
+        if ack.stream != stream {
+            return Err(LogError::Corrupt(format!(
+                "{subject} was stored in stream {}, not {stream}: another stream overlaps the event subjects",
+                ack.stream
+            )));
+        }
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
 /// Feeds one follower: reads ordered consumers, recreating them as needed, until the
 /// follower is dropped or a gap is found.
 async fn follow_task(
@@ -520,9 +839,19 @@ async fn follow_task(
                 }
             }
         };
+        // Records known to exist past `next` at the last idle check (see `stalled`).
+        let mut behind = false;
         loop {
             let message = tokio::select! {
                 () = sender.closed() => return,
+                () = tokio::time::sleep(STALL_CHECK) => {
+                    if stalled(&jetstream, &stream, next, &mut behind).await {
+                        tracing::warn!(next, "event log follower's consumer delivers nothing while the stream has more; recreating it");
+                        backoff = Duration::ZERO;
+                        break;
+                    }
+                    continue;
+                }
                 () = reconnected(&mut connections) => {
                     // Do not wait for the consumer to notice (it takes up to 30 s of
                     // missed heartbeats or ~10 s of retries): the broker may have lost it.
@@ -551,6 +880,7 @@ async fn follow_task(
                 }
             };
             backoff = MIN_FOLLOW_BACKOFF;
+            behind = false;
             if record.sequence < next {
                 // Re-delivered after a consumer was recreated.
                 continue;
@@ -577,6 +907,26 @@ async fn follow_task(
         }
         backoff = (backoff * 2).clamp(MIN_FOLLOW_BACKOFF, MAX_FOLLOW_BACKOFF);
     }
+}
+
+/// A follower's check after [`STALL_CHECK`] without a record: whether the stream holds
+/// records from `next` on for the second check in a row (`behind` carries the first).
+/// An ephemeral consumer lives on one server; when that server dies while the client
+/// stays connected elsewhere, nothing tells the client but two missed heartbeats (30 s),
+/// so the follower asks the stream instead.
+async fn stalled(
+    jetstream: &jetstream::Context,
+    stream: &str,
+    next: u64,
+    behind: &mut bool,
+) -> bool {
+    let last = match jetstream.get_stream(stream).await {
+        Ok(info) => info.cached_info().state.last_sequence,
+        // The stream cannot say (a leader election): ask again at the next check.
+        Err(_) => return false,
+    };
+    let was_behind = std::mem::replace(behind, last >= next);
+    was_behind && *behind
 }
 
 /// The NATS headers of an append: control headers, then the record's own.

@@ -11,7 +11,8 @@
 //! | [`table`] | the routing table compiled from the domain state, swapped atomically |
 //! | [`routing`] | the segment tries behind route matching (longest context, templates) |
 //! | [`auth`] | Bearer JWT verification with a verified-token cache |
-//! | [`throttle`] | fixed-window counters; each replica enforces its share of a limit |
+//! | [`throttle`] | fixed-window counters; limits across replicas from shared counts, or a fallback share |
+//! | [`exchange`] | the replicas' throttle counts over core NATS, beside the hot path |
 //! | [`cache`] | the opt-in response cache |
 //! | [`shards`] | the sharded map behind the token cache, the response cache and the throttle counters |
 //! | [`paths`] | the one path normalisation before routing (what is merged, what is refused) |
@@ -42,6 +43,7 @@ pub mod cache;
 pub mod conn;
 pub mod disk;
 pub mod errors;
+pub mod exchange;
 pub mod limits;
 pub mod metrics;
 pub mod paths;
@@ -114,10 +116,18 @@ pub struct GatewayConfig {
         value_parser = clap::value_parser!(u64).range(0..=gatehouse_domain::REVOCATION_RETENTION_SECONDS as u64)
     )]
     pub token_leeway_seconds: u64,
-    /// Number of gateway replicas sharing the traffic: each enforces
-    /// `ceil(limit / N)` of every throttling limit.
+    /// Throttling's fallback: the number of gateway replicas assumed while this one is
+    /// cut off from the others' counts (no NATS, or the throttle exchange silent); it
+    /// then enforces `ceil(limit / N)` of every limit on its own calls. With the
+    /// exchange live, limits hold across the replicas whatever their number.
     #[arg(long, env = "GATEHOUSE_GATEWAY_REPLICA_COUNT", default_value_t = 1)]
     pub replica_count: u32,
+    /// How often the replica publishes its throttle counts to the other replicas (and
+    /// its heartbeat) over NATS, in milliseconds. What the replicas may admit beyond a
+    /// limit is about what they admit in one interval.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_THROTTLE_SYNC_INTERVAL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub throttle_sync_interval_ms: u64,
     /// PEM certificate chain of the HTTPS listener (default: a self-signed one in the
     /// data directory).
     #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT", requires = "tls_key")]
@@ -250,7 +260,11 @@ pub async fn start(
         limits: config.limits.clone(),
     })?);
 
-    let log_source = match (log, config.node.log.nats_config()?) {
+    let nats_config = config.node.log.nats_config()?.map(|mut nats| {
+        nats.client_name = format!("gatehouse-gateway-{id}");
+        nats
+    });
+    let log_source = match (log, nats_config.clone()) {
         (Some(log), _) => LogSource::Provided(log),
         (None, Some(nats)) => LogSource::Nats(Box::new(nats)),
         (None, None) => LogSource::None,
@@ -287,6 +301,21 @@ pub async fn start(
         tokio::spawn(syncer.run(shutdown.clone())),
         tokio::spawn(housekeeping(gateway.clone(), shutdown.clone())),
     ];
+    let mut tasks = tasks;
+    if let Some(nats) = nats_config {
+        tasks.push(tokio::spawn(exchange::run(
+            exchange::ExchangeConfig {
+                nats: gatehouse_eventlog::NatsLogConfig {
+                    client_name: format!("gatehouse-gateway-{id}-throttle"),
+                    ..nats
+                },
+                interval: Duration::from_millis(config.throttle_sync_interval_ms.max(10)),
+            },
+            gateway.throttler.clone(),
+            gateway.metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
     Ok(RunningGateway {
         id,
         https_addr,

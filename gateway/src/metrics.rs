@@ -108,6 +108,16 @@ pub struct Metrics {
     pub header_timeouts: AtomicU64,
     /// Connections closed after their keep-alive or HTTP/2 idle timeout.
     pub idle_closes: AtomicU64,
+    /// Whether throttling counts the other replicas' calls now (the throttle exchange is
+    /// live), rather than each replica's fallback share.
+    pub throttle_shared: AtomicBool,
+    /// Other replicas heard on the throttle exchange within the peer expiry.
+    pub throttle_peers: AtomicU64,
+    /// Throttle reports published and received (other replicas' only).
+    pub throttle_reports_sent: AtomicU64,
+    pub throttle_reports_received: AtomicU64,
+    /// Throttle reports or entries dropped: malformed, or past the peer and key caps.
+    pub throttle_reports_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -218,6 +228,16 @@ impl Metrics {
                 self.connections_open.load(Relaxed),
                 "Client connections open now.",
             ),
+            (
+                "throttle_shared",
+                u64::from(self.throttle_shared.load(Relaxed)),
+                "1 while limits count every replica's calls (the throttle exchange is live); 0: this replica enforces its fallback share.",
+            ),
+            (
+                "throttle_peers",
+                self.throttle_peers.load(Relaxed),
+                "Other replicas heard on the throttle exchange within the peer expiry.",
+            ),
         ];
         let counters = [
             (
@@ -259,6 +279,21 @@ impl Metrics {
                 "idle_closes_total",
                 &self.idle_closes,
                 "Connections closed after their HTTP/1 keep-alive or HTTP/2 idle timeout.",
+            ),
+            (
+                "throttle_reports_sent_total",
+                &self.throttle_reports_sent,
+                "Throttle reports published on the exchange.",
+            ),
+            (
+                "throttle_reports_received_total",
+                &self.throttle_reports_received,
+                "Other replicas' throttle reports received.",
+            ),
+            (
+                "throttle_reports_dropped_total",
+                &self.throttle_reports_dropped,
+                "Throttle reports or entries dropped: malformed, or past the peer and key caps.",
             ),
         ];
         let mut scalar = |name: &str, kind: &str, help: &str, value: u64| {

@@ -280,7 +280,8 @@ pub struct GatewayOptions {
     pub metrics: Arc<Metrics>,
     /// Verifies the access tokens (issuer, audience, leeway).
     pub verifier: Verifier,
-    /// Replicas sharing the traffic: each enforces its share of every limit.
+    /// N of the fallback share `ceil(limit / N)`, enforced while cut off from the other
+    /// replicas' counts (see `throttle`).
     pub replica_count: u32,
     pub access_log: bool,
     pub trace_requests: bool,
@@ -295,7 +296,7 @@ pub struct Gateway {
     pub table: ArcSwap<RoutingTable>,
     pub sync: SyncFlags,
     pub metrics: Arc<Metrics>,
-    pub throttler: Throttler,
+    pub throttler: Arc<Throttler>,
     pub auth: Authenticator,
     pub cache: Arc<ResponseCache>,
     pub upstream: Upstream,
@@ -316,7 +317,7 @@ impl Gateway {
         Ok(Gateway {
             table: ArcSwap::from_pointee(RoutingTable::empty(&options.metrics)),
             sync: SyncFlags::default(),
-            throttler: Throttler::new(options.replica_count),
+            throttler: Arc::new(Throttler::new(options.replica_count)),
             auth: Authenticator::new(options.verifier),
             cache: Arc::new(ResponseCache::new(
                 limits.cache_max_bytes,

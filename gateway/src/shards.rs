@@ -231,6 +231,15 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         }
     }
 
+    /// Visits every entry under its shard's read lock, one shard at a time.
+    pub fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+        for shard in &self.shards {
+            for (key, value) in &Self::read_shard(shard).map {
+                visit(key, value);
+            }
+        }
+    }
+
     /// Keeps only the entries `keep` accepts, one shard at a time (sweeps).
     pub fn retain(&self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         for shard in &self.shards {

@@ -1,5 +1,7 @@
-//! Throttling with several replicas: each replica enforces its share of a limit
-//! (`ceil(limit / replica_count)`), so the replicas together admit the policy's limit.
+//! Throttling with several replicas and no throttle exchange (no NATS: the fallback):
+//! each replica enforces its share of a limit (`ceil(limit / replica_count)`), so the
+//! replicas together admit the policy's limit. With NATS the replicas share their
+//! counts instead: `cluster_throttling.rs`.
 
 mod common;
 

@@ -90,6 +90,17 @@ pub struct LogArgs {
     /// The key of `--nats-cert` (PEM).
     #[arg(long, env = "GATEHOUSE_NATS_KEY", requires = "nats_cert")]
     pub nats_key: Option<PathBuf>,
+    /// How long one publish of an event waits for the stream's ack before it is published
+    /// again with the same message id (stored once), in milliseconds: what a write in
+    /// flight on a NATS server that dies costs.
+    #[arg(long, env = "GATEHOUSE_NATS_ACK_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub nats_ack_timeout_ms: u64,
+    /// How long an append keeps retrying through a lost NATS server or a stream leader
+    /// election before the write fails with UNAVAILABLE, in milliseconds.
+    #[arg(long, env = "GATEHOUSE_NATS_RETRY_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub nats_retry_ms: u64,
 }
 
 impl std::fmt::Debug for LogArgs {
@@ -132,22 +143,35 @@ impl LogArgs {
                 cert: self.nats_cert.clone(),
                 key: self.nats_key.clone(),
             },
+            // Zero (a `LogArgs::default()` rather than parsed flags): the defaults.
+            ack_timeout: match self.nats_ack_timeout_ms {
+                0 => NatsLogConfig::default().ack_timeout,
+                ms => std::time::Duration::from_millis(ms),
+            },
+            retry_for: match self.nats_retry_ms {
+                0 => NatsLogConfig::default().retry_for,
+                ms => std::time::Duration::from_millis(ms),
+            },
+            ..NatsLogConfig::default()
         }))
     }
 
-    /// Opens the configured log; `data_dir` holds the embedded one.
-    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
-        Ok(self.open_log(data_dir).await?.0)
+    /// Opens the configured log for `node` (its NATS connection is named
+    /// `gatehouse-<node>`); `data_dir` holds the embedded one.
+    pub async fn open(&self, node: &str, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
+        Ok(self.open_log(node, data_dir).await?.0)
     }
 
-    /// Opens the configured log, and says whether it is on NATS (the handle, to share
-    /// its connection).
+    /// Opens the configured log for `node`, and says whether it is on NATS (the handle,
+    /// to share its connection).
     pub async fn open_log(
         &self,
+        node: &str,
         data_dir: &Path,
     ) -> anyhow::Result<(Arc<dyn EventLog>, Option<NatsLog>)> {
         match self.nats_config()? {
-            Some(config) => {
+            Some(mut config) => {
+                config.client_name = format!("gatehouse-{node}");
                 let log = connect_nats(config).await?;
                 Ok((Arc::new(log.clone()), Some(log)))
             }
@@ -161,10 +185,13 @@ impl LogArgs {
         }
     }
 
-    /// A connection to the configured NATS, if one is configured.
-    pub async fn connect_nats(&self) -> anyhow::Result<Option<NatsLog>> {
+    /// A connection for `node` to the configured NATS, if one is configured.
+    pub async fn connect_nats(&self, node: &str) -> anyhow::Result<Option<NatsLog>> {
         match self.nats_config()? {
-            Some(config) => Ok(Some(connect_nats(config).await?)),
+            Some(mut config) => {
+                config.client_name = format!("gatehouse-{node}");
+                Ok(Some(connect_nats(config).await?))
+            }
             None => Ok(None),
         }
     }

@@ -61,8 +61,8 @@ impl NodeArgs {
         snapshots: &SnapshotArgs,
     ) -> anyhow::Result<Folding> {
         let (log, nats) = match provided {
-            Some(log) => (log, self.log.connect_nats().await?),
-            None => self.log.open_log(data_dir).await?,
+            Some(log) => (log, self.log.connect_nats(node).await?),
+            None => self.log.open_log(node, data_dir).await?,
         };
         let tls = self.cluster.load(node)?;
         let nats = nats.as_ref().map(|nats| (nats, self.log.nats_replicas));

@@ -6,7 +6,9 @@
 //! | [`cli`] | a binary's `--help` flags against the clap definition they come from |
 //! | [`ports`] | free loopback ports and addresses, a URL where nothing listens |
 //! | [`poll`] | [`eventually`] (sync and async): wait for a condition, panic naming what was awaited |
+//! | [`proxy`] | a TCP proxy a test cuts and heals (a node cut off from NATS) |
 //! | [`process`] | one child-process wrapper: output to a log file, killed on drop, signals, restarts |
+//! | [`chaos`] | writers appending through NATS failures, and the check that nothing acknowledged was lost |
 //! | [`nats`] | a real `nats-server` with JetStream, alone or as a cluster of three |
 //! | [`world`] | the admin side of a test: a log, a read model following it, commands, a published signing key |
 //! | [`domain`] | "handle and apply": decide a command against a `State` and fold its events, no I/O |
@@ -22,6 +24,7 @@
 //! came true, but to fail and say why.
 
 pub mod backend;
+pub mod chaos;
 pub mod cli;
 pub mod domain;
 pub mod grpc;
@@ -30,6 +33,7 @@ pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod process;
+pub mod proxy;
 pub mod service;
 pub mod snapshot;
 pub mod tls;

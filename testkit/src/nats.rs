@@ -143,7 +143,7 @@ impl NatsBuilder {
                 .collect();
             write!(
                 text,
-                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  routes: [\n{}\n  ]\n}}\n",
+                "cluster {{\n  name: {}\n  listen: 127.0.0.1:{}\n  no_advertise: true\n  routes: [\n{}\n  ]\n}}\n",
                 cluster.name,
                 cluster.port,
                 routes.join("\n")
@@ -325,7 +325,9 @@ fn http_get_json(port: u16, path: &str) -> Option<serde_json::Value> {
 
 /// nats-servers with JetStream clustered on loopback: each with its own ports (client,
 /// cluster routes, monitoring), `server_name` (`n1`, `n2`, ...) and store, all with one
-/// cluster name.
+/// cluster name. The servers do not advertise each other to clients (`no_advertise`):
+/// a client knows the servers of the seed list it was given and no others, so a test
+/// that puts a [`crate::proxy::TcpProxy`] in front of each can cut a client off.
 pub struct NatsCluster {
     nodes: Vec<NatsServer>,
     name: String,
@@ -425,6 +427,57 @@ impl NatsCluster {
     pub fn restart(&mut self, index: usize) {
         self.nodes[index].restart();
         self.wait_formed();
+    }
+
+    /// Kills every node (SIGKILL), then starts them all again on the same ports and
+    /// stores, and waits until the cluster has formed.
+    pub fn restart_all(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        self.wait_formed();
+    }
+
+    /// The index of the node that leads stream `stream` now, as a running node's
+    /// monitoring endpoint reports it.
+    pub fn stream_leader(&mut self, stream: &str) -> Option<usize> {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .collect();
+        for i in running {
+            let Some(jsz) = self.nodes[i].monitor("jsz?streams=true") else {
+                continue;
+            };
+            let accounts = jsz["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for account in accounts {
+                for detail in account["stream_detail"].as_array().into_iter().flatten() {
+                    if detail["name"] == stream {
+                        if let Some(leader) = detail["cluster"]["leader"].as_str() {
+                            return self.index_of(leader);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The index of the running node that a client named `client_name` is connected to
+    /// (its `connz`), if one is.
+    pub fn connected_to(&mut self, client_name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i].is_running()
+                && self.nodes[i]
+                    .monitor("connz?limit=1024")
+                    .and_then(|connz| connz["connections"].as_array().cloned())
+                    .is_some_and(|connections| connections.iter().any(|c| c["name"] == client_name))
+        })
     }
 
     /// Waits until every running node reports a JetStream meta leader (the cluster has

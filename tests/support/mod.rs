@@ -50,10 +50,9 @@ impl ControlPlane {
         control_env: &[(&str, &str)],
         token_env: &[(&str, &str)],
     ) -> ControlPlane {
-        let (https, keys, admin) = (free_port(), free_port(), free_port());
+        let (https, keys) = (free_port(), free_port());
         let pki = TestPki::in_dir(&dir.join("pki"));
         let token_identity = pki.args(NodeRole::TokenService, "token-service");
-        let control_identity = pki.args(NodeRole::Control, "control");
         let mut env: Vec<(&str, &str)> = vec![
             ("GATEHOUSE_ADMIN_CLIENT_ID", ADMIN_ID),
             ("GATEHOUSE_ADMIN_CLIENT_SECRET", ADMIN_SECRET),
@@ -75,22 +74,7 @@ impl ControlPlane {
         let token_args: Vec<&str> = token_args.iter().map(String::as_str).collect();
         let mut token_service = gatehouse("token-service", dir, &token_args, &env);
         token_service.wait_until("listening", || is_listening(https) && is_listening(keys));
-        let mut control_args: Vec<String> = [
-            "control".to_string(),
-            "--data-dir".into(),
-            dir.join("control").display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{admin}"),
-            "--token-service-url".into(),
-            format!("https://127.0.0.1:{keys}"),
-            "--nats-url".into(),
-            nats_url.into(),
-        ]
-        .into();
-        control_args.extend(control_identity);
-        let control_args: Vec<&str> = control_args.iter().map(String::as_str).collect();
-        let mut control = gatehouse("control", dir, &control_args, control_env);
-        control.wait_until("listening", || is_listening(admin));
+        let (control, admin) = start_control(dir, "control", nats_url, keys, &pki, control_env);
         ControlPlane {
             control,
             token_service,
@@ -99,6 +83,18 @@ impl ControlPlane {
             admin,
             pki,
         }
+    }
+
+    /// Another control process (`name`, its own data directory and port) on the same
+    /// log and token-service; its gRPC port.
+    pub fn another_control(
+        &self,
+        dir: &Path,
+        name: &str,
+        nats_url: &str,
+        env: &[(&str, &str)],
+    ) -> (Process, u16) {
+        start_control(dir, name, nats_url, self.keys, &self.pki, env)
     }
 
     pub fn token_url(&self) -> String {
@@ -148,6 +144,36 @@ impl ControlPlane {
             ],
         )
     }
+}
+
+/// `gatehouse control` as process `name` (data in `<dir>/<name>`) on `nats_url`, with
+/// token-service's KeyManager at `keys`; waits until it listens, returns its port.
+fn start_control(
+    dir: &Path,
+    name: &str,
+    nats_url: &str,
+    keys: u16,
+    pki: &TestPki,
+    env: &[(&str, &str)],
+) -> (Process, u16) {
+    let admin = free_port();
+    let mut control_args: Vec<String> = [
+        "control".to_string(),
+        "--data-dir".into(),
+        dir.join(name).display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{admin}"),
+        "--token-service-url".into(),
+        format!("https://127.0.0.1:{keys}"),
+        "--nats-url".into(),
+        nats_url.into(),
+    ]
+    .into();
+    control_args.extend(pki.args(NodeRole::Control, "control"));
+    let control_args: Vec<&str> = control_args.iter().map(String::as_str).collect();
+    let mut control = gatehouse(name, dir, &control_args, env);
+    control.wait_until("listening", || is_listening(admin));
+    (control, admin)
 }
 
 /// Free ports for `gatehouse up`'s five listeners, and its flags for them.
