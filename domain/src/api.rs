@@ -178,7 +178,7 @@ pub(crate) fn change_lifecycle(
 /// Deletes an API that has no subscriptions.
 pub(crate) fn delete(state: &State, api_id: &str) -> Decision {
     let api = existing(state, api_id, None)?;
-    let subscriptions = state.subscriptions().filter(|s| s.api_id == api_id).count();
+    let subscriptions = state.subscriptions_of_api(api_id).count();
     if subscriptions > 0 {
         return Err(DomainError::FailedPrecondition(format!(
             "API {api_id} has {subscriptions} subscription(s); remove them before deleting it"

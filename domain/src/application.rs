@@ -47,8 +47,8 @@ pub(crate) fn create(
         return Err(DomainError::already_exists("application", &application_id));
     }
     if state
-        .applications()
-        .any(|a| a.owner == created.owner && a.name.eq_ignore_ascii_case(&created.name))
+        .applications_of_owner(&created.owner)
+        .any(|a| a.name.eq_ignore_ascii_case(&created.name))
     {
         return Err(DomainError::AlreadyExists(format!(
             "{} already has an application named {}",

@@ -32,7 +32,10 @@
 //!   guard, the [`AggregateKind`] and the [`EventMeta`] the edge adds.
 //! - `state.rs`: [`State`] and the fold, [`State::apply`], for every aggregate at once,
 //!   since one event may touch several (deleting an application ends its subscriptions
-//!   and revokes its keys).
+//!   and revokes its keys); its maps are persistent (O(1) clones) and indexed for
+//!   every per-event lookup.
+//! - `effects.rs`: [`Effects`], what folding touched, for readers that recompute only
+//!   that (a gateway's routing table).
 //! - [`validate`]: input rules shared by the aggregates; `error.rs`: [`DomainError`] and
 //!   [`ApplyError`].
 //! - [`redact`]: secret hashes cleared from events and snapshots for every reader but
@@ -43,6 +46,7 @@
 pub mod api;
 pub mod application;
 pub mod command;
+mod effects;
 mod error;
 pub mod keys;
 pub mod lifecycle;
@@ -54,5 +58,6 @@ pub mod subscription;
 pub mod validate;
 
 pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};
+pub use effects::Effects;
 pub use error::{ApplyError, DomainError};
-pub use state::{REVOCATION_RETENTION_SECONDS, State};
+pub use state::{Id, REVOCATION_RETENTION_SECONDS, State};

@@ -1,7 +1,7 @@
 //! Seeds a NATS event log for `bench/run.sh` and prints an access token.
 //!
 //! ```text
-//! cargo run --release -p gatehouse-gateway --example bench_seed -- nats://127.0.0.1:4222 http://127.0.0.1:8000
+//! cargo run --release -p gatehouse-gateway --example bench_seed -- nats://127.0.0.1:4222 http://127.0.0.1:8000 [key.pem]
 //! ```
 //!
 //! It appends, as control and token-service would: an RS256 signing key (its public
@@ -10,6 +10,9 @@
 //! counts every call without ever refusing one, the application `BenchApp` (application
 //! tier Unlimited) with production keys, and an **Unlimited** subscription. The token it
 //! prints (one hour) is signed with the private half, exactly as token-service signs.
+//! With a third argument it also writes the private key there (PKCS#8 PEM), so that the
+//! benchmark can give the public half to HAProxy's `jwt_verify`: both proxies then verify
+//! the very same token.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let backend = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:8000".into());
+    let key_out = args.next();
     let log: Arc<dyn EventLog> = Arc::new(NatsLog::connect(NatsLogConfig::new(nats)).await?);
     let model = ReadModel::new();
     tokio::spawn(model.clone().follow(log.clone()));
@@ -47,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let key = SigningKeyPair::generate("RS256")?;
+    if let Some(path) = key_out {
+        std::fs::write(&path, key.to_pem()?)?;
+    }
     let commands = vec![
         Command::PublishSigningKey {
             key: key.to_signing_key_record(),

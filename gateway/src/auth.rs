@@ -10,7 +10,8 @@
 //! of the request path, so verified claims are cached by the token string until the
 //! token expires. What can change during a token's life is still checked on every
 //! request against the current routing table: revocation of its `jti` and revocation of
-//! its client (`gatehouse_tokens::check_revocation`), and the set of signing keys — a
+//! its client (`RoutingTable::check_revocation`, `gatehouse_tokens::check_revocation`'s
+//! rule on the table's compact sets), and the set of signing keys — a
 //! cached token verified under another set of keys (one was added or retired) is verified
 //! again. Refused tokens are never cached.
 //!
@@ -28,7 +29,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, check_revocation, unix_now};
+use gatehouse_tokens::{AccessClaims, KeyType, TokenError, Verifier, unix_now};
 use http::HeaderValue;
 
 use crate::errors::GatewayError;
@@ -166,7 +167,7 @@ impl Authenticator {
                 caller
             }
         };
-        check_revocation(&caller.claims, &table.state).map_err(describe)?;
+        table.check_revocation(&caller.claims).map_err(describe)?;
         Ok(caller)
     }
 }

@@ -7,11 +7,18 @@
 //! hashes). It is written to a temporary file, flushed to disk and renamed over the old
 //! one, so a crash leaves either the previous snapshot or the new one, never half of
 //! one; a file that fails its checksum is ignored.
+//!
+//! The syncer saves its [`State`] itself ([`DiskSnapshot::save_state`]): the payload is
+//! encoded record by record as it is written — the bytes `Snapshot::encode` would give —
+//! so saving never holds a second copy of the configuration (a `Snapshot` message, or
+//! its encoding) in memory; the checksum and length are written last, over the header's
+//! placeholder.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use gatehouse_domain::State;
 use gatehouse_proto::events::Snapshot;
 use prost::Message;
 
@@ -36,7 +43,21 @@ impl DiskSnapshot {
 
     /// Writes `snapshot` atomically (blocking I/O: call from a blocking task).
     pub fn save(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        let payload = snapshot.encode_to_vec();
+        self.write(|out| out.write_all(&snapshot.encode_to_vec()))
+    }
+
+    /// Writes `state` as a snapshot, atomically, encoding one record at a time (blocking
+    /// I/O: call from a blocking task).
+    pub fn save_state(&self, state: &State) -> anyhow::Result<()> {
+        self.write(|out| encode_state(state, out))
+    }
+
+    /// Writes the header and the payload `write` streams to a temporary file, then
+    /// moves it into place.
+    fn write(
+        &self,
+        write: impl FnOnce(&mut Payload<std::io::BufWriter<std::fs::File>>) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
         let dir = self
             .path
             .parent()
@@ -44,12 +65,22 @@ impl DiskSnapshot {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let tmp = self.path.with_extension("bin.tmp");
         {
-            let mut file = std::fs::File::create(&tmp)
+            let file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot write {}", tmp.display()))?;
-            file.write_all(MAGIC)?;
-            file.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
-            file.write_all(&(payload.len() as u64).to_le_bytes())?;
-            file.write_all(&payload)?;
+            let mut out = std::io::BufWriter::new(file);
+            out.write_all(MAGIC)?;
+            out.write_all(&[0; 12])?;
+            let mut payload = Payload {
+                out,
+                crc: crc32fast::Hasher::new(),
+                len: 0,
+            };
+            write(&mut payload)?;
+            let Payload { out, crc, len } = payload;
+            let mut file = out.into_inner().map_err(|e| e.into_error())?;
+            file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
+            file.write_all(&crc.finalize().to_le_bytes())?;
+            file.write_all(&len.to_le_bytes())?;
             file.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)
@@ -87,6 +118,66 @@ impl DiskSnapshot {
     }
 }
 
+/// The payload as it is written: its checksum and length so far.
+struct Payload<W> {
+    out: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Payload<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(bytes)?;
+        self.crc.update(&bytes[..written]);
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `state` encoded as `gatehouse.events.v1.Snapshot`, field by field and record by
+/// record (the field numbers are the message's).
+fn encode_state(state: &State, out: &mut impl Write) -> std::io::Result<()> {
+    use prost::encoding::{message, uint64};
+    let mut buf = Vec::new();
+    let mut record = |encode: &dyn Fn(&mut Vec<u8>)| {
+        buf.clear();
+        encode(&mut buf);
+        out.write_all(&buf)
+    };
+    if state.sequence() != 0 {
+        record(&|b| uint64::encode(1, &state.sequence(), b))?;
+    }
+    for api in state.apis() {
+        record(&|b| message::encode(2, api, b))?;
+    }
+    for policy in state.policies() {
+        record(&|b| message::encode(3, policy, b))?;
+    }
+    for application in state.applications() {
+        record(&|b| message::encode(4, application, b))?;
+    }
+    for subscription in state.subscriptions() {
+        record(&|b| message::encode(5, subscription, b))?;
+    }
+    for client in state.clients() {
+        record(&|b| message::encode(6, client, b))?;
+    }
+    for key in state.signing_keys() {
+        record(&|b| message::encode(7, key, b))?;
+    }
+    for token in state.revoked_tokens() {
+        record(&|b| message::encode(8, token, b))?;
+    }
+    if state.config_hash_value() != 0 {
+        record(&|b| uint64::encode(9, &state.config_hash_value(), b))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +198,40 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(disk.path(), bytes).unwrap();
         assert!(disk.load().is_err());
+    }
+
+    #[test]
+    fn a_state_is_saved_as_its_snapshot() {
+        use gatehouse_domain::Command;
+        use gatehouse_testkit::domain::run;
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskSnapshot::new(dir.path());
+        let mut state = State::new();
+        run(
+            &mut state,
+            Command::CreateApplication {
+                application_id: "app".into(),
+                name: "App".into(),
+                owner: "alice".into(),
+                throttling_tier: String::new(),
+                description: String::new(),
+            },
+        );
+        run(
+            &mut state,
+            Command::RevokeToken {
+                jti: "jti".into(),
+                expires_at: Some(gatehouse_proto::Timestamp {
+                    seconds: i64::MAX / 2,
+                    nanos: 0,
+                }),
+                client_id: "c".into(),
+            },
+        );
+        disk.save_state(&state).unwrap();
+        let saved = disk.load().unwrap().unwrap();
+        assert_eq!(saved, state.to_snapshot());
+        assert_eq!(saved.encode_to_vec(), state.to_snapshot().encode_to_vec());
+        assert_eq!(State::from_snapshot(saved), state);
     }
 }

@@ -104,8 +104,14 @@ pub struct GatewayConfig {
     /// `iss` of the access tokens accepted (token-service's token endpoint URL).
     #[arg(long, env = "GATEHOUSE_TOKEN_ISSUER", default_value = DEFAULT_ISSUER)]
     pub token_issuer: String,
-    /// Clock skew allowed on token `exp` and `nbf`, in seconds.
-    #[arg(long, env = "GATEHOUSE_TOKEN_LEEWAY_SECONDS", default_value_t = 30)]
+    /// Clock skew allowed on token `exp` and `nbf`, in seconds (at most 300: a revoked
+    /// token's revocation is kept 300 s past its expiry, so it never verifies again).
+    #[arg(
+        long,
+        env = "GATEHOUSE_TOKEN_LEEWAY_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=gatehouse_domain::REVOCATION_RETENTION_SECONDS as u64)
+    )]
     pub token_leeway_seconds: u64,
     /// Number of gateway replicas sharing the traffic: each enforces
     /// `ceil(limit / N)` of every throttling limit.

@@ -1,9 +1,12 @@
-//! Path lookup: two segment tries (radix trees keyed by whole path segments).
+//! Path lookup: the context prefixes of a path, and a segment trie (a radix tree keyed
+//! by whole path segments) for resource templates.
 //!
-//! - [`ContextTrie`] finds the **longest context** that prefixes a request path
-//!   (`/shop/orders` beats `/shop` for `/shop/orders/1.0.0/items`), walking one node per
-//!   segment: the cost depends on the depth of the path, not on the number of APIs, so
-//!   10,000 APIs route as fast as ten.
+//! - [`context_prefixes`] yields the prefixes of a request path that could be a
+//!   context, **longest first** (`/shop/orders` before `/shop` for
+//!   `/shop/orders/1.0.0/items`), at most as many as the deepest context has segments:
+//!   the routing table looks each up in its map of contexts, so the cost depends on the
+//!   depth of the contexts, not on the number of APIs — 10,000 APIs route as fast as
+//!   ten.
 //! - [`PathTrie`] matches the path that remains against an API's resource templates:
 //!   literal segments, `{param}` (exactly one non-empty segment) and a trailing `*` (the
 //!   rest of the path, possibly nothing). When several templates match, a literal segment
@@ -24,15 +27,6 @@
 //! expose.
 
 use std::collections::HashMap;
-
-/// Splits `/a/b/c` into `("a", "/b/c")`; `""` is the end of the path.
-fn first_segment(path: &str) -> (&str, &str) {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    match path.find('/') {
-        Some(i) => (&path[..i], &path[i..]),
-        None => (path, ""),
-    }
-}
 
 /// Whether any segment of `path` is `.` or `..`, literally or percent-encoded
 /// (`%2e`). Allocates nothing: it runs on every request.
@@ -63,57 +57,28 @@ pub fn has_dot_segments(path: &str) -> bool {
     })
 }
 
-/// Contexts (static, multi-segment prefixes) to values. Each node is itself a trie:
-/// the value of the context that ends here, and the longer contexts by their next
-/// segment.
-#[derive(Debug)]
-pub struct ContextTrie<T> {
-    children: HashMap<Box<str>, ContextTrie<T>, foldhash::fast::FixedState>,
-    value: Option<T>,
-}
-
-impl<T> Default for ContextTrie<T> {
-    fn default() -> Self {
-        ContextTrie {
-            children: HashMap::default(),
-            value: None,
+/// The prefixes of `path` that a context could be, longest first, each with the rest
+/// of the path after it (`""` or starting with `/`): whole segments, at most `depth` of
+/// them. An empty segment (`//`) ends them, as no context has one. Allocates nothing:
+/// it runs on every request.
+pub fn context_prefixes(path: &str, depth: usize) -> impl Iterator<Item = (&str, &str)> {
+    let mut end = 0;
+    for _ in 0..depth {
+        let Some(after) = path[end..].strip_prefix('/') else {
+            break;
+        };
+        let segment = after.find('/').unwrap_or(after.len());
+        if segment == 0 {
+            break;
         }
+        end += 1 + segment;
     }
-}
-
-impl<T> ContextTrie<T> {
-    /// The value stored for `context` (`/shop/orders`), created by `make` if absent.
-    pub fn entry(&mut self, context: &str, make: impl FnOnce() -> T) -> &mut T {
-        let mut node = self;
-        for segment in context.split('/').filter(|s| !s.is_empty()) {
-            node = node.children.entry(segment.into()).or_default();
-        }
-        node.value.get_or_insert_with(make)
-    }
-
-    /// The value of the longest context that is a whole-segment prefix of `path`, and the
-    /// rest of the path after it (`""` or starting with `/`).
-    pub fn longest_prefix<'p>(&self, path: &'p str) -> Option<(&T, &'p str)> {
-        let mut node = self;
-        let mut best = None;
-        let mut rest = path;
-        loop {
-            if let Some(value) = node.value.as_ref() {
-                best = Some((value, rest));
-            }
-            if rest.is_empty() || rest == "/" {
-                return best;
-            }
-            let (segment, after) = first_segment(rest);
-            match node.children.get(segment) {
-                Some(child) => {
-                    node = child;
-                    rest = after;
-                }
-                None => return best,
-            }
-        }
-    }
+    let mut next = Some(end);
+    std::iter::from_fn(move || {
+        let end = next.filter(|&e| e > 0)?;
+        next = path[..end].rfind('/');
+        Some((&path[..end], &path[end..]))
+    })
 }
 
 /// Resource templates to values, with `{param}` and trailing `*`. Each node is itself a
@@ -264,24 +229,35 @@ mod tests {
         assert_eq!(t.at("/x/y/z"), Some(&"/*"));
     }
 
+    /// The longest context that prefixes `path`, as the routing table finds it.
+    fn longest<'p>(contexts: &[(&str, i32)], path: &'p str) -> Option<(i32, &'p str)> {
+        let depth = contexts
+            .iter()
+            .map(|(c, _)| c.split('/').filter(|s| !s.is_empty()).count())
+            .max()
+            .unwrap_or(0);
+        context_prefixes(path, depth).find_map(|(prefix, rest)| {
+            let (_, value) = contexts.iter().find(|(c, _)| *c == prefix)?;
+            Some((*value, rest))
+        })
+    }
+
     #[test]
     fn longest_context_wins() {
-        let mut t = ContextTrie::default();
-        *t.entry("/shop", || 0) = 1;
-        *t.entry("/shop/orders", || 0) = 2;
+        let t = [("/shop", 1), ("/shop/orders", 2)];
         assert_eq!(
-            t.longest_prefix("/shop/orders/1.0.0/items"),
-            Some((&2, "/1.0.0/items"))
+            longest(&t, "/shop/orders/1.0.0/items"),
+            Some((2, "/1.0.0/items"))
         );
-        assert_eq!(t.longest_prefix("/shop/1.0.0/x"), Some((&1, "/1.0.0/x")));
-        assert_eq!(
-            t.longest_prefix("/shop/ordersX/1"),
-            Some((&1, "/ordersX/1"))
-        );
-        assert_eq!(t.longest_prefix("/shop/orders"), Some((&2, "")));
-        assert_eq!(t.longest_prefix("/shop"), Some((&1, "")));
-        assert_eq!(t.longest_prefix("/sho"), None);
-        assert_eq!(t.longest_prefix("/"), None);
+        assert_eq!(longest(&t, "/shop/1.0.0/x"), Some((1, "/1.0.0/x")));
+        assert_eq!(longest(&t, "/shop/ordersX/1"), Some((1, "/ordersX/1")));
+        assert_eq!(longest(&t, "/shop/orders"), Some((2, "")));
+        assert_eq!(longest(&t, "/shop"), Some((1, "")));
+        assert_eq!(longest(&t, "/shop/"), Some((1, "/")));
+        assert_eq!(longest(&t, "/shop//orders"), Some((1, "//orders")));
+        assert_eq!(longest(&t, "/sho"), None);
+        assert_eq!(longest(&t, "/"), None);
+        assert_eq!(longest(&[], "/shop"), None);
     }
 
     #[test]

@@ -16,9 +16,12 @@
 //!    (or a log was handed over in-process), else over control's
 //!    `GatewaySync.WatchEvents` stream; if the log cannot be opened, control's stream is
 //!    tried too. Events are applied in order with `State::apply`, which accepts exactly
-//!    the next sequence. Whatever has arrived is applied as one batch, then one new
-//!    [`RoutingTable`] is compiled off the hot path (a blocking task) and swapped in
-//!    atomically. The NATS follower survives broker restarts on its own (it recreates its
+//!    the next sequence. Whatever has arrived is applied as one batch, recording what it
+//!    touches ([`gatehouse_domain::Effects`]); then the current [`RoutingTable`] is
+//!    brought up to date with those effects alone ([`RoutingTable::apply`]: only the
+//!    APIs, subscriptions, applications, clients, revocations and keys touched are
+//!    recompiled) off the hot path (a blocking task), and the new table is swapped in
+//!    atomically, once per batch. A whole table is compiled only after a bootstrap. The NATS follower survives broker restarts on its own (it recreates its
 //!    consumer from the next sequence), so replicas resume following without a restart
 //!    of their own; a broken control stream is reopened from the next sequence.
 //!
@@ -31,15 +34,19 @@
 //! `config_hash`) is the public state, and the disk snapshot holds no secret.
 //!
 //! Two helpers run beside it: the **disk writer** saves the latest state at most once a
-//! second, after changes; the **reporter** sends `GatewaySync.ReportStatus` (id, applied
+//! second, after changes, streaming it record by record to the file (no second copy
+//! of the configuration in memory, see [`crate::disk`]); the **reporter** sends `GatewaySync.ReportStatus` (id, applied
 //! sequence, config hash, address, stale) every few seconds.
 //!
 //! # Shared state
 //!
-//! The state itself is owned by the syncer task alone (no lock). What others read is
-//! published: the table through the gateway's `ArcSwap` (requests) and a `watch`
-//! channel (disk writer); flags and gauges through atomics in `SyncFlags` and
-//! `Metrics`.
+//! The state itself is owned by the syncer task alone (no lock): it is the gateway's one
+//! fold, and the routing table holds none of it, only what requests read. What others
+//! read is published: the table through the gateway's `ArcSwap` (requests), and a copy
+//! of the state through a `watch` channel (disk writer). That copy costs O(1): the
+//! state's maps are persistent and share their nodes with the syncer's, which copies
+//! only the paths it changes afterwards. Flags and gauges go through atomics in
+//! `SyncFlags` and `Metrics`.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -48,8 +55,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
-use gatehouse_domain::State;
 use gatehouse_domain::redact::{redact_event, redact_snapshot};
+use gatehouse_domain::{Effects, State};
 use gatehouse_eventlog::{EventLog, LogError, NatsLog, NatsLogConfig};
 use gatehouse_node::Shutdown;
 use gatehouse_node::fold;
@@ -139,8 +146,8 @@ pub struct Syncer {
     log: Option<Arc<dyn EventLog>>,
     nats: Option<NatsLog>,
     disk: DiskSnapshot,
-    /// The latest table, for the disk writer.
-    published: watch::Sender<Option<Arc<RoutingTable>>>,
+    /// The state of the latest table, for the disk writer.
+    published: watch::Sender<Option<State>>,
 }
 
 impl Syncer {
@@ -197,8 +204,9 @@ impl Syncer {
         loop {
             if state.is_none() {
                 match self.bootstrap().await {
-                    Some((bootstrapped, stale)) => {
-                        self.publish(&bootstrapped, stale).await;
+                    Some((mut bootstrapped, stale)) => {
+                        bootstrapped.record_effects();
+                        self.publish(&bootstrapped, None, stale).await;
                         state = Some(bootstrapped);
                     }
                     None => {
@@ -389,6 +397,7 @@ impl Syncer {
                 Some(Err(end)) => return end,
                 None => return End::Disconnected("the event stream ended".to_string()),
             };
+            let from = state.sequence();
             let mut changed = match apply(state, first) {
                 Ok(changed) => changed,
                 Err(end) => return end,
@@ -418,8 +427,9 @@ impl Syncer {
                     None => break,
                 }
             }
+            let effects = state.take_effects();
             if changed {
-                self.publish(state, false).await;
+                self.publish(state, Some((from, effects)), false).await;
             }
             if let Some(end) = end {
                 return end;
@@ -427,18 +437,28 @@ impl Syncer {
         }
     }
 
-    /// Compiles `state` into a routing table off the hot path and swaps it in.
-    async fn publish(&self, state: &State, stale: bool) {
+    /// Brings the routing table up to `state` off the hot path and swaps it in: with
+    /// `changes` (the sequence the batch started from and what it touched), by applying
+    /// them to the current table, if that table is the one at that sequence; otherwise
+    /// (a bootstrap) by compiling the whole state.
+    async fn publish(&self, state: &State, changes: Option<(u64, Effects)>, stale: bool) {
         let metrics = self.gateway.metrics.clone();
+        let current = self.gateway.table.load_full();
         let state = state.clone();
-        let table =
-            match tokio::task::spawn_blocking(move || RoutingTable::build(state, &metrics)).await {
-                Ok(table) => Arc::new(table),
-                Err(error) => {
-                    tracing::error!(%error, "building the routing table failed");
-                    return;
-                }
-            };
+        let disk_copy = state.clone();
+        let compile = move || match changes {
+            Some((from, effects)) if current.sequence == from => {
+                current.apply(&state, &effects, &metrics)
+            }
+            _ => RoutingTable::build(&state, &metrics),
+        };
+        let table = match tokio::task::spawn_blocking(compile).await {
+            Ok(table) => Arc::new(table),
+            Err(error) => {
+                tracing::error!(%error, "building the routing table failed");
+                return;
+            }
+        };
         let sequence = table.sequence;
         let metrics = &self.gateway.metrics;
         self.gateway.table.store(table.clone());
@@ -460,7 +480,7 @@ impl Syncer {
         } else {
             tracing::debug!(sequence, apis = table.api_count(), "routing table swapped");
         }
-        self.published.send_replace(Some(table));
+        self.published.send_replace(Some(disk_copy));
     }
 }
 
@@ -527,27 +547,27 @@ async fn replay(log: &dyn EventLog) -> Result<State, String> {
     Ok(state)
 }
 
-/// Saves the latest table's state to disk after changes, at most once a second, and
-/// once more at shutdown.
+/// Saves the state of the latest table to disk after changes, at most once a second,
+/// and once more at shutdown.
 async fn disk_writer(
     disk: DiskSnapshot,
-    mut tables: watch::Receiver<Option<Arc<RoutingTable>>>,
+    mut states: watch::Receiver<Option<State>>,
     shutdown: Shutdown,
 ) {
     let mut saved_sequence = None;
     loop {
         let stop = tokio::select! {
-            changed = tables.changed() => changed.is_err(),
+            changed = states.changed() => changed.is_err(),
             () = shutdown.wait() => true,
         };
-        let table = tables.borrow_and_update().clone();
-        if let Some(table) = table
-            && saved_sequence != Some(table.sequence)
+        let state = states.borrow_and_update().clone();
+        if let Some(state) = state
+            && saved_sequence != Some(state.sequence())
         {
-            let snapshot = table.state.to_snapshot();
+            let sequence = state.sequence();
             let disk = disk.clone();
-            match tokio::task::spawn_blocking(move || disk.save(&snapshot)).await {
-                Ok(Ok(())) => saved_sequence = Some(table.sequence),
+            match tokio::task::spawn_blocking(move || disk.save_state(&state)).await {
+                Ok(Ok(())) => saved_sequence = Some(sequence),
                 Ok(Err(error)) => {
                     tracing::warn!(error = %format!("{error:#}"), "cannot save the snapshot to disk")
                 }

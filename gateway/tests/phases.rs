@@ -113,10 +113,16 @@ impl Fixture {
     }
 
     /// Decides `command`, folds its events and swaps the new routing table in, as the
-    /// syncer would.
+    /// syncer would: the current table with what the events touched recompiled.
     fn run(&mut self, command: Command) {
+        self.state.record_effects();
         gatehouse_testkit::domain::run(&mut self.state, command);
-        let table = RoutingTable::build(self.state.clone(), &self.gateway.metrics);
+        let effects = self.state.take_effects();
+        let table = self
+            .gateway
+            .table
+            .load()
+            .apply(&self.state, &effects, &self.gateway.metrics);
         self.gateway.table.store(Arc::new(table));
     }
 

@@ -69,7 +69,7 @@ static TABLE: LazyLock<RoutingTable> = LazyLock::new(|| {
             expected_version: None,
         },
     );
-    RoutingTable::build(state, &Arc::new(Metrics::default()))
+    RoutingTable::build(&state, &Arc::new(Metrics::default()))
 });
 
 /// The template `path` matches, if any.

@@ -85,7 +85,7 @@ fn route(table: &RoutingTable, method: Method, path: &str) -> String {
 }
 
 fn table(state: &State) -> RoutingTable {
-    RoutingTable::build(state.clone(), &Metrics::default())
+    RoutingTable::build(state, &Metrics::default())
 }
 
 #[test]

@@ -323,14 +323,21 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
+    // The handshake's own signatures are still checked (with the provider's
+    // algorithms): only the certificate's chain and name are not.
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        let verify = rustls::crypto::verify_tls12_signature;
+        verify(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -339,8 +346,13 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        let verify = rustls::crypto::verify_tls13_signature;
+        verify(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -59,8 +59,9 @@ pub struct AuthorityConfig {
     pub signing_alg: String,
 }
 
-/// Why client authentication failed: all of them are `invalid_client` on the wire, and
-/// say nothing more to the caller.
+/// Why client authentication failed. The first three are `invalid_client` on the wire,
+/// and say nothing more to the caller; `Busy` is no failure of the client's (the
+/// argon2 pool is full: retry shortly).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("unknown client")]
@@ -69,6 +70,8 @@ pub enum AuthError {
     WrongSecret,
     #[error("the client is revoked")]
     Revoked,
+    #[error(transparent)]
+    Busy(#[from] crate::pool::Busy),
 }
 
 /// Why no token was issued to an authenticated client.
@@ -143,6 +146,7 @@ impl Authority {
         model: Arc<ReadModel>,
         commands: CommandExecutor,
         keys: KeyStore,
+        secrets: SecretChecker,
     ) -> Self {
         Authority {
             api_verifier: Verifier::new(config.issuer.clone(), API_AUDIENCE),
@@ -151,7 +155,7 @@ impl Authority {
             model,
             commands,
             keys,
-            secrets: SecretChecker::new(),
+            secrets,
             verification: Mutex::new(None),
             rotation: tokio::sync::Mutex::new(()),
         }
@@ -297,7 +301,16 @@ impl Authority {
 
     // ---- clients ------------------------------------------------------------------
 
-    /// The client `client_id` if `secret` is its secret and it is not revoked.
+    /// Whether `secret` is one `client_id` proved recently (against its current hash):
+    /// checking it again costs no argon2.
+    pub fn remembered(&self, client_id: &str, secret: &str) -> bool {
+        let state = self.state();
+        let phc = state.client(client_id).map(|c| c.secret_hash.as_str());
+        self.secrets.remembered(client_id, secret, phc)
+    }
+
+    /// The client `client_id` if `secret` is its secret and it is not revoked (argon2
+    /// on the bounded pool, unless remembered: `Busy` when the pool is full).
     pub async fn authenticate(
         &self,
         client_id: &str,
@@ -305,7 +318,7 @@ impl Authority {
     ) -> Result<OAuthClient, AuthError> {
         let client = self.state().client(client_id).cloned();
         let phc = client.as_ref().map(|c| c.secret_hash.as_str());
-        if !self.secrets.check(client_id, secret, phc).await {
+        if !self.secrets.check(client_id, secret, phc).await? {
             return Err(if client.is_some() {
                 AuthError::WrongSecret
             } else {

@@ -77,6 +77,20 @@ impl KeyManagerService {
         Ok((caller.context, message))
     }
 
+    /// [`for_owner`](Self::for_owner), then the live keys of the application and key
+    /// type the request names (`application_and_key_type`), or NOT_FOUND.
+    fn owned_live_client<T>(
+        &self,
+        request: Request<T>,
+        application_and_key_type: fn(&T) -> (&String, i32),
+    ) -> Result<(CallContext, OAuthClient), Status> {
+        let caller = self.authorize(&request, scopes::APP_MANAGE)?;
+        let message = request.into_inner();
+        let (application_id, key_type) = application_and_key_type(&message);
+        self.check_owner(&caller, application_id)?;
+        Ok((caller.context, self.live_client(application_id, key_type)?))
+    }
+
     /// Checks the caller may manage the keys of `application_id`.
     fn check_owner(&self, caller: &Caller, application_id: &str) -> Result<(), Status> {
         required("application_id", application_id)?;
@@ -192,19 +206,14 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<RegenerateSecretRequest>,
     ) -> RpcResult<ApplicationKeys> {
-        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
-        let client = self.live_client(&r.application_id, r.key_type)?;
+        let (ctx, client) = self.owned_live_client(request, |r| (&r.application_id, r.key_type))?;
         let secret = secrets::generate_secret();
         let secret_hash = hash(&secret).await?;
-        self.authority
-            .run(
-                Command::RegenerateSecret {
-                    client_id: client.client_id.clone(),
-                    secret_hash,
-                },
-                &ctx,
-            )
-            .await?;
+        let command = Command::RegenerateSecret {
+            client_id: client.client_id.clone(),
+            secret_hash,
+        };
+        self.authority.run(command, &ctx).await?;
         tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client secret regenerated");
         Ok(Response::new(keys_answer(&client, secret)))
     }
@@ -213,16 +222,11 @@ impl KeyManager for KeyManagerService {
         &self,
         request: Request<RevokeKeysRequest>,
     ) -> RpcResult<RevokeKeysResponse> {
-        let (ctx, r) = self.for_owner(request, |r| &r.application_id)?;
-        let client = self.live_client(&r.application_id, r.key_type)?;
-        self.authority
-            .run(
-                Command::RevokeClient {
-                    client_id: client.client_id.clone(),
-                },
-                &ctx,
-            )
-            .await?;
+        let (ctx, client) = self.owned_live_client(request, |r| (&r.application_id, r.key_type))?;
+        let command = Command::RevokeClient {
+            client_id: client.client_id.clone(),
+        };
+        self.authority.run(command, &ctx).await?;
         tracing::info!(client_id = %client.client_id, actor = %ctx.actor, "client revoked");
         Ok(Response::new(RevokeKeysResponse {}))
     }

@@ -1,8 +1,9 @@
 //! The HTTPS endpoints (axum): the OAuth2 token endpoint (RFC 6749 §4.4, client
 //! credentials), revocation (RFC 7009), introspection (RFC 7662) and the JWKS.
 //!
-//! Every request is checked in the same order: the body is a form
-//! (`application/x-www-form-urlencoded`) with no parameter repeated and at most one
+//! Every request is checked in the same order: the guard's limits ([`crate::guard`]:
+//! body size and read time, a form of bounded parameters, none repeated — then, around
+//! the secret check, failure budgets and the bounded argon2 pool), at most one
 //! client authentication method (`invalid_request`), the client authenticates with its
 //! secret by HTTP Basic (id and secret form-urlencoded, RFC 6749 §2.3.1) or by the
 //! `client_id`/`client_secret` form fields (`invalid_client`, 401, with
@@ -12,14 +13,14 @@
 //!
 //! # Shared state
 //!
-//! The handlers share the [`Authority`] through axum's `State` (an `Arc`): nothing
-//! else is shared between requests.
+//! The handlers share the [`Authority`] through axum's `State` (an `Arc`), and the
+//! [`Guard`] through an `Extension` (an `Arc`; its own shared state is described
+//! there): nothing else is shared between requests.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +29,9 @@ use base64::engine::general_purpose::STANDARD;
 use gatehouse_node::commands::CallContext;
 use serde_json::json;
 
-use crate::authority::{AuthError, Authority, IssueError};
+use crate::authority::{Authority, IssueError};
+use crate::form::Params as Form;
+use crate::guard::{FormRequest, Guard};
 
 /// The realm of the `WWW-Authenticate` challenge.
 pub const REALM: &str = "gatehouse";
@@ -36,8 +39,8 @@ pub const REALM: &str = "gatehouse";
 /// The grant type Gatehouse issues tokens for.
 const CLIENT_CREDENTIALS: &str = gatehouse_domain::keys::CLIENT_CREDENTIALS;
 
-/// The HTTPS application.
-pub fn router(authority: Arc<Authority>) -> Router {
+/// The HTTPS application, its client-authenticating endpoints behind `guard`.
+pub fn router(authority: Arc<Authority>, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/oauth2/token", post(token))
         .route("/oauth2/revoke", post(revoke))
@@ -46,6 +49,7 @@ pub fn router(authority: Arc<Authority>) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(guard))
         .with_state(authority)
 }
 
@@ -55,26 +59,48 @@ pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: String,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u64>,
+    /// Whether the connection closes after the answer (`Connection: close`).
+    close: bool,
 }
 
 impl OAuthError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        error: &'static str,
+        description: impl Into<String>,
+    ) -> Self {
         OAuthError {
             status,
             error,
             description: description.into(),
+            retry_after: None,
+            close: false,
         }
+    }
+
+    /// The same error, telling the client when to retry.
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The same error, closing the connection after it.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
 
-    fn invalid_client(description: impl Into<String>) -> Self {
+    pub(crate) fn invalid_client(description: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
     }
 
-    fn server_error(description: impl Into<String>) -> Self {
+    pub(crate) fn server_error(description: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -82,7 +108,7 @@ impl OAuthError {
         )
     }
 
-    fn unavailable(description: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(description: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -97,11 +123,18 @@ impl IntoResponse for OAuthError {
             self.status,
             json!({"error": self.error, "error_description": self.description}),
         );
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
+            headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(r#"Basic realm="gatehouse""#),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -114,44 +147,6 @@ fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
-}
-
-/// The parameters of a form body, each at most once; empty values count as absent
-/// (RFC 6749 §3.1).
-struct Form {
-    params: Vec<(String, String)>,
-}
-
-impl Form {
-    fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let mime = content_type.split(';').next().unwrap_or_default().trim();
-        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request(
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-        let mut params: Vec<(String, String)> = Vec::new();
-        for (name, value) in form_urlencoded::parse(body) {
-            if params.iter().any(|(n, _)| *n == name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} is repeated"
-                )));
-            }
-            params.push((name.into_owned(), value.into_owned()));
-        }
-        Ok(Form { params })
-    }
-
-    fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, v)| n == name && !v.is_empty())
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// `application/x-www-form-urlencoded` decoding of one Basic credential (§2.3.1).
@@ -206,24 +201,6 @@ fn client_credentials(headers: &HeaderMap, form: &Form) -> Result<(String, Strin
     Ok((id, secret))
 }
 
-/// Authenticates the request's client.
-async fn authenticate(
-    authority: &Authority,
-    (id, secret): (String, String),
-) -> Result<gatehouse_proto::events::OAuthClient, OAuthError> {
-    authority.authenticate(&id, &secret).await.map_err(|e| {
-        tracing::info!(client_id = %id, reason = %e, "client authentication failed");
-        match e {
-            AuthError::Revoked => {
-                OAuthError::invalid_client("client authentication failed: the client is revoked")
-            }
-            AuthError::UnknownClient | AuthError::WrongSecret => {
-                OAuthError::invalid_client("client authentication failed")
-            }
-        }
-    })
-}
-
 /// A scope parameter's tokens (RFC 6749 §3.3): printable ASCII except `"` and `\`,
 /// separated by single spaces.
 fn parse_scope(scope: &str) -> Result<Vec<&str>, OAuthError> {
@@ -262,16 +239,15 @@ fn call_context(headers: &HeaderMap, actor: &str) -> CallContext {
 /// `POST /oauth2/token`: RFC 6749 §4.4.
 async fn token(
     State(authority): State<Arc<Authority>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: FormRequest,
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(&headers, &body)?;
-    let credentials = client_credentials(&headers, &form)?;
+    let form = &request.form;
+    let credentials = client_credentials(&request.headers, form)?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
     let scope = form.get("scope").map(parse_scope).transpose()?;
-    let client = authenticate(&authority, credentials).await?;
+    let client = request.authenticate(&authority, credentials).await?;
     if grant_type != CLIENT_CREDENTIALS {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
@@ -316,52 +292,29 @@ async fn token(
     ))
 }
 
-/// What revoke and introspect both take: an authenticated client, its `token`
-/// parameter, and the request's headers (its trace context), with the authority.
-struct TokenRequest {
-    authority: Arc<Authority>,
-    client: gatehouse_proto::events::OAuthClient,
-    token: String,
-    headers: HeaderMap,
-}
-
-impl FromRequest<Arc<Authority>> for TokenRequest {
-    type Rejection = Response;
-
-    async fn from_request(request: Request, authority: &Arc<Authority>) -> Result<Self, Response> {
-        let headers = request.headers().clone();
-        let body = Bytes::from_request(request, authority)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let authenticated = async {
-            let form = Form::parse(&headers, &body)?;
-            let credentials = client_credentials(&headers, &form)?;
-            let token = form
-                .get("token")
-                .ok_or_else(|| OAuthError::invalid_request("token is required"))?
-                .to_string();
-            let client = authenticate(authority, credentials).await?;
-            Ok::<_, OAuthError>((client, token))
-        };
-        let (client, token) = authenticated.await.map_err(IntoResponse::into_response)?;
-        Ok(TokenRequest {
-            authority: authority.clone(),
-            client,
-            token,
-            headers,
-        })
-    }
+/// What revoke and introspect both start with: an authenticated client and the `token`
+/// parameter.
+async fn authenticated_token_request(
+    authority: &Authority,
+    request: &FormRequest,
+) -> Result<(gatehouse_proto::events::OAuthClient, String), OAuthError> {
+    let credentials = client_credentials(&request.headers, &request.form)?;
+    let token = request
+        .form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?
+        .to_string();
+    let client = request.authenticate(authority, credentials).await?;
+    Ok((client, token))
 }
 
 /// `POST /oauth2/revoke`: RFC 7009. 200 whether or not there was anything to revoke.
-async fn revoke(request: TokenRequest) -> Result<Response, OAuthError> {
-    let TokenRequest {
-        authority,
-        client,
-        token,
-        headers,
-    } = request;
-    let ctx = call_context(&headers, &client.client_id);
+async fn revoke(
+    State(authority): State<Arc<Authority>>,
+    request: FormRequest,
+) -> Result<Response, OAuthError> {
+    let (client, token) = authenticated_token_request(&authority, &request).await?;
+    let ctx = call_context(&request.headers, &client.client_id);
     match authority.revoke(&client.client_id, &token, &ctx).await {
         Ok(revoked) => {
             if revoked {
@@ -383,8 +336,12 @@ async fn revoke(request: TokenRequest) -> Result<Response, OAuthError> {
 }
 
 /// `POST /oauth2/introspect`: RFC 7662.
-async fn introspect(request: TokenRequest) -> Result<Response, OAuthError> {
-    let body = match request.authority.live_claims(&request.token) {
+async fn introspect(
+    State(authority): State<Arc<Authority>>,
+    request: FormRequest,
+) -> Result<Response, OAuthError> {
+    let (_client, token) = authenticated_token_request(&authority, &request).await?;
+    let body = match authority.live_claims(&token) {
         Ok(c) => json!({
             "active": true,
             "scope": c.scope,
@@ -460,26 +417,10 @@ mod tests {
             header::AUTHORIZATION,
             format!("Basic {encoded}").parse().unwrap(),
         );
-        let form = Form { params: vec![] };
+        let form = Form::default();
         assert_eq!(
             client_credentials(&headers, &form).unwrap(),
             ("my:id".to_string(), "s e+cret".to_string())
         );
-    }
-
-    #[test]
-    fn repeated_parameters_are_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded; charset=UTF-8"
-                .parse()
-                .unwrap(),
-        );
-        assert!(Form::parse(&headers, b"grant_type=a&scope=x").is_ok());
-        let error = Form::parse(&headers, b"grant_type=a&grant_type=b")
-            .err()
-            .unwrap();
-        assert_eq!(error.error, "invalid_request");
     }
 }

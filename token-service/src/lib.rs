@@ -16,16 +16,24 @@
 //! - [`secrets`]: consumer secrets, shown once and stored as argon2id hashes.
 //! - [`authority`]: what the HTTPS and gRPC sides share: authenticating clients,
 //!   granting scopes, signing, verifying, rotating keys, the first admin client.
-//! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls).
+//! - [`http`] + [`tls`]: the HTTPS endpoints (axum over hyper and rustls), behind the
+//!   [`guard`]: what one anonymous caller may cost ([`limits`]: body and parameter caps
+//!   with one linear [`form`] parser, read timeouts, a connection cap, the bounded
+//!   argon2 [`pool`], failure [`budget`]s with backoff).
 //! - [`grpc`]: the `KeyManager` service (served by `gatehouse_node::grpc::GrpcServer`,
 //!   with reflection, `grpc.health.v1` and a span per call).
 //!
 //! [`serve`] wires them; [`main`] is the process around it.
 
 pub mod authority;
+pub mod budget;
+pub mod form;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod keystore;
+pub mod limits;
+pub mod pool;
 pub mod secrets;
 pub mod tls;
 
@@ -83,6 +91,10 @@ pub struct TokenServiceConfig {
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub node: NodeArgs,
+    /// What one anonymous caller may cost: body and form sizes, timeouts, connections,
+    /// the argon2 pool, failure budgets.
+    #[command(flatten)]
+    pub limits: limits::EdgeLimits,
 }
 
 /// The first admin client, registered on the first start: the one given (its id with a
@@ -185,6 +197,10 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
         model.clone(),
         CommandExecutor::new(folding.log, model.clone()),
         keys,
+        secrets::SecretChecker::new(pool::Argon2Pool::new(
+            config.limits.argon2_workers(),
+            config.limits.argon2_queue(),
+        )),
     ));
     let kid = authority
         .ensure_signing_key()
@@ -241,7 +257,8 @@ pub async fn serve(config: TokenServiceConfig, node: NodeContext) -> anyhow::Res
     let https_task = tokio::spawn(tls::serve(
         https,
         acceptor,
-        http::router(authority),
+        http::router(authority, Arc::new(guard::Guard::new(&config.limits))),
+        tls::ConnectionLimits::from(&config.limits),
         node.shutdown.wait_owned(),
     ));
     let metrics_task = config

@@ -4,14 +4,17 @@
 //!   no escaping and a consumer key is a valid log subject token).
 //! - [`hash_secret`]: argon2id with a random per-secret salt and OWASP's moderate
 //!   parameters (m = 19 MiB, t = 2, p = 1); the PHC string is all that enters the log.
-//! - [`SecretChecker`]: verification, with a short-lived cache of successes.
+//! - [`SecretChecker`]: verification on the bounded argon2 pool ([`crate::pool`]),
+//!   with a short-lived cache of successes. Only successes enter the cache, so no
+//!   stream of wrong secrets (nor of unknown client ids) grows it; it is bounded by
+//!   [`CACHE_CAPACITY`] all the same.
 //!
 //! # Shared state
 //!
 //! [`SecretChecker`] is shared by every request handler (through the `Authority`). Its
 //! cache is a `std::sync::Mutex<HashMap>`: each critical section is one lookup or one
 //! insert, never held across an `.await`, so a sync mutex is cheaper than tokio's. The
-//! slow argon2 computation itself runs on the blocking pool, outside the lock.
+//! slow argon2 computation itself runs on the pool's threads, outside the lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +27,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
+use crate::pool::{Argon2Pool, Busy};
+
 /// argon2id memory cost in KiB (OWASP: 19 MiB with t = 2).
 const M_COST: u32 = 19 * 1024;
 const T_COST: u32 = 2;
@@ -33,7 +38,7 @@ const P_COST: u32 = 1;
 const CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// Entries kept at most; past it, expired entries go, then everything.
-const CACHE_CAPACITY: usize = 10_000;
+pub const CACHE_CAPACITY: usize = 10_000;
 
 /// Why a secret could not be hashed.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +102,19 @@ struct CacheEntry {
 /// The cache key is SHA-256 of (client id, secret), so the cache never holds a secret
 /// in clear; an entry is only used while the client's stored hash is the one it was
 /// checked against. Failures are never cached.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SecretChecker {
     cache: Arc<Mutex<HashMap<[u8; 32], CacheEntry>>>,
+    pool: Argon2Pool,
 }
 
 impl SecretChecker {
-    pub fn new() -> Self {
-        Self::default()
+    /// A checker computing on `pool`.
+    pub fn new(pool: Argon2Pool) -> Self {
+        SecretChecker {
+            cache: Arc::default(),
+            pool,
+        }
     }
 
     /// Computes the decoy hash now rather than on the first unknown client.
@@ -120,27 +130,38 @@ impl SecretChecker {
         h.finalize().into()
     }
 
+    /// Whether `secret` was verified as `client_id`'s secret recently, against the
+    /// stored hash `phc` it still has: no argon2, one SHA-256.
+    pub fn remembered(&self, client_id: &str, secret: &str, phc: Option<&str>) -> bool {
+        let Some(phc) = phc else { return false };
+        let key = Self::key(client_id, secret);
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(&key)
+            .is_some_and(|entry| entry.phc == phc && entry.until > Instant::now())
+    }
+
+    /// How many successes are remembered.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether `secret` is the secret of `client_id`, whose stored hash is `phc`
     /// (`None`: no such client — a decoy hash is checked so that it takes as long).
-    pub async fn check(&self, client_id: &str, secret: &str, phc: Option<&str>) -> bool {
-        let key = Self::key(client_id, secret);
-        if let Some(phc) = phc {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = cache.get(&key)
-                && entry.phc == phc
-                && entry.until > Instant::now()
-            {
-                return true;
-            }
+    /// A remembered success answers at once; anything else is checked on the argon2
+    /// pool, [`Busy`] if it is full.
+    pub async fn check(
+        &self,
+        client_id: &str,
+        secret: &str,
+        phc: Option<&str>,
+    ) -> Result<bool, Busy> {
+        if self.remembered(client_id, secret, phc) {
+            return Ok(true);
         }
         let known = phc.is_some();
-        let phc = phc.map_or_else(|| decoy_hash().to_string(), str::to_string);
-        let secret = secret.to_string();
-        let checked = phc.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_secret(&secret, &checked))
-            .await
-            .unwrap_or(false)
-            && known;
+        let phc = phc.unwrap_or_else(|| decoy_hash());
+        let ok = self.pool.verify(secret, phc).await? && known;
         if ok {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= CACHE_CAPACITY {
@@ -151,14 +172,14 @@ impl SecretChecker {
                 }
             }
             cache.insert(
-                key,
+                Self::key(client_id, secret),
                 CacheEntry {
-                    phc,
+                    phc: phc.to_string(),
                     until: Instant::now() + CACHE_TTL,
                 },
             );
         }
-        ok
+        Ok(ok)
     }
 }
 
@@ -194,16 +215,41 @@ mod tests {
 
     #[tokio::test]
     async fn checker_caches_successes_for_the_same_hash_only() {
-        let checker = SecretChecker::new();
+        let checker = SecretChecker::new(Argon2Pool::new(1, 4));
         let phc = hash_secret("right").unwrap();
-        assert!(checker.check("c1", "right", Some(&phc)).await);
-        assert!(!checker.check("c1", "wrong", Some(&phc)).await);
-        assert!(checker.check("c1", "right", Some(&phc)).await);
+        assert!(!checker.remembered("c1", "right", Some(&phc)));
+        assert_eq!(checker.check("c1", "right", Some(&phc)).await, Ok(true));
+        assert!(checker.remembered("c1", "right", Some(&phc)));
+        assert_eq!(checker.check("c1", "wrong", Some(&phc)).await, Ok(false));
+        assert_eq!(checker.check("c1", "right", Some(&phc)).await, Ok(true));
         // Another client with the same secret is not a cache hit.
-        assert!(!checker.check("c2", "right", None).await);
+        assert_eq!(checker.check("c2", "right", None).await, Ok(false));
         // After regeneration the old secret no longer matches, cache or not.
         let new_phc = hash_secret("new").unwrap();
-        assert!(!checker.check("c1", "right", Some(&new_phc)).await);
-        assert!(checker.check("c1", "new", Some(&new_phc)).await);
+        assert!(!checker.remembered("c1", "right", Some(&new_phc)));
+        assert_eq!(
+            checker.check("c1", "right", Some(&new_phc)).await,
+            Ok(false)
+        );
+        assert_eq!(checker.check("c1", "new", Some(&new_phc)).await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn wrong_secrets_and_unknown_clients_grow_no_cache() {
+        let checker = SecretChecker::new(Argon2Pool::new(2, 8));
+        let phc = hash_secret("right").unwrap();
+        assert_eq!(checker.check("c1", "right", Some(&phc)).await, Ok(true));
+        assert_eq!(checker.cached(), 1);
+        for i in 0..8 {
+            assert_eq!(
+                checker.check("c1", &format!("wrong-{i}"), Some(&phc)).await,
+                Ok(false)
+            );
+            assert_eq!(
+                checker.check(&format!("unknown-{i}"), "right", None).await,
+                Ok(false)
+            );
+        }
+        assert_eq!(checker.cached(), 1);
     }
 }

@@ -5,24 +5,36 @@
 //! `<data-dir>/tls/` on first start and reused afterwards (clients use `curl -k`, or
 //! trust `<data-dir>/tls/cert.pem`).
 //!
+//! [`serve`] bounds what connections cost ([`ConnectionLimits`]): at most
+//! `--max-connections` at once (one past it is closed as soon as it is accepted), the
+//! TLS handshake within 10 s, each request's headers within
+//! `--header-read-timeout-seconds` (also on a kept-alive connection waiting for its next
+//! request: an idle connection does not hold its place for ever). Each request carries
+//! its peer's address (axum's `ConnectInfo`), for the failure budgets.
+//!
 //! # Shared state
 //!
 //! The `rustls::ServerConfig` is immutable and shared by every connection through an
-//! `Arc` (inside the `TlsAcceptor`). Each accepted connection is its own task; a
-//! `GracefulShutdown` watcher lets the shutdown wait for in-flight requests.
+//! `Arc` (inside the `TlsAcceptor`). Each accepted connection is its own task, holding
+//! one permit of a `tokio::sync::Semaphore` of `--max-connections` (taken with
+//! `try_acquire` on accept, released when the task ends); a `GracefulShutdown` watcher
+//! lets the shutdown wait for in-flight requests.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service;
 
 use gatehouse_node::pki::write_private;
 
@@ -31,6 +43,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one connection may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Time to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl From<&crate::limits::EdgeLimits> for ConnectionLimits {
+    fn from(limits: &crate::limits::EdgeLimits) -> Self {
+        ConnectionLimits {
+            max_connections: limits.max_connections(),
+            header_read_timeout: limits.header_read_timeout(),
+        }
+    }
+}
 
 /// What can go wrong setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -135,15 +165,17 @@ pub fn acceptor(source: &CertificateSource) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish (for a while).
+/// Serves `app` over TLS on `listener` within `limits` until `shutdown` completes, then
+/// lets in-flight requests finish (for a while).
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -158,10 +190,21 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max = limits.max_connections, "too many connections: closing this one");
+            drop(stream);
+            continue;
+        };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // A Router is always ready: no need to poll it first.
+            app.clone().call(request)
+        });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -175,7 +218,7 @@ pub async fn serve(
             };
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -4,6 +4,12 @@
 //! by token-service as a PKCS#8 PEM file in its own key store, and published on the log
 //! as a [`SigningKey`] record that carries the public JWK only.
 //!
+//! Signing is ring's (the same code as rustls's TLS handshakes: RSA PKCS#1 v1.5 with
+//! SHA-256, ECDSA P-256 with SHA-256, fixed-size signatures), on a key parsed once: a
+//! token costs its JSON, two base64 encodings and the signature, nothing else. Key
+//! generation and the PEM files stay with the RustCrypto crates (ring cannot generate
+//! RSA keys).
+//!
 //! The key id is the key's RFC 7638 JWK thumbprint (SHA-256, base64url): it is derived
 //! from the public key alone, so it is stable across restarts and the same on every
 //! node, and it only holds letters, digits, `-` and `_` (a valid log subject token).
@@ -11,9 +17,13 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_proto::events::SigningKey;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use p256::elliptic_curve::Generate;
 use p256::elliptic_curve::sec1::ToSec1Point;
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -48,15 +58,24 @@ enum Private {
     Ec(p256::SecretKey),
 }
 
+/// The key as ring signs with it, parsed once.
+enum Signer {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
 /// A private signing key with its id and algorithm.
 ///
-/// Holds the private key ready to sign (the `EncodingKey` is built once). `Debug` shows
-/// the kid and algorithm only.
+/// Holds the private key ready to sign (ring's key pair and the token header, built
+/// once). `Debug` shows the kid and algorithm only.
 pub struct SigningKeyPair {
     kid: String,
     alg: Algorithm,
     private: Private,
-    encoding: EncodingKey,
+    signer: Signer,
+    /// The base64url of the JWT header (`alg`, `kid`, `typ`), the same for every token.
+    header: String,
+    rng: SystemRandom,
     public_jwk: String,
 }
 
@@ -133,8 +152,9 @@ impl SigningKeyPair {
             alg: alg_name(alg),
             reason,
         };
+        let rng = SystemRandom::new();
         // The RFC 7638 members of the public key, in lexicographic order.
-        let (members, encoding) = match &private {
+        let (members, signer) = match &private {
             Private::Rsa(key) => {
                 let der = key
                     .to_pkcs1_der()
@@ -144,12 +164,11 @@ impl SigningKeyPair {
                     "kty": "RSA",
                     "n": b64(&key.n_bytes()),
                 });
-                (members, EncodingKey::from_rsa_der(der.as_bytes()))
+                let signer = RsaKeyPair::from_der(der.as_bytes())
+                    .map_err(|e| generate_error(format!("ring refuses the RSA key: {e}")))?;
+                (members, Signer::Rsa(signer))
             }
             Private::Ec(key) => {
-                let der = key
-                    .to_pkcs8_der()
-                    .map_err(|e| generate_error(e.to_string()))?;
                 // 0x04 || x (32 bytes) || y (32 bytes)
                 let point = key.public_key().to_uncompressed_point();
                 let point: &[u8] = point.as_ref();
@@ -162,7 +181,15 @@ impl SigningKeyPair {
                     "x": b64(&point[1..33]),
                     "y": b64(&point[33..65]),
                 });
-                (members, EncodingKey::from_ec_der(der.as_bytes()))
+                let scalar = key.to_bytes();
+                let signer = EcdsaKeyPair::from_private_key_and_public_key(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    scalar.as_ref(),
+                    point,
+                    &rng,
+                )
+                .map_err(|e| generate_error(format!("ring refuses the P-256 key: {e}")))?;
+                (members, Signer::Ec(signer))
             }
         };
         // serde_json's maps are sorted and `to_string` adds no whitespace: exactly the
@@ -174,11 +201,16 @@ impl SigningKeyPair {
         object.insert("kid".into(), kid.clone().into());
         object.insert("alg".into(), alg_name(alg).into());
         object.insert("use".into(), "sig".into());
+        let header = b64(json!({"alg": alg_name(alg), "kid": kid, "typ": "JWT"})
+            .to_string()
+            .as_bytes());
         Ok(SigningKeyPair {
             kid,
             alg,
             private,
-            encoding,
+            signer,
+            header,
+            rng,
             public_jwk: jwk.to_string(),
         })
     }
@@ -224,13 +256,38 @@ impl SigningKeyPair {
         }
     }
 
-    /// A signed JWT of `claims`, with `kid` and `alg` in its header.
+    /// A signed JWT of `claims`, with `kid` and `alg` in its header (JWS compact
+    /// serialisation, RFC 7515 §7.1).
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| KeyError::Sign {
+        let error = |reason: String| KeyError::Sign {
             kid: self.kid.clone(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let payload = serde_json::to_vec(claims).map_err(|e| error(e.to_string()))?;
+        let mut token = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 400);
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = match &self.signer {
+            Signer::Rsa(key) => {
+                let mut signature = vec![0; key.public().modulus_len()];
+                key.sign(
+                    &RSA_PKCS1_SHA256,
+                    &self.rng,
+                    token.as_bytes(),
+                    &mut signature,
+                )
+                .map_err(|e| error(e.to_string()))?;
+                signature
+            }
+            Signer::Ec(key) => key
+                .sign(&self.rng, token.as_bytes())
+                .map_err(|e| error(e.to_string()))?
+                .as_ref()
+                .to_vec(),
+        };
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(token)
     }
 }

@@ -57,6 +57,8 @@ pub struct Options {
     /// The admin client's id and the file its secret is (or will be generated) in.
     pub admin_secret_file: Option<(String, PathBuf)>,
     pub signing_alg: Option<String>,
+    /// Extra environment (e.g. the `GATEHOUSE_TOKEN_*` limits).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -67,6 +69,7 @@ impl Options {
             admin: None,
             admin_secret_file: None,
             signing_alg: None,
+            env: Vec::new(),
         }
     }
 
@@ -92,6 +95,12 @@ impl Options {
 
     pub fn with_alg(mut self, alg: &str) -> Self {
         self.signing_alg = Some(alg.into());
+        self
+    }
+
+    /// With the environment variable `key` set to `value`.
+    pub fn with_env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.into(), value.to_string()));
         self
     }
 
@@ -156,6 +165,7 @@ impl TokenService {
         if let Some(alg) = &options.signing_alg {
             builder = builder.env("GATEHOUSE_SIGNING_ALG", alg);
         }
+        builder = builder.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut process = builder.spawn();
         let ready = process.wait_for_line("token-service ready on");
         let printed = process.output_of_this_run();
@@ -249,6 +259,27 @@ impl TokenService {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Answer {
+        self.request_from(None, method, path, headers, body).await
+    }
+
+    /// A TLS connection to the HTTPS port (trusting only the service's certificate),
+    /// from the loopback address `source` if given (any of 127.0.0.0/8: another client
+    /// address, as the service sees it).
+    pub async fn connect(
+        &self,
+        source: Option<std::net::IpAddr>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        self.try_connect(source)
+            .await
+            .expect("TLS handshake with the self-signed certificate")
+    }
+
+    /// [`connect`](Self::connect), or why it failed (refused, closed during the
+    /// handshake).
+    pub async fn try_connect(
+        &self,
+        source: Option<std::net::IpAddr>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(self.certificate()).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -261,11 +292,29 @@ impl TokenService {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
-        let tls = connector
+        let tcp = match source {
+            None => tokio::net::TcpStream::connect(self.https).await?,
+            Some(source) => {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(self.https).await?
+            }
+        };
+        connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .expect("TLS handshake with the self-signed certificate");
+    }
+
+    /// [`request`](Self::request) from the loopback address `source` if given.
+    pub async fn request_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let tls = self.connect(source).await;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .unwrap();
@@ -293,12 +342,24 @@ impl TokenService {
 
     /// A form POST, with HTTP Basic credentials if given.
     pub async fn post_form(&self, path: &str, basic: Option<(&str, &str)>, form: &str) -> Answer {
+        self.post_form_from(None, path, basic, form).await
+    }
+
+    /// [`post_form`](Self::post_form) from the loopback address `source` if given.
+    pub async fn post_form_from(
+        &self,
+        source: Option<std::net::IpAddr>,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        form: &str,
+    ) -> Answer {
         let authorization = basic.map(|(id, secret)| basic_header(id, secret));
         let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
         if let Some(a) = &authorization {
             headers.push(("authorization", a));
         }
-        self.request("POST", path, &headers, form).await
+        self.request_from(source, "POST", path, &headers, form)
+            .await
     }
 
     /// A token for (id, secret) by Basic with `extra` form parameters; panics unless 200.
