@@ -30,14 +30,13 @@ use gatehouse_domain::{AggregateKind, Consistency, EventMeta, PendingEvent};
 use gatehouse_eventlog::{AppendRequest, EventLog, Expectation, subject};
 use gatehouse_proto::events::lifecycle::State as Lifecycle;
 use gatehouse_proto::events::{
-    ApiCreated, ApiLifecycleChanged, ApplicationCreated, SubscriptionCreated,
-    event_envelope::Event,
+    ApiCreated, ApiLifecycleChanged, ApplicationCreated, SubscriptionCreated, event_envelope::Event,
 };
-use gatehouse_testkit::world::{api, resources};
-use prost::Message;
 use gatehouse_testkit::nats::NatsServer;
 use gatehouse_testkit::world::LogLocation;
+use gatehouse_testkit::world::{api, resources};
 use http::StatusCode;
+use prost::Message;
 
 #[tokio::main]
 async fn main() {
@@ -128,7 +127,11 @@ fn uuid(kind: u8, i: usize) -> String {
 /// flight at once; each kind after the one before, API creations before publications.
 async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
     let urls = ["http://127.0.0.1:9".to_string()];
-    let paths = [("GET", "/items"), ("GET", "/items/{id}"), ("POST", "/items")];
+    let paths = [
+        ("GET", "/items"),
+        ("GET", "/items/{id}"),
+        ("POST", "/items"),
+    ];
     let api_created = |i: usize| {
         let definition = api(
             &format!("Api{i}"),
@@ -203,7 +206,9 @@ async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
                 let event_id = format!("seed-{stage}-{i}");
                 let envelope = pending.envelope(EventMeta {
                     event_id: event_id.clone(),
-                    time: Some(gatehouse_proto::Timestamp::from(std::time::SystemTime::now())),
+                    time: Some(gatehouse_proto::Timestamp::from(
+                        std::time::SystemTime::now(),
+                    )),
                     actor: "seed".into(),
                     ..Default::default()
                 });
