@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p gatehouse-control --example seed_rate -- [--nats nats://127.0.0.1:4222] \
-//!     [--apis 500] [--applications 500] [--subscriptions 5000] [--in-flight 32] [--batch 0]
+//!     [--apis 500] [--applications 500] [--subscriptions 5000] [--in-flight 32]
 //! ```
 //!
 //! control runs in this process on its real gRPC server (mutual TLS under a throw-away
@@ -11,8 +11,7 @@
 //! temporary directory, or on the NATS stream given (a fresh stream name each run). Every
 //! call is an ordinary admin RPC from a tonic client over TLS: `CreateApi` +
 //! `ChangeLifecycle` (PUBLISHED) per API, `CreateApplication`, `Subscribe` (each
-//! application to consecutive APIs). With `--batch N`, each phase goes through
-//! `ApplyBatch` instead, N items a call. A call answered ABORTED is retried, as a seeding
+//! application to consecutive APIs). A call answered ABORTED is retried, as a seeding
 //! script would. The rate is the log's growth over the wall time of each phase.
 //!
 //! Not a test: a measurement, run by hand.
@@ -41,7 +40,6 @@ struct Options {
     applications: usize,
     subscriptions: usize,
     in_flight: usize,
-    batch: usize,
 }
 
 fn options() -> Options {
@@ -51,7 +49,6 @@ fn options() -> Options {
         applications: 500,
         subscriptions: 5_000,
         in_flight: 32,
-        batch: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -65,7 +62,6 @@ fn options() -> Options {
             "--applications" => options.applications = number(),
             "--subscriptions" => options.subscriptions = number(),
             "--in-flight" => options.in_flight = number(),
-            "--batch" => options.batch = number(),
             other => panic!("unknown flag {other}"),
         }
     }

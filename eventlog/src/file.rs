@@ -45,8 +45,11 @@
 //! unwritten block (zeros) may come before frames of the same batch that did. On
 //! [`open`](FileLog::open) such a tail is truncated away (with a warning): a bad frame
 //! with nothing valid after it, or — if the rest of the file fits in one batch — a bad
-//! frame that starts a run of zeros reaching a 4 KiB block boundary, with whatever
-//! follows. Any other bad frame *followed by a valid one* is not a torn write but damage
+//! frame holding a *hole*: a run of zeros from its start to a 4 KiB block boundary, or
+//! a whole zero block anywhere within the frame (a block of a large frame that was not
+//! written), with whatever follows. Valid frames of the batch before the hole stay:
+//! they were not acknowledged, but a log that holds an unacknowledged record is still
+//! right (its writer retries with the same `msg_id`, or decides again). Any other bad frame *followed by a valid one* is not a torn write but damage
 //! to acknowledged data, and `open` refuses with [`LogError::Corrupt`] rather than
 //! silently dropping records; so does a jump in sequences.
 //!
@@ -62,10 +65,12 @@
 //!   data directory's lock is free when the drop returns).
 //! - The byte offset of every record is kept in a `std::sync::RwLock<Vec<u64>>` (8 bytes
 //!   a record; payloads stay on disk), so a follower can start reading at any sequence.
-//! - The last durable sequence is published on a [`tokio::sync::watch`] channel.
-//!   Followers read records from the file with their own handle, up to that sequence,
-//!   then wait for it to move. A watch never lags: a slow follower simply reads more
-//!   from the file when it catches up, and misses nothing.
+//! - The last durable sequence, with the length of the file's durable data, is
+//!   published on a [`tokio::sync::watch`] channel. Followers read records from the
+//!   file with their own handle, never past that length (bytes beyond it are a batch
+//!   being written, which a failed write may yet replace), then wait for it to move. A
+//!   watch never lags: a slow follower simply reads more from the file when it catches
+//!   up, and misses nothing.
 //! - The count of `fsync`s of appended records is an `AtomicU64`
 //!   ([`FileLog::append_syncs`]): how well group commit works, for tests and metrics.
 
@@ -123,9 +128,9 @@ pub struct FileLog {
     writer: Arc<WriterHandle>,
     /// Byte offset of each record: `offsets[seq - 1]`.
     offsets: Arc<RwLock<Vec<u64>>>,
-    /// The last durable sequence. The sender lives in the writer: when the log is
+    /// The end of the durable data. The sender lives in the writer: when the log is
     /// dropped, followers see the channel close.
-    durable: watch::Receiver<u64>,
+    durable: watch::Receiver<Durable>,
     /// `fsync`s of appended records so far.
     syncs: Arc<AtomicU64>,
     path: Arc<PathBuf>,
@@ -135,9 +140,16 @@ impl std::fmt::Debug for FileLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileLog")
             .field("path", &self.path)
-            .field("last_sequence", &*self.durable.borrow())
+            .field("last_sequence", &self.durable.borrow().sequence)
             .finish()
     }
+}
+
+/// Where the durable data ends: its last record and the file length after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durable {
+    sequence: u64,
+    len: u64,
 }
 
 /// One append waiting for the writer thread.
@@ -179,7 +191,7 @@ struct Writer {
     /// Every `msg_id` ever stored, with its sequence: de-duplication over all history.
     by_msg_id: HashMap<String, u64>,
     offsets: Arc<RwLock<Vec<u64>>>,
-    durable: watch::Sender<u64>,
+    durable: watch::Sender<Durable>,
     syncs: Arc<AtomicU64>,
     /// Set when a failed write left the file in an unknown state: every later append
     /// fails until the log is reopened (which recovers the file).
@@ -214,7 +226,10 @@ impl FileLog {
         }
         let scan = recover(&mut file, &path)?;
 
-        let (durable_tx, durable_rx) = watch::channel(scan.last_sequence);
+        let (durable_tx, durable_rx) = watch::channel(Durable {
+            sequence: scan.last_sequence,
+            len: scan.len,
+        });
         let offsets = Arc::new(RwLock::new(scan.offsets));
         let syncs = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -286,7 +301,7 @@ impl EventLog for FileLog {
     }
 
     async fn last_sequence(&self) -> Result<u64, LogError> {
-        Ok(*self.durable.borrow())
+        Ok(self.durable.borrow().sequence)
     }
 
     /// Always 1 (the start; `last_sequence() + 1` when empty): the file keeps every record.
@@ -301,6 +316,7 @@ impl EventLog for FileLog {
             durable: self.durable.clone(),
             next: from.max(1),
             reader: None,
+            readable_to: 0,
             done: false,
         };
         Ok(Box::pin(futures::stream::unfold(
@@ -461,7 +477,10 @@ impl Writer {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(offsets);
-            self.durable.send_replace(next);
+            self.durable.send_replace(Durable {
+                sequence: next,
+                len: self.len,
+            });
         }
         for (job, outcome) in batch.into_iter().zip(outcomes) {
             let (sequence, duplicate) = match outcome {
@@ -725,22 +744,33 @@ fn check_torn_tail(
     Ok(())
 }
 
-/// Whether `tail`, the file from byte `offset` (a bad frame) on, starts like a batch
-/// whose first block did not reach the disk: zeros from `offset` to the end of its
-/// block (or of the file), or a whole block of zeros starting within the first block
-/// after `offset`. Blocks past the end of the durable data that were never written read
-/// as zeros; a bad frame with other content, followed by valid frames, is damage.
+/// Whether `tail`, the file from byte `offset` (a bad frame) on, holds a block of the
+/// bad frame that did not reach the disk: zeros from `offset` to the end of its block
+/// (or of the file), or a whole block of zeros (or zeros to the end of the file)
+/// starting anywhere within the frame's extent as its header gives it, or within the
+/// first block after `offset` when the header itself is unreadable. Blocks past the end
+/// of the durable data that were never written read as zeros; a bad frame with no such
+/// hole, followed by valid frames, is damage.
 fn unwritten_block_at(tail: &[u8], offset: u64) -> bool {
+    let tail_end = offset + tail.len() as u64;
     let zeros_until_boundary = |from: u64| {
         let start = (from - offset) as usize;
-        let end = ((from / BLOCK + 1) * BLOCK - offset).min(tail.len() as u64) as usize;
-        start < end && tail[start..end].iter().all(|&b| b == 0)
+        let end = ((from / BLOCK + 1) * BLOCK).min(tail_end) - offset;
+        start < end as usize && tail[start..end as usize].iter().all(|&b| b == 0)
     };
     if zeros_until_boundary(offset) {
         return true;
     }
     let next_block = (offset / BLOCK + 1) * BLOCK;
-    next_block < offset + tail.len() as u64 && zeros_until_boundary(next_block)
+    let frame_end = tail
+        .get(..FRAME_HEADER_LEN)
+        .map(|header| parse_frame_header(header.try_into().expect("8 bytes")).0)
+        .filter(|body_len| (MIN_BODY_LEN..=MAX_BODY_LEN).contains(body_len))
+        .map_or(0, |body_len| offset + (FRAME_HEADER_LEN + body_len) as u64);
+    let end = frame_end.max(next_block + 1).min(tail_end);
+    (next_block..end)
+        .step_by(BLOCK as usize)
+        .any(zeros_until_boundary)
 }
 
 fn parse_frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (usize, u32) {
@@ -856,11 +886,15 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
 struct Follower {
     path: Arc<PathBuf>,
     offsets: Arc<RwLock<Vec<u64>>>,
-    durable: watch::Receiver<u64>,
+    durable: watch::Receiver<Durable>,
     /// The sequence to yield next.
     next: u64,
-    /// Positioned at the frame of `next`; opened on the first read.
-    reader: Option<tokio::io::BufReader<tokio::fs::File>>,
+    /// Positioned at the frame of `next`; opened on the first read. Reads stop at
+    /// `readable_to`: buffering past the durable data could keep bytes of a batch whose
+    /// write then failed and was replaced.
+    reader: Option<tokio::io::BufReader<tokio::io::Take<tokio::fs::File>>>,
+    /// The file length the reader may read to: the durable length when it was last set.
+    readable_to: u64,
     /// Set after an error: the stream ends.
     done: bool,
 }
@@ -879,22 +913,35 @@ impl Follower {
 
     async fn read_next(&mut self) -> Result<Record, LogError> {
         let next = self.next;
-        if self.durable.wait_for(|&last| last >= next).await.is_err() {
-            return Err(LogError::Unavailable(
-                "the event log was closed".to_string(),
-            ));
-        }
+        let durable_len = match self
+            .durable
+            .wait_for(|durable| durable.sequence >= next)
+            .await
+        {
+            Ok(durable) => durable.len,
+            Err(_) => {
+                return Err(LogError::Unavailable(
+                    "the event log was closed".to_string(),
+                ));
+            }
+        };
         let reader = match &mut self.reader {
-            Some(reader) => reader,
+            Some(reader) => {
+                let take = reader.get_mut();
+                take.set_limit(take.limit() + (durable_len - self.readable_to));
+                reader
+            }
             None => {
                 let offset = self.offsets.read().unwrap_or_else(PoisonError::into_inner)
                     [(next - 1) as usize];
                 let mut file = tokio::fs::File::open(&*self.path).await?;
                 file.seek(SeekFrom::Start(offset)).await?;
+                let durable_part = file.take(durable_len - offset);
                 self.reader
-                    .insert(tokio::io::BufReader::with_capacity(1 << 16, file))
+                    .insert(tokio::io::BufReader::with_capacity(1 << 16, durable_part))
             }
         };
+        self.readable_to = durable_len;
         let mut header = [0; FRAME_HEADER_LEN];
         reader.read_exact(&mut header).await?;
         let (body_len, crc) = parse_frame_header(&header);

@@ -738,8 +738,8 @@ mod file {
 
     /// Concurrent appends share `fsync`s: each is acknowledged on its own, once durable,
     /// in queue order, with its own expectation checked against the batch's earlier
-    /// records (a conflict fails that append alone; a retry within the batch is a
-    /// duplicate).
+    /// records (a conflict fails that append alone, and so does a record too long for
+    /// the format; a retry within the batch is a duplicate).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn group_commit_shares_fsyncs_and_keeps_each_answer() {
         let dir = tempfile::tempdir().unwrap();
@@ -755,10 +755,11 @@ mod file {
                 2 => Expectation::LastSubjectSequence(1),
                 _ => Expectation::Any,
             };
-            let msg_id = if i == 3 {
-                "g0".to_string()
-            } else {
-                format!("g{i}")
+            let msg_id = match i {
+                3 => "g0".to_string(),
+                // Longer than a frame's u16 length: refused when the batch is encoded.
+                5 => "g".repeat(70_000),
+                _ => format!("g{i}"),
             };
             pending.push(log.submit(request(&s, &msg_id, expect)).await.unwrap());
         }
@@ -782,18 +783,26 @@ mod file {
             },
             "a retry within the batch"
         );
+        assert!(
+            is_invalid_input(answers[5].as_ref().unwrap_err()),
+            "{:?}",
+            answers[5]
+        );
         let stored: Vec<u64> = answers[4..]
             .iter()
-            .map(|answer| answer.as_ref().unwrap().sequence)
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, answer)| answer.as_ref().unwrap().sequence)
             .collect();
-        assert_eq!(stored, (3..=62).collect::<Vec<_>>(), "queue order");
+        assert_eq!(stored, (3..=61).collect::<Vec<_>>(), "queue order");
         drop(log);
-        // All of it durable: a reopened log has the 62 records, in the same order.
+        // All of it durable: a reopened log has the 61 records, in the same order.
         let log = FileLog::open(dir.path()).unwrap();
         let records = log.read_to_end(1).await.unwrap();
-        assert_eq!(records.len(), 62);
+        assert_eq!(records.len(), 61);
         assert_eq!(records[1].msg_id, "g2");
-        assert_eq!(records[61].msg_id, "g63");
+        assert_eq!(records[3].msg_id, "g6");
+        assert_eq!(records[60].msg_id, "g63");
     }
 
     /// A batch being written when the power went: its first block never reached the
@@ -835,6 +844,88 @@ mod file {
         );
         append_bytes(dir.path(), &batch);
         assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    /// A power loss during a batch whose first frame spans several blocks: a block in
+    /// the middle of that frame never reached the disk, the frames after it did. The
+    /// frame fails its checksum, the hole shows it was never written whole, and the rest
+    /// of the batch goes with it.
+    #[tokio::test]
+    async fn torn_batch_with_a_hole_inside_a_large_frame_is_truncated() {
+        let written = tempfile::tempdir().unwrap();
+        let large = AppendRequest {
+            payload: Bytes::from(vec![b'L'; 20_000]),
+            ..request(&subject("api", "x"), "large", Expectation::Any)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let records = fill(dir.path(), 2).await;
+        let clean_len = log_len(dir.path());
+        {
+            let log = FileLog::open(written.path()).unwrap();
+            for i in 1..=2 {
+                append(
+                    &log,
+                    AppendRequest {
+                        headers: vec![("traceparent".into(), format!("t{i}"))],
+                        ..request(&subject("api", "x"), &format!("m{i}"), Expectation::Any)
+                    },
+                )
+                .await;
+            }
+            append(&log, large).await;
+            for i in 4..=6 {
+                append(
+                    &log,
+                    request(&subject("api", "x"), &format!("m{i}"), Expectation::Any),
+                )
+                .await;
+            }
+        }
+        let full = std::fs::read(written.path().join("events.log")).unwrap();
+        assert_eq!(
+            &full[..clean_len as usize],
+            &std::fs::read(dir.path().join("events.log")).unwrap()[..]
+        );
+        let mut batch = full[clean_len as usize..].to_vec();
+        // The third block of the file after the batch's start, well inside the frame.
+        let hole_start = ((clean_len / 4096 + 2) * 4096 - clean_len) as usize;
+        batch[hole_start..hole_start + 4096].fill(0);
+        append_bytes(dir.path(), &batch);
+        assert_recovered(dir.path(), &records, clean_len).await;
+    }
+
+    /// The same damage to an acknowledged frame without a hole — bytes changed, not
+    /// zeros — followed by valid records is corruption, not a torn batch.
+    #[tokio::test]
+    async fn changed_bytes_inside_a_large_frame_before_valid_ones_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 2).await;
+        let clean_len = log_len(dir.path());
+        {
+            let log = FileLog::open(dir.path()).unwrap();
+            let large = AppendRequest {
+                payload: Bytes::from(vec![b'L'; 20_000]),
+                ..request(&subject("api", "x"), "large", Expectation::Any)
+            };
+            append(&log, large).await;
+            append(
+                &log,
+                request(&subject("api", "x"), "after", Expectation::Any),
+            )
+            .await;
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("events.log"))
+            .unwrap();
+        file.seek(SeekFrom::Start((clean_len / 4096 + 2) * 4096))
+            .unwrap();
+        file.write_all(&[b'X'; 4096]).unwrap();
+        drop(file);
+        assert!(matches!(
+            FileLog::open(dir.path()),
+            Err(LogError::Corrupt(_))
+        ));
     }
 
     #[tokio::test]

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 
 use gatehouse_tokens::{
-    ADMIN_AUDIENCE, AccessClaims, VerificationKeys, Verifier, check_revocation, is_published,
-    scopes,
+    ADMIN_AUDIENCE, AccessClaims, PublishedKeys, VerifiedTokens, Verifier, check_revocation,
+    scopes, unix_now,
 };
 use tonic::{Request, Status};
 
@@ -65,9 +65,15 @@ impl Caller {
 }
 
 /// Verifies admin tokens against the keys in control's fold.
+///
+/// A token's signature is checked once, then remembered until the token expires or the
+/// published keys change ([`VerifiedTokens`]; an ES256 check costs more than the rest
+/// of a write call); revocation is checked against the fold on every call.
 pub struct AdminAuth {
     verifier: Verifier,
     model: Arc<ReadModel>,
+    keys: PublishedKeys,
+    verified: VerifiedTokens,
 }
 
 impl AdminAuth {
@@ -75,6 +81,8 @@ impl AdminAuth {
         AdminAuth {
             verifier: Verifier::new(issuer, ADMIN_AUDIENCE.to_string()),
             model,
+            keys: PublishedKeys::default(),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -108,18 +116,16 @@ impl AdminAuth {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization metadata must be `Bearer <token>`")
             })?;
-        let claims = {
-            let state = self.model.read();
-            let now = std::time::SystemTime::now();
-            let keys = VerificationKeys::new(state.signing_keys().filter(|k| is_published(k, now)));
-            let claims = self
-                .verifier
-                .verify(token, &keys)
-                .map_err(|e| Status::unauthenticated(format!("invalid admin token: {e}")))?;
-            check_revocation(&claims, &state)
-                .map_err(|e| Status::unauthenticated(format!("invalid admin token: {e}")))?;
-            claims
-        };
+        let invalid = |e| Status::unauthenticated(format!("invalid admin token: {e}"));
+        let keys = self
+            .keys
+            .of(&self.model.read(), std::time::SystemTime::now());
+        let claims = self
+            .verified
+            .verify(&self.verifier, token, &keys, unix_now())
+            .map_err(invalid)?;
+        check_revocation(&claims, &self.model.read()).map_err(invalid)?;
+        let claims = AccessClaims::clone(&claims);
         if !claims.has_scope(scope) && !claims.has_scope(scopes::ADMIN) {
             return Err(Status::permission_denied(format!(
                 "the token of client {} lacks the scope {scope} needed for this call",

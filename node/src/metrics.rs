@@ -22,6 +22,8 @@ pub static COMMANDS_APPLIED: AtomicU64 = AtomicU64::new(0);
 pub static COMMANDS_REFUSED: AtomicU64 = AtomicU64::new(0);
 /// Commands that lost an optimistic-concurrency race (ABORTED).
 pub static COMMANDS_CONFLICTED: AtomicU64 = AtomicU64::new(0);
+/// Commands decided again after their guard failed (another writer came first).
+pub static COMMAND_RETRIES: AtomicU64 = AtomicU64::new(0);
 /// Events folded into the read model.
 pub static EVENTS_APPLIED: AtomicU64 = AtomicU64::new(0);
 /// Rebuilds of the state after a gap or a bad record.
@@ -93,6 +95,12 @@ pub fn render(node: &str, model: &ReadModel) -> String {
     ] {
         metric(name, kind, help, value.load(Relaxed));
     }
+    metric(
+        "gatehouse_command_retries_total",
+        "counter",
+        "Commands decided again on fresh state after another writer came first.",
+        COMMAND_RETRIES.load(Relaxed),
+    );
     let _ = writeln!(
         out,
         "# HELP gatehouse_commands_total Commands by outcome.\n# TYPE gatehouse_commands_total counter"

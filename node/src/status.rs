@@ -12,6 +12,7 @@ impl From<CommandError> for Status {
             CommandError::Domain(e) => domain_status(e),
             CommandError::Log(e) => log_status(e),
             e @ CommandError::NotCaughtUp(_) => Status::unavailable(e.to_string()),
+            e @ CommandError::Unfoldable(_) => Status::internal(e.to_string()),
         }
     }
 }

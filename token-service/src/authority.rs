@@ -11,30 +11,29 @@
 //!
 //! - the folded state is the [`ReadModel`]'s (a `std::sync::RwLock`, read in short
 //!   synchronous sections, never across an `.await`);
-//! - writes go through the [`CommandExecutor`], whose own mutex serialises this
-//!   process's commands; commands from other processes (control on the same NATS
-//!   stream) are caught by the log's optimistic concurrency, and [`Authority::run`]
-//!   re-decides them on fresh state;
-//! - the verification keys are rebuilt only when the set of published keys changes,
-//!   and cached behind a `std::sync::Mutex<Option<Arc<_>>>` (cloning the `Arc` is the
-//!   whole critical section);
+//! - writes go through the [`CommandExecutor`], which decides this process's commands
+//!   concurrently on what it has in flight and pipelines their appends; commands from
+//!   other processes (control on the same NATS stream) are caught by the log's
+//!   optimistic concurrency, and the executor decides them again on fresh state;
+//! - the verification keys are rebuilt only when the set of published keys changes
+//!   ([`PublishedKeys`]: a `std::sync::Mutex`, cloning an `Arc` is the whole critical
+//!   section);
 //! - `rotation`, a tokio mutex, makes "generate, store, publish" one step per process
 //!   (it is held across the `.await`s of that step, hence tokio's).
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gatehouse_domain::{Command, State};
-use gatehouse_eventlog::LogError;
 use gatehouse_node::commands::{CallContext, CommandError, CommandExecutor};
 use gatehouse_node::read_model::ReadModel;
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType, subscription_status};
 use gatehouse_tokens::{
     ADMIN_AUDIENCE, ADMIN_SCOPES, API_AUDIENCE, AccessClaims, DEFAULT_SCOPE, KEY_TYPE_PRODUCTION,
-    KEY_TYPE_SANDBOX, KeyError, SigningKeyPair, TokenError, VerificationKeys, Verifier,
-    check_revocation, is_published, unix_now,
+    KEY_TYPE_SANDBOX, KeyError, PublishedKeys, SigningKeyPair, TokenError, VerificationKeys,
+    Verifier, check_revocation, is_published, unix_now,
 };
 
 use crate::keystore::{KeyStore, KeyStoreError};
@@ -46,9 +45,6 @@ pub const SELF_ACTOR: &str = "token-service";
 /// How long the previous key stays published after a rotation when no client says
 /// otherwise.
 const DEFAULT_RETIREMENT: Duration = Duration::from_secs(24 * 3600);
-
-/// How often a command is re-decided after losing an optimistic-concurrency race.
-const CONFLICT_RETRIES: usize = 3;
 
 /// What the authority was configured with.
 #[derive(Debug, Clone)]
@@ -128,8 +124,8 @@ pub struct Authority {
     secrets: SecretChecker,
     api_verifier: Verifier,
     admin_verifier: Verifier,
-    /// The verification keys and the kids they were built from.
-    verification: Mutex<Option<(Vec<String>, Arc<VerificationKeys>)>>,
+    /// The verification keys of the published signing keys.
+    verification: PublishedKeys,
     rotation: tokio::sync::Mutex<()>,
 }
 
@@ -156,7 +152,7 @@ impl Authority {
             commands,
             keys,
             secrets,
-            verification: Mutex::new(None),
+            verification: PublishedKeys::default(),
             rotation: tokio::sync::Mutex::new(()),
         }
     }
@@ -174,19 +170,10 @@ impl Authority {
         &self.secrets
     }
 
-    /// Runs `command`, deciding it again on fresh state when another writer appended
-    /// first (a lost optimistic-concurrency race), a few times.
+    /// Runs `command` (the executor decides it again on fresh state, a few times, when
+    /// another writer appended first).
     pub async fn run(&self, command: Command, ctx: &CallContext) -> Result<u64, CommandError> {
-        let mut attempt = 0;
-        loop {
-            match self.commands.execute(command.clone(), ctx).await {
-                Err(CommandError::Log(LogError::Conflict { .. })) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(attempt, "lost a race on the log; deciding again");
-                }
-                other => return other,
-            }
-        }
+        self.commands.execute(command, ctx).await
     }
 
     // ---- signing keys -------------------------------------------------------------
@@ -269,22 +256,7 @@ impl Authority {
 
     /// The keys tokens verify with now, rebuilt only when the published set changes.
     fn verification_keys(&self) -> Arc<VerificationKeys> {
-        let now = SystemTime::now();
-        let state = self.state();
-        let published: Vec<_> = state
-            .signing_keys()
-            .filter(|k| is_published(k, now))
-            .collect();
-        let kids: Vec<String> = published.iter().map(|k| k.kid.clone()).collect();
-        let mut cached = self.verification.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_kids, keys)) = cached.as_ref()
-            && *cached_kids == kids
-        {
-            return keys.clone();
-        }
-        let keys = Arc::new(VerificationKeys::new(published));
-        *cached = Some((kids, keys.clone()));
-        keys
+        self.verification.of(&self.state(), SystemTime::now())
     }
 
     /// The claims of `token` if this token-service issued it and it is live: signature

@@ -17,18 +17,24 @@
 //!   time, issuer and audience claims.
 //! - [`check_revocation`]: the log's say on a verified token (revoked `jti`, revoked
 //!   client).
+//! - [`PublishedKeys`], [`VerifiedTokens`]: what control's admin API and token-service
+//!   remember between calls — the key set of the published keys, and tokens verified
+//!   already (an ES256 check costs more than the rest of an admin call).
 //!
 //! # Shared state
 //!
-//! None inside the crate. [`VerificationKeys`] and [`Verifier`] are immutable once
-//! built and `Send + Sync`: a reader keeps them behind an `Arc` (or an `ArcSwap`) and
-//! builds a new [`VerificationKeys`] when the published keys change, rather than
-//! locking one on every request.
+//! [`VerificationKeys`] and [`Verifier`] are immutable once built and `Send + Sync`: a
+//! reader keeps them behind an `Arc` (or an `ArcSwap`) and builds a new
+//! [`VerificationKeys`] when the published keys change, rather than locking one on
+//! every request. The two caches of `cache.rs` each hold one `std::sync::Mutex` (see
+//! there).
 
+mod cache;
 mod claims;
 mod signing;
 mod verify;
 
+pub use cache::{PublishedKeys, VerifiedTokens};
 pub use claims::{AccessClaims, KeyType, UnknownKeyType, unix_now, unix_seconds};
 pub use signing::{KeyError, SigningKeyPair};
 pub use verify::{TokenError, VerificationKeys, Verifier, check_revocation, is_published};

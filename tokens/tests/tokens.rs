@@ -12,8 +12,9 @@ use gatehouse_proto::events::SigningKey;
 use gatehouse_testkit::domain::run_at;
 use gatehouse_testkit::now;
 use gatehouse_tokens::{
-    ADMIN_AUDIENCE, ADMIN_SCOPES, API_AUDIENCE, AccessClaims, DEFAULT_ISSUER, SigningKeyPair,
-    TokenError, VerificationKeys, Verifier, check_revocation, is_published,
+    ADMIN_AUDIENCE, ADMIN_SCOPES, API_AUDIENCE, AccessClaims, DEFAULT_ISSUER, PublishedKeys,
+    SigningKeyPair, TokenError, VerificationKeys, VerifiedTokens, Verifier, check_revocation,
+    is_published,
 };
 
 /// RSA generation takes a moment even optimised: one key per algorithm for all tests.
@@ -522,4 +523,97 @@ fn errors_read_well() {
             .to_string()
             .contains("\"k1\"")
     );
+}
+
+fn state_publishing(keys: &[&SigningKeyPair]) -> State {
+    let mut state = State::new();
+    for key in keys {
+        run_at(
+            &mut state,
+            Command::PublishSigningKey {
+                key: key.to_signing_key_record(),
+                retire_previous_after: Some(Timestamp {
+                    seconds: now() + 3600,
+                    nanos: 0,
+                }),
+            },
+            SystemTime::now(),
+        );
+    }
+    state
+}
+
+#[test]
+fn published_keys_are_built_again_only_when_the_set_changes() {
+    let published = PublishedKeys::default();
+    let state = state_publishing(&[ec_key()]);
+    let first = published.of(&state, SystemTime::now());
+    assert!(first.contains(ec_key().kid()));
+    assert!(std::sync::Arc::ptr_eq(
+        &first,
+        &published.of(&state, SystemTime::now())
+    ));
+    let state = state_publishing(&[ec_key(), rsa_key()]);
+    let both = published.of(&state, SystemTime::now());
+    assert!(!std::sync::Arc::ptr_eq(&first, &both));
+    assert_eq!(both.len(), 2);
+    // Once the first key's retirement has passed, it verifies nothing.
+    let later = SystemTime::now() + Duration::from_secs(7200);
+    let after_retirement = published.of(&state, later);
+    assert!(!after_retirement.contains(ec_key().kid()));
+    assert!(after_retirement.contains(rsa_key().kid()));
+}
+
+/// A verified token is remembered under the keys it was verified with; refused tokens
+/// are not; another key set verifies it again.
+#[test]
+fn verified_tokens_are_remembered_per_key_set_until_they_expire() {
+    let verified = VerifiedTokens::default();
+    let keys = std::sync::Arc::new(keys());
+    let claims = claims();
+    let token = ec_key().sign(&claims).unwrap();
+    let now = now();
+    assert_eq!(
+        *verified.verify(&verifier(), &token, &keys, now).unwrap(),
+        claims
+    );
+    assert_eq!(verified.len(), 1);
+    assert_eq!(
+        *verified.verify(&verifier(), &token, &keys, now).unwrap(),
+        claims
+    );
+
+    let forged = with_header(&token, serde_json::json!({"alg": "ES256", "kid": "nobody"}));
+    assert!(verified.verify(&verifier(), &forged, &keys, now).is_err());
+    assert_eq!(verified.len(), 1, "a refused token is not remembered");
+
+    // The key was retired: the token is verified again, and refused.
+    let without = std::sync::Arc::new(VerificationKeys::new(&[rsa_key().to_signing_key_record()]));
+    assert!(matches!(
+        verified.verify(&verifier(), &token, &without, now),
+        Err(TokenError::UnknownKid(_))
+    ));
+    // An expired token is refused, not remembered.
+    let mut short = claims.clone();
+    short.exp = now - 120;
+    short.jti = "short".into();
+    let expired = ec_key().sign(&short).unwrap();
+    assert_eq!(
+        verified.verify(&verifier(), &expired, &keys, now),
+        Err(TokenError::Expired)
+    );
+}
+
+#[test]
+fn verified_tokens_stay_bounded() {
+    let verified = VerifiedTokens::default();
+    let keys = std::sync::Arc::new(keys());
+    let now = now();
+    for i in 0..=VerifiedTokens::MAX_TOKENS {
+        let mut c = claims();
+        c.jti = format!("jti-{i}");
+        let token = ec_key().sign(&c).unwrap();
+        verified.verify(&verifier(), &token, &keys, now).unwrap();
+        assert!(verified.len() <= VerifiedTokens::MAX_TOKENS);
+    }
 }
