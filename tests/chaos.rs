@@ -33,6 +33,7 @@ use gatehouse_proto::admin::{
 };
 use gatehouse_proto::events::{lifecycle::State as Lifecycle, o_auth_client::KeyType};
 use gatehouse_testkit::backend::echo_backend;
+use gatehouse_testkit::chaos::longest_pause_after;
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsCluster;
 use gatehouse_testkit::poll::Poll;
@@ -325,12 +326,7 @@ impl Writers {
             task.await.unwrap();
         }
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for (at, _) in acked.iter().filter(|(at, _)| *at >= since) {
-            longest = longest.max(*at - previous);
-            previous = *at;
-        }
+        let longest = longest_pause_after(acked.iter().map(|(at, _)| *at), since);
         let failed = std::mem::take(&mut *self.failed.lock().unwrap());
         (
             acked.into_iter().map(|(_, id)| id).collect(),

@@ -58,7 +58,12 @@ impl Writers {
                             throttling_tier: "Unlimited".into(),
                             description: String::new(),
                         };
-                        if world.exec.execute(command, &CallContext::default()).await.is_ok() {
+                        if world
+                            .exec
+                            .execute(command, &CallContext::default())
+                            .await
+                            .is_ok()
+                        {
                             acks.lock().unwrap().push(Instant::now());
                         } else {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -85,14 +90,10 @@ impl Writers {
 
     /// The longest time without an ack from `since` on.
     fn longest_pause_after(&self, since: Instant) -> Duration {
-        let acks = self.acks.lock().unwrap();
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for at in acks.iter().filter(|at| **at >= since) {
-            longest = longest.max(*at - previous);
-            previous = *at;
-        }
-        longest
+        gatehouse_testkit::chaos::longest_pause_after(
+            self.acks.lock().unwrap().iter().copied(),
+            since,
+        )
     }
 
     async fn stop(self) {
