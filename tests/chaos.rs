@@ -28,11 +28,12 @@ use std::time::{Duration, Instant};
 
 use gatehouse_proto::admin::{
     ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
-    GetApiRequest, ListApplicationsRequest, ListGatewaysRequest, SubscribeRequest,
-    UpdateApiRequest,
+    GetApiRequest, ListApplicationsRequest, ListGatewaysRequest, ListGatewaysResponse,
+    SubscribeRequest, UpdateApiRequest,
 };
 use gatehouse_proto::events::{lifecycle::State as Lifecycle, o_auth_client::KeyType};
 use gatehouse_testkit::backend::echo_backend;
+use gatehouse_testkit::chaos::longest_pause_after;
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsCluster;
 use gatehouse_testkit::poll::Poll;
@@ -170,18 +171,13 @@ impl Stack {
 
     /// Waits until every replica is in sync with control, on control's config hash.
     async fn assert_converged(&self) {
-        let admin = &self.admin;
         Poll::new("every replica in sync with control's configuration")
             .timeout(HEAL)
             .every(Duration::from_millis(200))
             .until_async(|| {
-                let mut admin = admin.clone();
+                let listing = gateways(&self.admin);
                 async move {
-                    let listing = admin
-                        .list_gateways(ListGatewaysRequest {})
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .into_inner();
+                    let listing = listing.await?;
                     let mut ids = Vec::new();
                     for g in &listing.gateways {
                         let status = g.status.as_ref().unwrap();
@@ -224,6 +220,20 @@ impl Stack {
                 "acknowledged application {id} lost"
             );
         }
+    }
+}
+
+/// control's `ListGateways`.
+fn gateways(
+    admin: &AdminClient,
+) -> impl std::future::Future<Output = Result<ListGatewaysResponse, String>> + use<> {
+    let mut admin = admin.clone();
+    async move {
+        admin
+            .list_gateways(ListGatewaysRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -325,12 +335,7 @@ impl Writers {
             task.await.unwrap();
         }
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for (at, _) in acked.iter().filter(|(at, _)| *at >= since) {
-            longest = longest.max(*at - previous);
-            previous = *at;
-        }
+        let longest = longest_pause_after(acked.iter().map(|(at, _)| *at), since);
         let failed = std::mem::take(&mut *self.failed.lock().unwrap());
         (
             acked.into_iter().map(|(_, id)| id).collect(),
@@ -574,18 +579,13 @@ async fn a_gateway_cut_off_from_nats_keeps_serving_and_converges_after_heal() {
     }
     writers.wait_for_more(5).await;
     // While cut, control lists the proxied replica out of sync, the other in sync.
-    let admin = stack.admin.clone();
     Poll::new("ListGateways to show gw-proxied out of sync and gw-direct in sync")
         .timeout(HEAL)
         .every(Duration::from_millis(200))
         .until_async(|| {
-            let mut admin = admin.clone();
+            let listing = gateways(&stack.admin);
             async move {
-                let listing = admin
-                    .list_gateways(ListGatewaysRequest {})
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .into_inner();
+                let listing = listing.await?;
                 let in_sync = |id: &str| {
                     listing
                         .gateways

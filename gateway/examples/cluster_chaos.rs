@@ -30,9 +30,7 @@ use common::*;
 use gatehouse_domain::Command;
 use gatehouse_eventlog::{EventLog, NatsLog, NatsLogConfig};
 use gatehouse_node::commands::CallContext;
-use gatehouse_proto::events::lifecycle::State as Lifecycle;
 use gatehouse_testkit::nats::NatsCluster;
-use http::StatusCode;
 
 /// Writers on `world` until stopped; the instants of their acknowledged writes.
 struct Writers {
@@ -90,14 +88,10 @@ impl Writers {
 
     /// The longest time without an ack from `since` on.
     fn longest_pause_after(&self, since: Instant) -> Duration {
-        let acks = self.acks.lock().unwrap();
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for at in acks.iter().filter(|at| **at >= since) {
-            longest = longest.max(*at - previous);
-            previous = *at;
-        }
-        longest
+        gatehouse_testkit::chaos::longest_pause_after(
+            self.acks.lock().unwrap().iter().copied(),
+            since,
+        )
     }
 
     async fn stop(self) {
@@ -130,42 +124,15 @@ async fn main() {
     let world = Arc::new(World::on(log).await);
     let (echo, _) = echo_backend("echo").await;
     world.one_subscribed_api(&echo).await;
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut replicas = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let mut config = test_config(dir.path());
-        replica(&mut config, &format!("gw-{i}"));
-        config.node.log.nats_url = Some(cluster.urls());
-        let gw = gatehouse_gateway::start(config, None).await.unwrap();
-        wait_for_sequence(&gw, world.sequence()).await;
-        replicas.push(gw);
-    }
+    let (replicas, _dirs) = nats_replicas(&world, &cluster.urls()).await;
 
     // Propagation.
-    let http = HttpClient::default();
-    let token = world.token("app", false, "");
-    let bases = bases(&replicas);
-    let mut times = Vec::with_capacity(changes);
-    for i in 0..changes {
-        let (target, expected) = if i % 2 == 0 {
-            (Lifecycle::Blocked, StatusCode::SERVICE_UNAVAILABLE)
-        } else {
-            (Lifecycle::Published, StatusCode::OK)
-        };
-        world.lifecycle("api", target).await;
-        let took = http
-            .converge_every(Duration::ZERO, &bases, "/a/1.0.0/x", Some(&token), expected)
-            .await;
-        times.push(took);
-    }
-    times.sort();
-    let pick = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let times = propagation_times(&world, &bases(&replicas), changes).await;
     println!(
         "propagation to the last of 3 replicas on the cluster over {changes} changes: p50 {:.2} ms, p99 {:.2} ms (target <= 5 ms), max {:.2} ms",
-        ms(pick(0.50)),
-        ms(pick(0.99)),
-        ms(*times.last().unwrap())
+        quantile_ms(&times, 0.50),
+        quantile_ms(&times, 0.99),
+        quantile_ms(&times, 1.0)
     );
 
     // Write unavailability.

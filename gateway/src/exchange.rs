@@ -307,7 +307,7 @@ pub async fn run(
                 let now = Instant::now();
                 let now_unix = now_seconds();
                 entries.clear();
-                let full = tick % FULL_EVERY == 0 || std::mem::take(&mut newcomer);
+                let full = tick.is_multiple_of(FULL_EVERY) || std::mem::take(&mut newcomer);
                 throttler.changed_counts(full, now_unix, MAX_ENTRIES_PER_INTERVAL, &mut entries);
                 let mut chunks: Vec<&[Report]> = entries.chunks(MAX_ENTRIES_PER_MESSAGE).collect();
                 if chunks.is_empty() {

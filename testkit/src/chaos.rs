@@ -166,17 +166,22 @@ impl Burst {
     }
 }
 
+/// The longest time without an ack after `since`: from `since` to the first ack after
+/// it, and between consecutive acks after it (`acks` in the order they came).
+pub fn longest_pause_after(acks: impl IntoIterator<Item = Instant>, since: Instant) -> Duration {
+    let mut previous = since;
+    let mut longest = Duration::ZERO;
+    for at in acks.into_iter().filter(|at| *at >= since) {
+        longest = longest.max(at - previous);
+        previous = at;
+    }
+    longest
+}
+
 impl BurstReport {
-    /// The longest time without an ack after `since` (from `since` to the first ack
-    /// after it, and between consecutive acks after it).
+    /// The longest time without an ack after `since` ([`longest_pause_after`]).
     pub fn longest_pause_after(&self, since: Instant) -> Duration {
-        let mut previous = since;
-        let mut longest = Duration::ZERO;
-        for ack in self.acks.iter().filter(|a| a.at >= since) {
-            longest = longest.max(ack.at - previous);
-            previous = ack.at;
-        }
-        longest
+        longest_pause_after(self.acks.iter().map(|a| a.at), since)
     }
 
     /// Reads `log` from the start and checks that every acknowledged append is stored

@@ -457,10 +457,10 @@ impl NatsCluster {
                 .unwrap_or_default();
             for account in accounts {
                 for detail in account["stream_detail"].as_array().into_iter().flatten() {
-                    if detail["name"] == stream {
-                        if let Some(leader) = detail["cluster"]["leader"].as_str() {
-                            return self.index_of(leader);
-                        }
+                    if detail["name"] == stream
+                        && let Some(leader) = detail["cluster"]["leader"].as_str()
+                    {
+                        return self.index_of(leader);
                     }
                 }
             }

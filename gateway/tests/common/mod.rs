@@ -80,3 +80,54 @@ pub fn bases<'a>(replicas: impl IntoIterator<Item = &'a RunningGateway>) -> Vec<
         .map(|r| format!("http://{}", r.http_addr))
         .collect()
 }
+
+/// Three replicas in this process following the NATS log at `nats_url` themselves (seed
+/// lists welcome), each with its own data directory, caught up with `world`.
+pub async fn nats_replicas(
+    world: &World,
+    nats_url: &str,
+) -> (Vec<RunningGateway>, Vec<tempfile::TempDir>) {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut replicas = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut config = test_config(dir.path());
+        replica(&mut config, &format!("gw-{i}"));
+        config.node.log.nats_url = Some(nats_url.to_string());
+        let gw = gatehouse_gateway::start(config, None).await.unwrap();
+        wait_for_sequence(&gw, world.sequence()).await;
+        replicas.push(gw);
+    }
+    (replicas, dirs)
+}
+
+/// Config propagation (benchmarks): `changes` changes, each blocking or re-publishing
+/// [`World::one_subscribed_api`]'s API, each timed from the write's return until every
+/// replica at `bases` answers accordingly over HTTP (polled back to back: what a client
+/// would see). Sorted.
+pub async fn propagation_times(world: &World, bases: &[String], changes: usize) -> Vec<Duration> {
+    use gatehouse_proto::events::lifecycle::State as Lifecycle;
+    use http::StatusCode;
+    let http = HttpClient::default();
+    let token = world.token("app", false, "");
+    let mut times = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let (target, expected) = if i % 2 == 0 {
+            (Lifecycle::Blocked, StatusCode::SERVICE_UNAVAILABLE)
+        } else {
+            (Lifecycle::Published, StatusCode::OK)
+        };
+        world.lifecycle("api", target).await;
+        let took = http
+            .converge_every(Duration::ZERO, bases, "/a/1.0.0/x", Some(&token), expected)
+            .await;
+        times.push(took);
+    }
+    times.sort();
+    times
+}
+
+/// The `q` quantile of sorted `times`, in milliseconds.
+pub fn quantile_ms(times: &[Duration], q: f64) -> f64 {
+    let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1;
+    times[i].as_secs_f64() * 1000.0
+}
