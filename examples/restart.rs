@@ -227,7 +227,7 @@ async fn seed(log: Arc<dyn EventLog>, o: &Options) {
         let (kind, id, event) = match n % 10 {
             0..=2 => {
                 let sub = n / 10 % o.subscriptions.max(1);
-                let blocked = (n / 10 / o.subscriptions.max(1)) % 2 == 0;
+                let blocked = (n / 10 / o.subscriptions.max(1)).is_multiple_of(2);
                 let (from, to) = if blocked {
                     (
                         subscription_status::State::Active,

@@ -117,6 +117,9 @@ async fn main() {
     }
 }
 
+/// Makes item `i` of one seeding stage: its aggregate, id, version and event.
+type Stage<'a> = dyn Fn(usize) -> (AggregateKind, String, u64, Event) + 'a;
+
 /// Appends `apis` published APIs, `apps` applications and `subs` subscriptions
 /// (subscription `i`: application `i % apps` to API `i / apps % apis`), many appends in
 /// flight at once; each kind after the one before, API creations before publications.
@@ -170,7 +173,7 @@ async fn seed(log: &dyn EventLog, apis: usize, apps: usize, subs: usize) {
             }),
         )
     };
-    let stages: Vec<Box<dyn Fn(usize) -> (AggregateKind, String, u64, Event)>> = vec![
+    let stages: Vec<Box<Stage<'_>>> = vec![
         Box::new(api_created),
         Box::new(api_published),
         Box::new(app_created),
