@@ -141,7 +141,7 @@ async fn restarts_from_its_snapshot_on_the_embedded_log() {
     let (mut ts, _) = restarts(ts, metrics, &store).await;
     // The last start replayed (its snapshot removed); a clean stop writes one again,
     // and the file is the service's own.
-    ts.stop();
+    ts.terminate();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
