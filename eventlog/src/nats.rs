@@ -455,17 +455,38 @@ impl NatsLog {
                         .map_err(|_| ())?;
                     let last = stream.cached_info().state.last_sequence;
                     match stream.get_last_raw_message_by_subject(subject).await {
-                        Ok(message) => Ok((last, message.sequence)),
+                        Ok(message) => Ok((
+                            last,
+                            message.sequence,
+                            message
+                                .headers
+                                .get(header::NATS_MESSAGE_ID)
+                                .map(|id| id.as_str().to_string()),
+                        )),
                         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                            Ok((last, 0))
+                            Ok((last, 0, None))
                         }
                         Err(_) => Err(()),
                     }
                 })
                 .await;
-            let Ok((stream_last, subject_last)) = read else {
+            let Ok((stream_last, subject_last, last_id)) = read else {
                 return Err(PublishError::new(PublishErrorKind::TimedOut));
             };
+            let ours = headers
+                .get(header::NATS_MESSAGE_ID)
+                .map(|id| id.as_str().to_string());
+            if subject_last != expected && last_id.is_some() && last_id == ours {
+                // An earlier try of this very append was stored (its answer lost, or it
+                // raced the stream's guard on a retry): the same record, once.
+                return Ok(jetstream::publish::PublishAck {
+                    stream: self.stream.clone(),
+                    sequence: subject_last,
+                    domain: String::new(),
+                    duplicate: true,
+                    value: None,
+                });
+            }
             if subject_last != expected {
                 return Err(PublishError::new(PublishErrorKind::WrongLastSequence));
             }
