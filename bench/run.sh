@@ -8,6 +8,7 @@
 #   bench/run.sh                      # 3 interleaved rounds of 8 s per target, 64 connections
 #   ROUNDS=5 DURATION=10s CONNECTIONS=128 bench/run.sh
 #   GATEWAY_ARGS="--worker-threads 1" bench/run.sh   # extra gateway flags
+#   GATEWAY_BIN=/tmp/gateway-a bench/run.sh   # another gateway build (A/B against the tree's)
 #   PROFILE=1 bench/run.sh            # also perf-profiles the gateway (bench/profile.txt)
 #   LATENCY=0 bench/run.sh            # skip the fixed-rate latency section (needs oha)
 #
@@ -64,7 +65,7 @@ echo "bench: building the gateway (release)"
 cargo build --release -q -p gatehouse-gateway --bin gateway --example bench_seed
 cargo build --release -q -p gatehouse --bin gatehouse
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-gateway_bin="$target_dir/release/gateway"
+gateway_bin="${GATEWAY_BIN:-$target_dir/release/gateway}"
 seed_bin="$target_dir/release/examples/bench_seed"
 gatehouse_bin="$target_dir/release/gatehouse"
 
@@ -378,7 +379,31 @@ if [ "${PROFILE:-0}" = 1 ]; then
   sleep 1
   perf record -F 2000 -g -p "$gateway_pid" -o "$work/perf.data" -- sleep 10 2> /dev/null
   wait "$wrk_pid"
-  perf report -i "$work/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null | grep -E '^ +[0-9]' > "${PROFILE_OUT:-bench/profile.txt}" || true
-  echo "bench: profile of the gateway (self time, top symbols) in ${PROFILE_OUT:-bench/profile.txt}"
+  profile_out=${PROFILE_OUT:-bench/profile.txt}
+  {
+    echo "# self time by where the code comes from (kernel, libc, or the crate of a Rust symbol)"
+    perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym 2>/dev/null | python3 -c '
+import re, sys
+share = {}
+for line in sys.stdin:
+    m = re.match(r"\s+([0-9.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
+    if not m:
+        continue
+    pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()
+    if kind == "k":
+        group = "kernel"
+    elif not dso.startswith("gateway"):
+        group = dso
+    else:
+        sym = re.sub(r"^<", "", sym)
+        group = re.split(r"::|<| ", sym)[0] or sym
+    share[group] = share.get(group, 0) + pct
+for group, pct in sorted(share.items(), key=lambda kv: -kv[1])[:20]:
+    print("%6.2f%%  %s" % (pct, group))'
+    echo
+    echo "# self time, top symbols"
+    perf report -i "$work/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null | grep -E '^ +[0-9]'
+  } > "$profile_out" || true
+  echo "bench: profile of the gateway (self time by origin, then top symbols) in $profile_out"
 fi
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
