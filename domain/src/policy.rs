@@ -99,24 +99,31 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
     }
 }
 
-/// A custom policy as a command gives it: `request_count` per `unit_seconds`, or
-/// unlimited.
-pub(crate) fn limit(
-    name: String,
-    level: Level,
-    request_count: u64,
-    unit_seconds: u32,
-    unlimited: bool,
-    description: String,
-) -> ThrottlePolicy {
-    ThrottlePolicy {
-        name,
-        level: level as i32,
-        request_count,
-        unit_seconds,
-        unlimited,
-        description,
-        ..Default::default()
+/// A custom policy as [`Command::CreatePolicy`](crate::Command::CreatePolicy) and
+/// [`Command::UpdatePolicy`](crate::Command::UpdatePolicy) give it: `request_count` calls
+/// per `unit_seconds`, or unlimited. Owned plain fields: a command carries it by value,
+/// and it becomes the event's [`ThrottlePolicy`] as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomPolicy {
+    pub name: String,
+    pub level: Level,
+    pub request_count: u64,
+    pub unit_seconds: u32,
+    pub unlimited: bool,
+    pub description: String,
+}
+
+impl From<CustomPolicy> for ThrottlePolicy {
+    fn from(p: CustomPolicy) -> ThrottlePolicy {
+        ThrottlePolicy {
+            name: p.name,
+            level: p.level as i32,
+            request_count: p.request_count,
+            unit_seconds: p.unit_seconds,
+            unlimited: p.unlimited,
+            description: p.description,
+            ..Default::default()
+        }
     }
 }
 
