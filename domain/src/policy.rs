@@ -211,21 +211,30 @@ fn check_limit(policy: &ThrottlePolicy) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.
-pub(crate) fn unknown_tier(state: &State, field: &str, level: Level, name: &str) -> DomainError {
+/// Checks that the `level` policy `name`, which `field` names as a tier, exists: else an
+/// INVALID_ARGUMENT listing the ones that do.
+pub(crate) fn require_tier(
+    state: &State,
+    field: &str,
+    level: Level,
+    name: &str,
+) -> Result<(), DomainError> {
+    if state.policy(level, name).is_some() {
+        return Ok(());
+    }
     let known: Vec<&str> = state
         .policies()
         .filter(|p| p.level() == level)
         .map(|p| p.name.as_str())
         .collect();
-    DomainError::invalid(
+    Err(DomainError::invalid(
         field,
         format!(
             "unknown {} tier {name:?}; known: {}",
             level.as_str_name(),
             known.join(", ")
         ),
-    )
+    ))
 }
 
 #[cfg(test)]
