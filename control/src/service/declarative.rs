@@ -27,7 +27,7 @@ use gatehouse_gitops::plan::{self, Plan, PlanOptions, Step, simulate, transition
 use gatehouse_gitops::{ImportError, apictl};
 use gatehouse_node::commands::CallContext;
 use gatehouse_node::grpc::RpcResult;
-use gatehouse_node::status::domain_status;
+use gatehouse_node::status::{domain_status, invalid};
 use gatehouse_proto::admin;
 use gatehouse_proto::events::{Api, lifecycle};
 use gatehouse_tokens::scopes;
@@ -405,7 +405,8 @@ impl ControlService {
         request: Request<admin::ApplyConfigRequest>,
     ) -> RpcResult<admin::ApplyConfigResponse> {
         let (ctx, r) = self.authorized(request, scopes::ADMIN)?;
-        let plan = self.plan_file(r.file.unwrap_or_default()).await?;
+        let file = r.file.ok_or_else(|| invalid("file", "is required"))?;
+        let plan = self.plan_file(file).await?;
         if !r.expected_content_hash.is_empty()
             && r.expected_content_hash != hex(plan.read_content_hash)
         {
