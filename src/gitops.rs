@@ -137,6 +137,17 @@ pub struct FileArgs {
     pub connection: ControlConnection,
 }
 
+impl FileArgs {
+    /// The file read, as `PlanConfig` (and, within its request, `ApplyConfig`) takes it.
+    fn request(&self) -> anyhow::Result<PlanConfigRequest> {
+        Ok(PlanConfigRequest {
+            document: read_file(&self.file)?,
+            file_name: self.file.display().to_string(),
+            prune: self.prune,
+        })
+    }
+}
+
 fn lifecycle_state(name: &str) -> Result<i32, String> {
     gatehouse_proto::events::lifecycle::State::from_str_name(&name.to_ascii_uppercase())
         .filter(|s| *s != gatehouse_proto::events::lifecycle::State::Unspecified)
@@ -412,14 +423,10 @@ pub async fn config(command: ConfigCommand) -> anyhow::Result<()> {
             write_out(output.as_deref(), &text)
         }
         ConfigCommand::Diff(args) => {
-            let document = read_file(&args.file)?;
+            let request = args.request()?;
             let mut admin = args.connection.connect().await?;
             let plan = admin
-                .plan_config(PlanConfigRequest {
-                    document,
-                    file_name: args.file.display().to_string(),
-                    prune: args.prune,
-                })
+                .plan_config(request)
                 .await
                 .map_err(|s| refused("diff", s))?
                 .into_inner();
@@ -439,13 +446,11 @@ pub async fn config(command: ConfigCommand) -> anyhow::Result<()> {
             dry_run,
             expect_content_hash,
         } => {
-            let document = read_file(&file.file)?;
+            let request = file.request()?;
             let mut admin = file.connection.connect().await?;
             let answer = admin
                 .apply_config(ApplyConfigRequest {
-                    document,
-                    file_name: file.file.display().to_string(),
-                    prune: file.prune,
+                    file: Some(request),
                     dry_run,
                     expected_content_hash: expect_content_hash.unwrap_or_default(),
                 })

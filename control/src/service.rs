@@ -14,8 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use gatehouse_domain::Command;
 use gatehouse_domain::redact::redact_event;
+use gatehouse_domain::{Command, CustomPolicy};
 use gatehouse_eventlog::EventLog;
 use gatehouse_node::grpc::RpcResult;
 use gatehouse_proto::admin::{self, control_plane_server::ControlPlane};
@@ -339,14 +339,14 @@ impl ControlPlane for ControlService {
         let (ctx, r) = self.authorized(request, scopes::TIER_MANAGE)?;
         let level = throttle_policy::Level::try_from(r.level)
             .map_err(|_| invalid("level", &format!("unknown policy level {}", r.level)))?;
-        let command = Command::CreatePolicy {
+        let command = Command::CreatePolicy(CustomPolicy {
             name: r.name.clone(),
             level,
             request_count: r.request_count,
             unit_seconds: r.unit_seconds,
             unlimited: r.unlimited,
             description: r.description,
-        };
+        });
         self.write(command, &ctx, || {
             let policy = self.model.read().policy(level, &r.name).cloned();
             policy.ok_or_else(|| Status::internal("policy missing after creation"))

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, ListApisRequest,
-    UpdateApiRequest, WatchEventsRequest,
+    ApplyConfigRequest, ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest,
+    ListApisRequest, UpdateApiRequest, WatchEventsRequest,
 };
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, event_envelope::Event, lifecycle,
@@ -246,6 +246,12 @@ async fn bad_requests_get_the_right_status() {
         "{}",
         no_app.message()
     );
+    let no_file = client
+        .apply_config(ApplyConfigRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(no_file.code(), Code::InvalidArgument);
+    assert_eq!(no_file.message(), "file: is required");
 }
 
 fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {

@@ -19,7 +19,7 @@ use gatehouse_proto::events::{
 };
 
 use crate::command::{AggregateKind, Consistency, Decision, PendingEvent, check_new_id};
-use crate::policy::{self, unknown_tier};
+use crate::policy::{self, require_tier};
 use crate::record::Record;
 use crate::{DomainError, State, lifecycle as lc, validate};
 
@@ -271,13 +271,9 @@ pub fn normalize_definition(
         for scope in &r.scopes {
             validate::scope(&format!("definition.resources[{i}].scopes"), scope)?;
         }
-        if !r.throttling_tier.is_empty() && state.policy(Level::Api, &r.throttling_tier).is_none() {
-            return Err(unknown_tier(
-                state,
-                &format!("definition.resources[{i}].throttling_tier"),
-                Level::Api,
-                &r.throttling_tier,
-            ));
+        if !r.throttling_tier.is_empty() {
+            let field = format!("definition.resources[{i}].throttling_tier");
+            require_tier(state, &field, Level::Api, &r.throttling_tier)?;
         }
         let key = (r.method.clone(), r.path.clone());
         if seen.contains(&key) {
@@ -318,29 +314,21 @@ pub fn normalize_definition(
     }
     let mut tiers: Vec<String> = Vec::new();
     for tier in &d.subscription_tiers {
-        if state.policy(Level::Subscription, tier).is_none() {
-            return Err(unknown_tier(
-                state,
-                "definition.subscription_tiers",
-                Level::Subscription,
-                tier,
-            ));
-        }
+        require_tier(
+            state,
+            "definition.subscription_tiers",
+            Level::Subscription,
+            tier,
+        )?;
         if !tiers.contains(tier) {
             tiers.push(tier.clone());
         }
     }
     d.subscription_tiers = tiers;
 
-    if !d.api_throttling_tier.is_empty()
-        && state.policy(Level::Api, &d.api_throttling_tier).is_none()
-    {
-        return Err(unknown_tier(
-            state,
-            "definition.api_throttling_tier",
-            Level::Api,
-            &d.api_throttling_tier,
-        ));
+    if !d.api_throttling_tier.is_empty() {
+        let field = "definition.api_throttling_tier";
+        require_tier(state, field, Level::Api, &d.api_throttling_tier)?;
     }
 
     if let Some(cors) = d.cors.as_mut() {

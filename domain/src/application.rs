@@ -81,14 +81,7 @@ fn application_tier(state: &State, tier: String) -> Result<String, DomainError> 
     } else {
         tier
     };
-    if state.policy(Level::Application, &tier).is_none() {
-        return Err(policy::unknown_tier(
-            state,
-            "throttling_tier",
-            Level::Application,
-            &tier,
-        ));
-    }
+    policy::require_tier(state, "throttling_tier", Level::Application, &tier)?;
     Ok(tier)
 }
 

@@ -21,9 +21,10 @@
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
     ApiDefinition, ApplicationCreated, EventEnvelope, OAuthClient, SigningKey,
-    event_envelope::Event, lifecycle, throttle_policy::Level,
+    event_envelope::Event, lifecycle,
 };
 
+use crate::policy::CustomPolicy;
 use crate::{DomainError, State, api, application, keys, policy, subscription, validate};
 
 /// The kinds of aggregate; each has its own log subject `gatehouse.events.<kind>.<id>`.
@@ -220,23 +221,9 @@ pub enum Command {
     /// Deletes an API without subscriptions.
     DeleteApi { api_id: String },
     /// A custom throttling policy.
-    CreatePolicy {
-        name: String,
-        level: Level,
-        request_count: u64,
-        unit_seconds: u32,
-        unlimited: bool,
-        description: String,
-    },
+    CreatePolicy(CustomPolicy),
     /// A custom policy's new limit and description (name and level stay).
-    UpdatePolicy {
-        name: String,
-        level: Level,
-        request_count: u64,
-        unit_seconds: u32,
-        unlimited: bool,
-        description: String,
-    },
+    UpdatePolicy(CustomPolicy),
     /// A consumer's application; an empty tier means `Unlimited`.
     CreateApplication {
         application_id: String,
@@ -332,42 +319,8 @@ pub fn handle(state: &State, command: Command) -> Result<Vec<PendingEvent>, Doma
             expected_version,
         } => api::change_lifecycle(state, &api_id, target, expected_version),
         Command::DeleteApi { api_id } => api::delete(state, &api_id),
-        Command::CreatePolicy {
-            name,
-            level,
-            request_count,
-            unit_seconds,
-            unlimited,
-            description,
-        } => policy::create(
-            state,
-            policy::limit(
-                name,
-                level,
-                request_count,
-                unit_seconds,
-                unlimited,
-                description,
-            ),
-        ),
-        Command::UpdatePolicy {
-            name,
-            level,
-            request_count,
-            unit_seconds,
-            unlimited,
-            description,
-        } => policy::update(
-            state,
-            policy::limit(
-                name,
-                level,
-                request_count,
-                unit_seconds,
-                unlimited,
-                description,
-            ),
-        ),
+        Command::CreatePolicy(custom) => policy::create(state, custom.into()),
+        Command::UpdatePolicy(custom) => policy::update(state, custom.into()),
         Command::UpdateApplication {
             application_id,
             throttling_tier,

@@ -63,4 +63,5 @@ pub mod validate;
 pub use command::{AggregateKind, Command, Consistency, EventMeta, PendingEvent, handle};
 pub use effects::Effects;
 pub use error::{ApplyError, DomainError};
+pub use policy::CustomPolicy;
 pub use state::{Id, REVOCATION_RETENTION_SECONDS, State};

@@ -99,24 +99,31 @@ pub fn describe_limit(policy: &ThrottlePolicy) -> String {
     }
 }
 
-/// A custom policy as a command gives it: `request_count` per `unit_seconds`, or
-/// unlimited.
-pub(crate) fn limit(
-    name: String,
-    level: Level,
-    request_count: u64,
-    unit_seconds: u32,
-    unlimited: bool,
-    description: String,
-) -> ThrottlePolicy {
-    ThrottlePolicy {
-        name,
-        level: level as i32,
-        request_count,
-        unit_seconds,
-        unlimited,
-        description,
-        ..Default::default()
+/// A custom policy as [`Command::CreatePolicy`](crate::Command::CreatePolicy) and
+/// [`Command::UpdatePolicy`](crate::Command::UpdatePolicy) give it: `request_count` calls
+/// per `unit_seconds`, or unlimited. Owned plain fields: a command carries it by value,
+/// and it becomes the event's [`ThrottlePolicy`] as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomPolicy {
+    pub name: String,
+    pub level: Level,
+    pub request_count: u64,
+    pub unit_seconds: u32,
+    pub unlimited: bool,
+    pub description: String,
+}
+
+impl From<CustomPolicy> for ThrottlePolicy {
+    fn from(p: CustomPolicy) -> ThrottlePolicy {
+        ThrottlePolicy {
+            name: p.name,
+            level: p.level as i32,
+            request_count: p.request_count,
+            unit_seconds: p.unit_seconds,
+            unlimited: p.unlimited,
+            description: p.description,
+            ..Default::default()
+        }
     }
 }
 
@@ -204,21 +211,30 @@ fn check_limit(policy: &ThrottlePolicy) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// An INVALID_ARGUMENT for a tier that does not exist, listing the ones that do.
-pub(crate) fn unknown_tier(state: &State, field: &str, level: Level, name: &str) -> DomainError {
+/// Checks that the `level` policy `name`, which `field` names as a tier, exists: else an
+/// INVALID_ARGUMENT listing the ones that do.
+pub(crate) fn require_tier(
+    state: &State,
+    field: &str,
+    level: Level,
+    name: &str,
+) -> Result<(), DomainError> {
+    if state.policy(level, name).is_some() {
+        return Ok(());
+    }
     let known: Vec<&str> = state
         .policies()
         .filter(|p| p.level() == level)
         .map(|p| p.name.as_str())
         .collect();
-    DomainError::invalid(
+    Err(DomainError::invalid(
         field,
         format!(
             "unknown {} tier {name:?}; known: {}",
             level.as_str_name(),
             known.join(", ")
         ),
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -42,14 +42,7 @@ pub(crate) fn create(
             lc::name(api.lifecycle())
         )));
     }
-    if state.policy(Level::Subscription, &tier).is_none() {
-        return Err(policy::unknown_tier(
-            state,
-            "tier",
-            Level::Subscription,
-            &tier,
-        ));
-    }
+    policy::require_tier(state, "tier", Level::Subscription, &tier)?;
     if !definition.subscription_tiers.contains(&tier) {
         return Err(DomainError::invalid(
             "tier",

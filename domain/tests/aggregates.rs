@@ -1,7 +1,8 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
 use gatehouse_domain::{
-    ApplyError, Command, Consistency, DomainError, EventMeta, State, handle, lifecycle as lc,
+    ApplyError, Command, Consistency, CustomPolicy, DomainError, EventMeta, State, handle,
+    lifecycle as lc,
 };
 use gatehouse_proto::events::{
     ApiDefinition, ApiUpdated, EndpointGroup, Endpoints, EventEnvelope, Resource, ResponseCache,
@@ -644,13 +645,15 @@ fn applications_are_unique_per_owner_and_deleting_one_ends_its_subscriptions() {
 #[test]
 fn custom_policies() {
     let mut s = State::new();
-    let create = |name: &str, count: u64| Command::CreatePolicy {
-        name: name.into(),
-        level: Level::Subscription,
-        request_count: count,
-        unit_seconds: 60,
-        unlimited: false,
-        description: String::new(),
+    let create = |name: &str, count: u64| {
+        Command::CreatePolicy(CustomPolicy {
+            name: name.into(),
+            level: Level::Subscription,
+            request_count: count,
+            unit_seconds: 60,
+            unlimited: false,
+            description: String::new(),
+        })
     };
     run(&mut s, create("Platinum", 10_000)).unwrap();
     let p = s.policy(Level::Subscription, "Platinum").unwrap();

@@ -1,7 +1,7 @@
 //! Updating applications and policies, the configuration's content hash, and guarded
 //! commands: through `handle` and `State::apply` only.
 
-use gatehouse_domain::{Command, Consistency, DomainError, State, handle};
+use gatehouse_domain::{Command, Consistency, CustomPolicy, DomainError, State, handle};
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle, throttle_policy::Level,
 };
@@ -37,14 +37,14 @@ fn configured(prefix: &str) -> State {
     let id = |what: &str| format!("{prefix}-{what}");
     run(
         &mut state,
-        Command::CreatePolicy {
+        Command::CreatePolicy(CustomPolicy {
             name: "Platinum".into(),
             level: Level::Subscription,
             request_count: 100,
             unit_seconds: 60,
             unlimited: false,
             description: String::new(),
-        },
+        }),
     );
     run(
         &mut state,
@@ -134,13 +134,15 @@ fn applications_and_custom_policies_can_be_updated_built_in_ones_cannot() {
     let refused = try_run(&mut state, update("Gold")).unwrap_err();
     assert!(refused.to_string().contains("throttling_tier"), "{refused}");
 
-    let policy = |name: &str, count: u64| Command::UpdatePolicy {
-        name: name.into(),
-        level: Level::Subscription,
-        request_count: count,
-        unit_seconds: 60,
-        unlimited: false,
-        description: String::new(),
+    let policy = |name: &str, count: u64| {
+        Command::UpdatePolicy(CustomPolicy {
+            name: name.into(),
+            level: Level::Subscription,
+            request_count: count,
+            unit_seconds: 60,
+            unlimited: false,
+            description: String::new(),
+        })
     };
     assert_eq!(run(&mut state, policy("Platinum", 200)), 1);
     let platinum = state.policy(Level::Subscription, "Platinum").unwrap();

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use gatehouse_domain::{AggregateKind, Command, Consistency, Effects, PendingEvent, State, handle};
+use gatehouse_domain::{
+    AggregateKind, Command, Consistency, CustomPolicy, Effects, PendingEvent, State, handle,
+};
 use gatehouse_proto::Timestamp;
 use gatehouse_proto::events::{
     ApiDeleted, OAuthClient, SigningKey, event_envelope::Event, lifecycle::State as Lifecycle,
@@ -239,14 +241,14 @@ fn key_events_name_what_they_change() {
         client_id: "b-prod".into(),
     };
     assert_eq!(effects_of(&mut state, revoke).clients, set(["b-prod"]));
-    let policy = Command::CreatePolicy {
+    let policy = Command::CreatePolicy(CustomPolicy {
         name: "Custom".into(),
         level: Level::Subscription,
         request_count: 5,
         unit_seconds: 60,
         unlimited: false,
         description: String::new(),
-    };
+    });
     assert_eq!(
         effects_of(&mut state, policy).policies,
         [(Level::Subscription, "Custom".to_string())].into()

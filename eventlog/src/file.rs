@@ -585,6 +585,20 @@ struct Scan {
     by_msg_id: HashMap<String, u64>,
 }
 
+impl Scan {
+    /// A file with its magic and no record yet.
+    fn empty() -> Scan {
+        Scan {
+            len: MAGIC.len() as u64,
+            last_sequence: 0,
+            last_msg_id: String::new(),
+            offsets: Vec::new(),
+            last_by_subject: HashMap::new(),
+            by_msg_id: HashMap::new(),
+        }
+    }
+}
+
 /// Reads the whole file, checking every frame, truncating a torn tail, and builds the
 /// in-memory indexes.
 fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
@@ -603,14 +617,7 @@ fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
         file.set_len(0)?;
         file.write_all(MAGIC)?;
         file.sync_all()?;
-        return Ok(Scan {
-            len: MAGIC.len() as u64,
-            last_sequence: 0,
-            last_msg_id: String::new(),
-            offsets: Vec::new(),
-            last_by_subject: HashMap::new(),
-            by_msg_id: HashMap::new(),
-        });
+        return Ok(Scan::empty());
     }
 
     let mut reader = BufReader::with_capacity(1 << 16, &mut *file);
@@ -623,14 +630,7 @@ fn recover(file: &mut File, path: &Path) -> Result<Scan, LogError> {
         )));
     }
 
-    let mut scan = Scan {
-        len: MAGIC.len() as u64,
-        last_sequence: 0,
-        last_msg_id: String::new(),
-        offsets: Vec::new(),
-        last_by_subject: HashMap::new(),
-        by_msg_id: HashMap::new(),
-    };
+    let mut scan = Scan::empty();
     let mut body = Vec::new();
     // `scan.len` is the offset of the frame being read.
     let torn = loop {

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_domain::Command;
+use gatehouse_domain::{Command, CustomPolicy};
 use gatehouse_eventlog::{EventLog, NatsLog, NatsLogConfig};
 use gatehouse_node::commands::{CallContext, CommandExecutor};
 use gatehouse_node::read_model::ReadModel;
@@ -59,14 +59,14 @@ async fn main() -> anyhow::Result<()> {
             key: key.to_signing_key_record(),
             retire_previous_after: None,
         },
-        Command::CreatePolicy {
+        Command::CreatePolicy(CustomPolicy {
             name: "BenchHuge".into(),
             level: Level::Api,
             request_count: 1_000_000_000,
             unit_seconds: 60,
             unlimited: false,
             description: "Counts every call, refuses none".into(),
-        },
+        }),
         Command::CreateApi {
             api_id: "bench-api".into(),
             definition: ApiDefinition {

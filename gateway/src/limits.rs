@@ -166,13 +166,7 @@ pub struct GatewayLimits {
 impl Default for GatewayLimits {
     /// Every limit at its flag's default.
     fn default() -> Self {
-        use clap::{Args, FromArgMatches};
-        let command = GatewayLimits::augment_args(clap::Command::new("limits"));
-        let matches = command
-            .no_binary_name(true)
-            .try_get_matches_from(std::iter::empty::<String>())
-            .expect("defaults parse");
-        GatewayLimits::from_arg_matches(&matches).expect("defaults parse")
+        gatehouse_node::process::parse_defaults()
     }
 }
 

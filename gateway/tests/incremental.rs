@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use gatehouse_domain::{AggregateKind, Command, Consistency, PendingEvent, State};
+use gatehouse_domain::{AggregateKind, Command, Consistency, CustomPolicy, PendingEvent, State};
 use gatehouse_gateway::metrics::Metrics;
 use gatehouse_gateway::table::{RouteMatch, RoutingTable};
 use gatehouse_proto::Timestamp;
@@ -350,14 +350,14 @@ fn step(state: &mut State, op: &Op) {
         Op::DeleteApi { api } => Command::DeleteApi {
             api_id: api_id(api),
         },
-        Op::CreatePolicy { level, count } => Command::CreatePolicy {
+        Op::CreatePolicy { level, count } => Command::CreatePolicy(CustomPolicy {
             name: "Custom".into(),
             level,
             request_count: count,
             unit_seconds: 60,
             unlimited: false,
             description: String::new(),
-        },
+        }),
         Op::CreateApplication { app, tier } => Command::CreateApplication {
             application_id: app_id(app),
             name: format!("App{app}"),

@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use futures::FutureExt;
-use gatehouse_domain::{Command, State};
+use gatehouse_domain::{Command, CustomPolicy, State};
 use gatehouse_gateway::body::GatewayBody;
 use gatehouse_gateway::errors::GatewayError;
 use gatehouse_gateway::limits::GatewayLimits;
@@ -178,14 +178,14 @@ impl Fixture {
     }
 
     fn policy(&mut self, name: &str, level: Level, count: u64, unit_seconds: u32) {
-        self.run(Command::CreatePolicy {
+        self.run(Command::CreatePolicy(CustomPolicy {
             name: name.into(),
             level,
             request_count: count,
             unit_seconds,
             unlimited: false,
             description: String::new(),
-        });
+        }));
     }
 
     /// A token for `app`'s production (or sandbox) keys.

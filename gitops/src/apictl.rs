@@ -290,15 +290,8 @@ impl Reader {
                 lifecycle::State::Created
             }
         };
-        let count = api.definition.resources.len();
-        if options.max_resources > 0 && count > options.max_resources {
-            self.problem(
-                "/data/operations",
-                format!(
-                    "{count} operations: an API may have at most {} (control's --max-import-resources)",
-                    options.max_resources
-                ),
-            );
+        if let Some(why) = options.too_many_resources(api.definition.resources.len()) {
+            self.problem("/data/operations", why);
         }
         project.api = api;
         project

@@ -68,6 +68,18 @@ pub struct ImportOptions {
     pub max_resources: usize,
 }
 
+impl ImportOptions {
+    /// Why `count` operations are more than one API may have, if they are.
+    pub(crate) fn too_many_resources(&self, count: usize) -> Option<String> {
+        (self.max_resources > 0 && count > self.max_resources).then(|| {
+            format!(
+                "{count} operations: an API may have at most {} (control's --max-import-resources)",
+                self.max_resources
+            )
+        })
+    }
+}
+
 /// An API definition read from a document, and where each part came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportedApi {
@@ -221,49 +233,55 @@ impl<'v> Importer<'v> {
                 "the document has no operation for a gateway to route",
             );
         }
-        let count = imported.definition.resources.len();
-        if options.max_resources > 0 && count > options.max_resources {
-            self.problem(
-                "/paths",
-                format!(
-                    "{count} operations: an API may have at most {} (control's --max-import-resources)",
-                    options.max_resources
-                ),
-            );
+        if let Some(why) = options.too_many_resources(imported.definition.resources.len()) {
+            self.problem("/paths", why);
         }
         imported
+    }
+
+    /// `info.<key>`, trimmed and checked with the domain's rule for it (`check`); a
+    /// problem at `/info/<key>` when it breaks the rule, or when it is missing (`needed`
+    /// says why it may not be).
+    fn info_text(
+        &mut self,
+        info: Option<&Value>,
+        key: &str,
+        needed: &str,
+        check: fn(&str, &str) -> Result<(), gatehouse_domain::DomainError>,
+    ) -> String {
+        let pointer = format!("/info/{key}");
+        let Some(text) = info.and_then(|i| i.get(key)).and_then(Value::as_str) else {
+            self.problem(pointer, format!("missing: {needed}"));
+            return String::new();
+        };
+        let text = text.trim().to_string();
+        if let Err(e) = check(&format!("info.{key}"), &text) {
+            self.problem(pointer, rule_of(e));
+        }
+        text
     }
 
     fn read_info(&mut self, options: &ImportOptions, imported: &mut ImportedApi) {
         let root = self.root;
         let info = root.get("info");
         let d = &mut imported.definition;
-        let field = |f: &str| info.and_then(|i| i.get(f)).and_then(Value::as_str);
-        match field("title") {
-            Some(title) => {
-                d.name = title.trim().to_string();
-                if let Err(e) = validate::name("info.title", &d.name) {
-                    self.problem("/info/title", rule_of(e));
-                }
-            }
-            None => self.problem("/info/title", "missing: it names the API"),
-        }
+        d.name = self.info_text(info, "title", "it names the API", validate::name);
         imported
             .field_pointers
             .insert("definition.name".into(), "/info/title".into());
-        match field("version") {
-            Some(version) => {
-                d.version = version.trim().to_string();
-                if let Err(e) = validate::version("info.version", &d.version) {
-                    self.problem("/info/version", rule_of(e));
-                }
-            }
-            None => self.problem("/info/version", "missing: it is the API's version"),
-        }
+        d.version = self.info_text(
+            info,
+            "version",
+            "it is the API's version",
+            validate::version,
+        );
         imported
             .field_pointers
             .insert("definition.version".into(), "/info/version".into());
-        d.description = truncate(field("description").unwrap_or(""), 10_000);
+        let description = info
+            .and_then(|i| i.get("description"))
+            .and_then(Value::as_str);
+        d.description = truncate(description.unwrap_or(""), 10_000);
 
         let (context, at) = match &options.context {
             Some(context) => (Some(context.clone()), "--context".to_string()),

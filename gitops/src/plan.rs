@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use gatehouse_domain::api::normalize_definition;
 use gatehouse_domain::content::canonical_definition;
 use gatehouse_domain::lifecycle as lc;
-use gatehouse_domain::{Command, DomainError, EventMeta, State, handle};
+use gatehouse_domain::{Command, CustomPolicy, DomainError, EventMeta, State, handle};
 use gatehouse_proto::events::{lifecycle, subscription_status};
 use serde_json::Value;
 
@@ -254,24 +254,17 @@ impl Planner<'_> {
         for (i, p) in config.policies.iter().enumerate() {
             let origin = format!("policies[{i}]");
             let object = format!("policy {:?} {}", p.level, p.name);
-            let existing = self.scratch.policy(p.level.level(), &p.name).cloned();
-            let command = match existing {
-                None => Command::CreatePolicy {
-                    name: p.name.clone(),
-                    level: p.level.level(),
-                    request_count: p.request_count,
-                    unit_seconds: p.unit_seconds,
-                    unlimited: p.unlimited,
-                    description: p.description.clone(),
-                },
-                Some(_) => Command::UpdatePolicy {
-                    name: p.name.clone(),
-                    level: p.level.level(),
-                    request_count: p.request_count,
-                    unit_seconds: p.unit_seconds,
-                    unlimited: p.unlimited,
-                    description: p.description.clone(),
-                },
+            let custom = CustomPolicy {
+                name: p.name.clone(),
+                level: p.level.level(),
+                request_count: p.request_count,
+                unit_seconds: p.unit_seconds,
+                unlimited: p.unlimited,
+                description: p.description.clone(),
+            };
+            let command = match self.scratch.policy(p.level.level(), &p.name) {
+                None => Command::CreatePolicy(custom),
+                Some(_) => Command::UpdatePolicy(custom),
             };
             self.step(command, &object, &origin, &[])?;
         }

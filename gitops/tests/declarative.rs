@@ -3,7 +3,7 @@
 //! plan changes nothing; a diff after an edit lists exactly that edit; a change made
 //! since the plan was read stops its guarded steps; bad files name file, line, field.
 
-use gatehouse_domain::{Command, DomainError, State, handle};
+use gatehouse_domain::{Command, CustomPolicy, DomainError, State, handle};
 use gatehouse_gitops::config::{self, ConfigFile};
 use gatehouse_gitops::plan::{self, Action, Plan, PlanOptions, simulate};
 use gatehouse_proto::events::{
@@ -69,14 +69,14 @@ fn source(prefix: &str) -> State {
     for (name, level) in [("Platinum", Level::Subscription), ("Premium", Level::Api)] {
         run(
             &mut s,
-            Command::CreatePolicy {
+            Command::CreatePolicy(CustomPolicy {
                 name: name.into(),
                 level,
                 request_count: 100,
                 unit_seconds: 60,
                 unlimited: false,
                 description: format!("{name} tier"),
-            },
+            }),
         );
     }
     for (api, version, default) in [("v1", "1.0.0", false), ("v2", "2.0.0", true)] {

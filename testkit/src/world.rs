@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gatehouse_domain::Command;
+use gatehouse_domain::{Command, CustomPolicy};
 use gatehouse_eventlog::{EventLog, FileLog, NatsLog, NatsLogConfig};
 use gatehouse_node::commands::{CallContext, CommandExecutor};
 use gatehouse_node::read_model::ReadModel;
@@ -223,14 +223,14 @@ impl World {
     }
 
     pub async fn policy(&self, name: &str, level: Level, count: u64, unit_seconds: u32) -> u64 {
-        self.run(Command::CreatePolicy {
+        self.run(Command::CreatePolicy(CustomPolicy {
             name: name.into(),
             level,
             request_count: count,
             unit_seconds,
             unlimited: false,
             description: String::new(),
-        })
+        }))
         .await
     }
 

@@ -187,12 +187,7 @@ impl EdgeLimits {
 impl Default for EdgeLimits {
     /// The flags' defaults.
     fn default() -> Self {
-        use clap::{Args, FromArgMatches};
-        let command = EdgeLimits::augment_args(clap::Command::new("limits")).no_binary_name(true);
-        let matches = command
-            .try_get_matches_from(std::iter::empty::<String>())
-            .expect("the limits' defaults parse");
-        EdgeLimits::from_arg_matches(&matches).expect("the limits' defaults parse")
+        gatehouse_node::process::parse_defaults()
     }
 }
 

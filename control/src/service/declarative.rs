@@ -27,7 +27,7 @@ use gatehouse_gitops::plan::{self, Plan, PlanOptions, Step, simulate, transition
 use gatehouse_gitops::{ImportError, apictl};
 use gatehouse_node::commands::CallContext;
 use gatehouse_node::grpc::RpcResult;
-use gatehouse_node::status::domain_status;
+use gatehouse_node::status::{domain_status, invalid};
 use gatehouse_proto::admin;
 use gatehouse_proto::events::{Api, lifecycle};
 use gatehouse_tokens::scopes;
@@ -349,7 +349,12 @@ impl ControlService {
     }
 
     /// Reads and plans a declarative file against control's state (off the runtime).
-    async fn plan_file(&self, document: String, file: String, prune: bool) -> Result<Plan, Status> {
+    async fn plan_file(&self, request: admin::PlanConfigRequest) -> Result<Plan, Status> {
+        let admin::PlanConfigRequest {
+            document,
+            file_name: file,
+            prune,
+        } = request;
         let limits = self.limits.clone();
         bounded(
             "document",
@@ -390,8 +395,8 @@ impl ControlService {
         &self,
         request: Request<admin::PlanConfigRequest>,
     ) -> RpcResult<admin::PlanConfigResponse> {
-        let (_, r) = self.authorized(request, scopes::ADMIN)?;
-        let plan = self.plan_file(r.document, r.file_name, r.prune).await?;
+        let (_, file) = self.authorized(request, scopes::ADMIN)?;
+        let plan = self.plan_file(file).await?;
         Ok(Response::new(plan_response(&plan)))
     }
 
@@ -400,7 +405,8 @@ impl ControlService {
         request: Request<admin::ApplyConfigRequest>,
     ) -> RpcResult<admin::ApplyConfigResponse> {
         let (ctx, r) = self.authorized(request, scopes::ADMIN)?;
-        let plan = self.plan_file(r.document, r.file_name, r.prune).await?;
+        let file = r.file.ok_or_else(|| invalid("file", "is required"))?;
+        let plan = self.plan_file(file).await?;
         if !r.expected_content_hash.is_empty()
             && r.expected_content_hash != hex(plan.read_content_hash)
         {

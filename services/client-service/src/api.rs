@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use service_kit::openapi::{
-    self, error_response, id_parameter, json_array_response, json_response, object,
+    self, create_operation, error_response, get_by_id_operation, list_operation, object,
 };
 use service_kit::{ApiError, Id, JsonBody, created, found};
 
@@ -46,46 +46,22 @@ async fn create_user(
     Ok(created(format!("/users/{}", user.id), user))
 }
 
+/// `POST /users`: the shared create operation, and 409 for an email in use.
+fn create_user_operation() -> Value {
+    let mut operation = create_operation("Create a user", "createUser", "user", "NewUser", "User");
+    operation["responses"]["409"] = error_response("Email already in use");
+    operation
+}
+
 /// The OpenAPI 3.0 document served at `/openapi.json`.
 pub fn openapi() -> Value {
     let paths = json!({
         "/users": {
-            "get": {
-                "summary": "List users",
-                "operationId": "listUsers",
-                "responses": { "200": json_array_response("All users, by id", "User") }
-            },
-            "post": {
-                "summary": "Create a user",
-                "operationId": "createUser",
-                "requestBody": {
-                    "required": true,
-                    "content": { "application/json": { "schema": openapi::schema_ref("NewUser") } }
-                },
-                "responses": {
-                    "201": {
-                        "description": "Created; `Location` is the new user's URL",
-                        "headers": { "Location": { "schema": { "type": "string" } } },
-                        "content": { "application/json": { "schema": openapi::schema_ref("User") } }
-                    },
-                    "400": error_response("Malformed JSON"),
-                    "409": error_response("Email already in use"),
-                    "415": error_response("Body is not application/json"),
-                    "422": error_response("Invalid fields (see `fields`) or wrongly typed body")
-                }
-            }
+            "get": list_operation("List users", "listUsers", "All users, by id", "User"),
+            "post": create_user_operation()
         },
         "/users/{id}": {
-            "get": {
-                "summary": "Get a user",
-                "operationId": "getUser",
-                "parameters": [id_parameter("User id")],
-                "responses": {
-                    "200": json_response("The user", "User"),
-                    "400": error_response("Id is not a non-negative integer"),
-                    "404": error_response("No such user")
-                }
-            }
+            "get": get_by_id_operation("Get a user", "getUser", "user", "User")
         }
     });
     let user = json!({

@@ -5,9 +5,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use service_kit::openapi::{
-    self, error_response, id_parameter, json_array_response, json_response, object,
-};
+use service_kit::openapi::{self, create_operation, get_by_id_operation, list_operation, object};
 use service_kit::{ApiError, Id, JsonBody, created, found};
 
 use crate::SERVICE;
@@ -50,48 +48,14 @@ async fn list_items(State(state): State<AppState>) -> Json<Vec<Item>> {
 pub fn openapi() -> Value {
     let paths = json!({
         "/orders": {
-            "get": {
-                "summary": "List orders",
-                "operationId": "listOrders",
-                "responses": { "200": json_array_response("All orders, by id", "Order") }
-            },
-            "post": {
-                "summary": "Place an order",
-                "operationId": "createOrder",
-                "requestBody": {
-                    "required": true,
-                    "content": { "application/json": { "schema": openapi::schema_ref("NewOrder") } }
-                },
-                "responses": {
-                    "201": {
-                        "description": "Created; `Location` is the new order's URL",
-                        "headers": { "Location": { "schema": { "type": "string" } } },
-                        "content": { "application/json": { "schema": openapi::schema_ref("Order") } }
-                    },
-                    "400": error_response("Malformed JSON"),
-                    "415": error_response("Body is not application/json"),
-                    "422": error_response("Invalid fields (see `fields`) or wrongly typed body")
-                }
-            }
+            "get": list_operation("List orders", "listOrders", "All orders, by id", "Order"),
+            "post": create_operation("Place an order", "createOrder", "order", "NewOrder", "Order")
         },
         "/orders/{id}": {
-            "get": {
-                "summary": "Get an order",
-                "operationId": "getOrder",
-                "parameters": [id_parameter("Order id")],
-                "responses": {
-                    "200": json_response("The order", "Order"),
-                    "400": error_response("Id is not a non-negative integer"),
-                    "404": error_response("No such order")
-                }
-            }
+            "get": get_by_id_operation("Get an order", "getOrder", "order", "Order")
         },
         "/items": {
-            "get": {
-                "summary": "List the item catalogue",
-                "operationId": "listItems",
-                "responses": { "200": json_array_response("All items, by sku", "Item") }
-            }
+            "get": list_operation("List the item catalogue", "listItems", "All items, by sku", "Item")
         }
     });
     let price = json!({

@@ -106,6 +106,62 @@ pub fn error_response(description: &str) -> Value {
     json_response(description, "Error")
 }
 
+/// A `GET` operation that answers every record of a collection: 200 with a JSON array
+/// of `schema` (`description` says which, in what order).
+pub fn list_operation(summary: &str, operation_id: &str, description: &str, schema: &str) -> Value {
+    json!({
+        "summary": summary,
+        "operationId": operation_id,
+        "responses": { "200": json_array_response(description, schema) }
+    })
+}
+
+/// The `POST` operation that creates a `schema` record (a `noun`, e.g. `user`) from a
+/// JSON `body_schema`: 201 with the new record and its `Location`, and the answers
+/// [`JsonBody`](crate::JsonBody) and validation give a bad body (400, 415, 422). A
+/// service adds the errors of its own rules to `responses`.
+pub fn create_operation(
+    summary: &str,
+    operation_id: &str,
+    noun: &str,
+    body_schema: &str,
+    schema: &str,
+) -> Value {
+    json!({
+        "summary": summary,
+        "operationId": operation_id,
+        "requestBody": {
+            "required": true,
+            "content": { "application/json": { "schema": schema_ref(body_schema) } }
+        },
+        "responses": {
+            "201": {
+                "description": format!("Created; `Location` is the new {noun}'s URL"),
+                "headers": { "Location": { "schema": { "type": "string" } } },
+                "content": { "application/json": { "schema": schema_ref(schema) } }
+            },
+            "400": error_response("Malformed JSON"),
+            "415": error_response("Body is not application/json"),
+            "422": error_response("Invalid fields (see `fields`) or wrongly typed body")
+        }
+    })
+}
+
+/// The `GET /{records}/{id}` operation of a `schema` record (a `noun`): 200 with it,
+/// 400 for an id that is not a number ([`Id`](crate::Id)), 404 for an unknown one.
+pub fn get_by_id_operation(summary: &str, operation_id: &str, noun: &str, schema: &str) -> Value {
+    json!({
+        "summary": summary,
+        "operationId": operation_id,
+        "parameters": [id_parameter(&format!("{schema} id"))],
+        "responses": {
+            "200": json_response(&format!("The {noun}"), schema),
+            "400": error_response("Id is not a non-negative integer"),
+            "404": error_response(&format!("No such {noun}"))
+        }
+    })
+}
+
 /// `{"$ref": "#/components/schemas/{schema}"}`.
 pub fn schema_ref(schema: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{schema}") })
