@@ -1,7 +1,8 @@
 //! The gateway's backend connection pool on its own, against real hyper backends on
 //! loopback that count the TCP connections they accept: reuse, growth to the
-//! concurrency asked for, a connection the backend closed while idle, HTTP/2 sharing,
-//! and connection failures.
+//! concurrency asked for, a connection the backend closed while idle, answers without a
+//! body (read or not), a body dropped half-read (its connection is not reused), a large
+//! body streamed whole, HTTP/2 sharing, and connection failures.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,14 +44,30 @@ impl Backend {
     }
 }
 
+/// The backend's answer: `METHOD /path`, after `?delay=<ms>`; `?size=<bytes>` answers
+/// that many bytes instead, `?empty=1` a 204 with no body.
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let delay: u64 = request
-        .uri()
-        .query()
-        .and_then(|q| q.strip_prefix("delay="))
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0);
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    let param = |name: &str| {
+        request
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|value| value.parse::<u64>().ok())
+    };
+    tokio::time::sleep(Duration::from_millis(param("delay").unwrap_or(0))).await;
+    if param("empty").is_some() {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(response);
+    }
+    if let Some(size) = param("size") {
+        return Ok(Response::new(Full::new(Bytes::from(vec![
+            b'x';
+            size as usize
+        ]))));
+    }
     Ok(Response::new(Full::new(Bytes::from(format!(
         "{} {}",
         request.method(),
@@ -240,6 +257,73 @@ async fn an_http2_backend_is_shared_by_concurrent_calls_on_one_connection() {
         before,
         "later calls share the pooled connection"
     );
+}
+
+#[tokio::test]
+async fn an_answer_without_a_body_gives_its_connection_back_read_or_not() {
+    let b = backend(Mode::KeepAlive).await;
+    let pool = pool();
+    for i in 0..5 {
+        let (status, body, _) = get(&pool, &url(&b, &format!("/e/{i}?empty=1"))).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(body, "");
+    }
+    for i in 0..5 {
+        // The response dropped with its (empty) body unread.
+        let request = Request::get(url(&b, &format!("/e/unread/{i}?empty=1")))
+            .body(GatewayBody::empty())
+            .unwrap();
+        let response = pool.send(request).await.expect("the exchange");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let (status, body, _) = get(&pool, &url(&b, "/after")).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "GET /after"));
+    assert_eq!(
+        b.0.connections(),
+        1,
+        "11 calls one after the other, one connection"
+    );
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_closes_its_connection_and_the_next_call_opens_one() {
+    let b = backend(Mode::KeepAlive).await;
+    let pool = pool();
+    let request = Request::get(url(&b, "/big?size=4194304"))
+        .body(GatewayBody::empty())
+        .unwrap();
+    let response = pool.send(request).await.expect("the exchange");
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a first frame").expect("data");
+    assert!(
+        first
+            .data_ref()
+            .is_some_and(|d| !d.is_empty() && d.len() < 4194304)
+    );
+    drop(body);
+    for i in 0..3 {
+        let (status, body, _) = get(&pool, &url(&b, &format!("/next/{i}"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, format!("GET /next/{i}"));
+    }
+    assert_eq!(
+        b.0.connections(),
+        2,
+        "the half-read connection is closed, the next calls share a new one"
+    );
+}
+
+#[tokio::test]
+async fn a_large_body_streams_whole_and_its_connection_is_reused() {
+    let b = backend(Mode::KeepAlive).await;
+    let pool = pool();
+    for i in 0..3 {
+        let (status, body, _) = get(&pool, &url(&b, &format!("/big/{i}?size=3000000"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 3_000_000);
+        assert!(body.bytes().all(|c| c == b'x'));
+    }
+    assert_eq!(b.0.connections(), 1);
 }
 
 #[tokio::test]
