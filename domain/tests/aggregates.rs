@@ -1,8 +1,7 @@
 //! The aggregates' rules, exercised through `handle` and `State::apply` only: no I/O.
 
 use gatehouse_domain::{
-    ApplyError, Command, Consistency, CustomPolicy, DomainError, EventMeta, State, handle,
-    lifecycle as lc,
+    ApplyError, Command, Consistency, DomainError, EventMeta, State, handle, lifecycle as lc,
 };
 use gatehouse_proto::events::{
     ApiDefinition, ApiUpdated, EndpointGroup, Endpoints, EventEnvelope, Resource, ResponseCache,
@@ -10,6 +9,7 @@ use gatehouse_proto::events::{
     throttle_policy::Level,
 };
 use gatehouse_testkit::domain::{commit, try_run as run};
+use gatehouse_testkit::world::custom_policy;
 
 fn definition(name: &str, context: &str, version: &str) -> ApiDefinition {
     ApiDefinition {
@@ -646,14 +646,7 @@ fn applications_are_unique_per_owner_and_deleting_one_ends_its_subscriptions() {
 fn custom_policies() {
     let mut s = State::new();
     let create = |name: &str, count: u64| {
-        Command::CreatePolicy(CustomPolicy {
-            name: name.into(),
-            level: Level::Subscription,
-            request_count: count,
-            unit_seconds: 60,
-            unlimited: false,
-            description: String::new(),
-        })
+        Command::CreatePolicy(custom_policy(name, Level::Subscription, count, 60))
     };
     run(&mut s, create("Platinum", 10_000)).unwrap();
     let p = s.policy(Level::Subscription, "Platinum").unwrap();

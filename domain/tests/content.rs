@@ -6,6 +6,7 @@ use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle, throttle_policy::Level,
 };
 use gatehouse_testkit::domain::{run, try_run};
+use gatehouse_testkit::world::custom_policy;
 
 fn definition() -> ApiDefinition {
     ApiDefinition {
@@ -135,14 +136,7 @@ fn applications_and_custom_policies_can_be_updated_built_in_ones_cannot() {
     assert!(refused.to_string().contains("throttling_tier"), "{refused}");
 
     let policy = |name: &str, count: u64| {
-        Command::UpdatePolicy(CustomPolicy {
-            name: name.into(),
-            level: Level::Subscription,
-            request_count: count,
-            unit_seconds: 60,
-            unlimited: false,
-            description: String::new(),
-        })
+        Command::UpdatePolicy(custom_policy(name, Level::Subscription, count, 60))
     };
     assert_eq!(run(&mut state, policy("Platinum", 200)), 1);
     let platinum = state.policy(Level::Subscription, "Platinum").unwrap();

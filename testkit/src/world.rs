@@ -223,14 +223,12 @@ impl World {
     }
 
     pub async fn policy(&self, name: &str, level: Level, count: u64, unit_seconds: u32) -> u64 {
-        self.run(Command::CreatePolicy(CustomPolicy {
-            name: name.into(),
+        self.run(Command::CreatePolicy(custom_policy(
+            name,
             level,
-            request_count: count,
+            count,
             unit_seconds,
-            unlimited: false,
-            description: String::new(),
-        }))
+        )))
         .await
     }
 
@@ -308,6 +306,18 @@ pub fn admin_claims(client_id: &str, scopes: &[&str], audience: &str, iat: i64) 
 }
 
 /// Resources (method, path).
+/// A custom throttling policy: `count` calls per `unit_seconds`, no description.
+pub fn custom_policy(name: &str, level: Level, count: u64, unit_seconds: u32) -> CustomPolicy {
+    CustomPolicy {
+        name: name.into(),
+        level,
+        request_count: count,
+        unit_seconds,
+        unlimited: false,
+        description: String::new(),
+    }
+}
+
 pub fn resources(specs: &[(&str, &str)]) -> Vec<Resource> {
     specs
         .iter()
