@@ -47,7 +47,7 @@ mod nats;
 pub mod snapshot;
 
 pub use file::FileLog;
-pub use nats::{NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
+pub use nats::{MAX_APPENDS_IN_FLIGHT, NatsCredentials, NatsLog, NatsLogConfig, NatsTls};
 pub use snapshot::{
     FileSnapshotStore, NatsSnapshotStore, SnapshotError, SnapshotHeader, SnapshotStore,
     StoredSnapshot,

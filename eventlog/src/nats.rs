@@ -77,6 +77,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -155,7 +157,18 @@ pub struct NatsLogConfig {
     /// server or a leader election before it fails with [`LogError::Unavailable`]
     /// (default 15 s).
     pub retry_for: Duration,
+    /// Appends submitted on this handle and its clones whose answer has not been taken
+    /// yet, at most (default and ceiling [`MAX_APPENDS_IN_FLIGHT`]): one more is refused
+    /// at once with [`LogError::Unavailable`], rather than left waiting on the client's
+    /// own cap of unacknowledged publishes, which only the answers of earlier appends
+    /// free — a writer holding that many unawaited appends would wait forever.
+    pub max_in_flight: usize,
 }
+
+/// The most appends a [`NatsLog`] keeps in flight: below async-nats's 5,000
+/// unacknowledged publishes per JetStream context, so that its wait for a free ack slot
+/// never happens (retries of an append hold one slot at a time).
+pub const MAX_APPENDS_IN_FLIGHT: usize = 4096;
 
 /// How a node authenticates to NATS: one of user and password, a token, an NKey seed,
 /// or a `.creds` file (a JWT and its NKey seed, for operator-mode deployments).
@@ -316,6 +329,7 @@ impl Default for NatsLogConfig {
             client_name: "gatehouse-eventlog".to_string(),
             ack_timeout: Duration::from_secs(1),
             retry_for: Duration::from_secs(15),
+            max_in_flight: MAX_APPENDS_IN_FLIGHT,
         }
     }
 }
@@ -345,6 +359,32 @@ pub struct NatsLog {
     /// The stream has replicas (a cluster): subject expectations are guarded on the
     /// stream too ([`NatsLog::publish_subject_guarded`]).
     replicated: bool,
+    /// Appends in flight on this handle and its clones (shared: they share the client's
+    /// ack slots), each counted from `submit` until its answer is taken or dropped.
+    in_flight: Arc<AtomicUsize>,
+    /// [`NatsLogConfig::max_in_flight`].
+    max_in_flight: usize,
+}
+
+/// One append's place in [`NatsLog::in_flight`], given back when dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Takes a place, unless `max` are taken.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<InFlight> {
+        count
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for NatsLog {
@@ -422,6 +462,8 @@ impl NatsLog {
                 retry_for: config.retry_for,
             },
             replicated,
+            in_flight: Arc::default(),
+            max_in_flight: config.max_in_flight.clamp(1, MAX_APPENDS_IN_FLIGHT),
         })
     }
 
@@ -570,6 +612,13 @@ impl EventLog for NatsLog {
     /// [`PendingAppend`] awaits. Several appends are thus in flight on one connection.
     async fn submit(&self, request: AppendRequest) -> Result<PendingAppend, LogError> {
         crate::check_request(&request)?;
+        let Some(place) = InFlight::take(&self.in_flight, self.max_in_flight) else {
+            return Err(LogError::Unavailable(format!(
+                "{} appends are in flight on this connection (--nats-max-appends-in-flight): \
+                 wait for earlier answers",
+                self.max_in_flight
+            )));
+        };
         let headers = encode_headers(&request)?;
         let subject = request.subject;
         let payload = request.payload;
@@ -587,6 +636,7 @@ impl EventLog for NatsLog {
             let answer = self
                 .publish_subject_guarded(&subject, expected, headers, payload)
                 .await;
+            drop(place);
             return Ok(PendingAppend::ready(outcome.of(answer)));
         }
         // Queued on the connection now (so in submission order); the ack is awaited
@@ -600,6 +650,7 @@ impl EventLog for NatsLog {
         let retry = self.retry;
         Ok(PendingAppend::new(async move {
             use async_nats::jetstream::context::PublishError;
+            let _place = place;
             let answer = match first {
                 Ok(ack) => match tokio::time::timeout(retry.ack_timeout, ack).await {
                     Ok(answer) => answer,

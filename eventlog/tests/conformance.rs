@@ -1154,6 +1154,86 @@ mod nats {
         assert!(follow.next().await.is_none(), "the stream ends after a gap");
     }
 
+    /// A writer may hold at most `max_in_flight` unawaited appends: one more is refused
+    /// at once (not left waiting on the client's cap of unacknowledged publishes, which
+    /// only those answers free); once answers are taken, appends go through again. With
+    /// the default cap, 5,000 unawaited appends (the client's own cap) do not hang either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_past_the_in_flight_cap_are_refused_at_once_not_left_waiting() {
+        let server = NatsServer::start();
+        let log = NatsLog::connect(NatsLogConfig {
+            max_in_flight: 8,
+            ..NatsLogConfig::new(server.url())
+        })
+        .await
+        .unwrap();
+        let s = subject("api", "cap");
+        let mut held = Vec::new();
+        for i in 0..8 {
+            held.push(
+                log.submit(request(&s, &format!("c{i}"), Expectation::Any))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let refused = tokio::time::timeout(
+            Duration::from_secs(5),
+            log.submit(request(&s, "c8", Expectation::Any)),
+        )
+        .await
+        .expect("answered at once, not left waiting");
+        match refused {
+            Err(LogError::Unavailable(message)) => {
+                assert!(
+                    message.contains("--nats-max-appends-in-flight"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected Unavailable, got {:?}", other.map(|_| ())),
+        }
+        let mut sequences = Vec::new();
+        for pending in held {
+            sequences.push(pending.await.unwrap().sequence);
+        }
+        assert_eq!(sequences, (1..=8).collect::<Vec<u64>>());
+        // Answers taken (or dropped) give the places back.
+        let pending = log
+            .submit(request(&s, "c9", Expectation::Any))
+            .await
+            .unwrap();
+        drop(
+            log.submit(request(&s, "c10", Expectation::Any))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(pending.await.unwrap().sequence, 9);
+
+        let log = connect(&server).await;
+        let many = subject("api", "many");
+        let mut held = Vec::new();
+        let submitted = tokio::time::timeout(Duration::from_secs(60), async {
+            for i in 0..5_001 {
+                match log
+                    .submit(request(&many, &format!("m{i}"), Expectation::Any))
+                    .await
+                {
+                    Ok(pending) => held.push(pending),
+                    Err(LogError::Unavailable(_)) => break,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            submitted.is_ok(),
+            "5,001 unawaited appends must not hang the writer"
+        );
+        assert_eq!(held.len(), gatehouse_eventlog::MAX_APPENDS_IN_FLIGHT);
+        for pending in held {
+            pending.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn connect_fails_fast_when_the_server_is_down() {
         let mut server = NatsServer::start();

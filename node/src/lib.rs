@@ -101,6 +101,12 @@ pub struct LogArgs {
     #[arg(long, env = "GATEHOUSE_NATS_RETRY_MS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u64).range(1..=300_000))]
     pub nats_retry_ms: u64,
+    /// Appends this node keeps in flight on NATS at most (published, answer not yet
+    /// taken); one more is refused at once with UNAVAILABLE instead of waiting. At most
+    /// 4096: the NATS client's own cap of unacknowledged publishes is 5,000.
+    #[arg(long, env = "GATEHOUSE_NATS_MAX_APPENDS_IN_FLIGHT", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub nats_max_appends_in_flight: u64,
 }
 
 impl std::fmt::Debug for LogArgs {
@@ -152,6 +158,7 @@ impl LogArgs {
                 0 => NatsLogConfig::default().retry_for,
                 ms => std::time::Duration::from_millis(ms),
             },
+            max_in_flight: self.nats_max_appends_in_flight as usize,
             ..NatsLogConfig::default()
         }))
     }
