@@ -1,7 +1,7 @@
 //! Updating applications and policies, the configuration's content hash, and guarded
 //! commands: through `handle` and `State::apply` only.
 
-use gatehouse_domain::{Command, Consistency, CustomPolicy, DomainError, State, handle};
+use gatehouse_domain::{Command, Consistency, DomainError, State, handle};
 use gatehouse_proto::events::{
     ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle, throttle_policy::Level,
 };
@@ -38,14 +38,7 @@ fn configured(prefix: &str) -> State {
     let id = |what: &str| format!("{prefix}-{what}");
     run(
         &mut state,
-        Command::CreatePolicy(CustomPolicy {
-            name: "Platinum".into(),
-            level: Level::Subscription,
-            request_count: 100,
-            unit_seconds: 60,
-            unlimited: false,
-            description: String::new(),
-        }),
+        Command::CreatePolicy(custom_policy("Platinum", Level::Subscription, 100, 60)),
     );
     run(
         &mut state,

@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use gatehouse_domain::{AggregateKind, Command, Consistency, CustomPolicy, PendingEvent, State};
+use gatehouse_domain::{AggregateKind, Command, Consistency, PendingEvent, State};
 use gatehouse_gateway::metrics::Metrics;
 use gatehouse_gateway::table::{RouteMatch, RoutingTable};
 use gatehouse_proto::Timestamp;
@@ -26,6 +26,7 @@ use gatehouse_proto::events::{
     o_auth_client::KeyType, throttle_policy::Level,
 };
 use gatehouse_testkit::domain::{EPOCH_SECONDS, commit, try_run};
+use gatehouse_testkit::world::custom_policy;
 use gatehouse_tokens::AccessClaims;
 use http::Method;
 use proptest::prelude::*;
@@ -350,14 +351,9 @@ fn step(state: &mut State, op: &Op) {
         Op::DeleteApi { api } => Command::DeleteApi {
             api_id: api_id(api),
         },
-        Op::CreatePolicy { level, count } => Command::CreatePolicy(CustomPolicy {
-            name: "Custom".into(),
-            level,
-            request_count: count,
-            unit_seconds: 60,
-            unlimited: false,
-            description: String::new(),
-        }),
+        Op::CreatePolicy { level, count } => {
+            Command::CreatePolicy(custom_policy("Custom", level, count, 60))
+        }
         Op::CreateApplication { app, tier } => Command::CreateApplication {
             application_id: app_id(app),
             name: format!("App{app}"),

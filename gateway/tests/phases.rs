@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use futures::FutureExt;
-use gatehouse_domain::{Command, CustomPolicy, State};
+use gatehouse_domain::{Command, State};
 use gatehouse_gateway::body::GatewayBody;
 use gatehouse_gateway::errors::GatewayError;
 use gatehouse_gateway::limits::GatewayLimits;
@@ -28,7 +28,7 @@ use gatehouse_proto::events::{
     ApiDefinition, CorsPolicy, EndpointGroup, Endpoints, OAuthClient, Resource, endpoint_group,
     lifecycle::State as Lifecycle, o_auth_client, throttle_policy::Level,
 };
-use gatehouse_testkit::world::{claims, now};
+use gatehouse_testkit::world::{claims, custom_policy, now};
 use gatehouse_tokens::{AccessClaims, KeyType, SigningKeyPair, Verifier};
 use http::{HeaderMap, Method, Request, Response, StatusCode, request::Parts};
 use http_body_util::BodyExt;
@@ -178,14 +178,12 @@ impl Fixture {
     }
 
     fn policy(&mut self, name: &str, level: Level, count: u64, unit_seconds: u32) {
-        self.run(Command::CreatePolicy(CustomPolicy {
-            name: name.into(),
+        self.run(Command::CreatePolicy(custom_policy(
+            name,
             level,
-            request_count: count,
+            count,
             unit_seconds,
-            unlimited: false,
-            description: String::new(),
-        }));
+        )));
     }
 
     /// A token for `app`'s production (or sandbox) keys.
