@@ -34,10 +34,7 @@ pub(crate) fn create(
     if state.application(&application_id).is_some() {
         return Err(DomainError::already_exists("application", &application_id));
     }
-    if state
-        .applications_of_owner(&created.owner)
-        .any(|a| a.name.eq_ignore_ascii_case(&created.name))
-    {
+    if state.owner_has_application_named(&created.owner, &created.name) {
         return Err(DomainError::AlreadyExists(format!(
             "{} already has an application named {}",
             created.owner, created.name

@@ -144,6 +144,15 @@ impl<A: AsRef<str>, B: AsRef<str>, C> Comparable<(A, B, C)> for Prefix<'_, 2> {
     }
 }
 
+/// An application's entry in [`State`]'s index of names (keyed `key` in the state).
+fn name_entry(application: &Application, key: &Id) -> (Id, Id, Id) {
+    (
+        Id::from(application.owner.as_str()),
+        Id::from(application.name.to_ascii_lowercase().as_str()),
+        key.clone(),
+    )
+}
+
 /// The entries of `set` whose leading ids are `ids`, in order.
 fn with_prefix<'s, const N: usize, T: Ord + Clone>(
     set: &'s OrdSet<T>,
@@ -250,6 +259,10 @@ pub struct State {
     applications: OrdMap<Id, Arc<Application>>,
     /// `(owner, application id)`.
     applications_by_owner: OrdSet<(Id, Id)>,
+    /// `(owner, name in ASCII lower case, application id)`: the per-owner name
+    /// uniqueness check of a new application is a lookup, not a walk over the owner's
+    /// applications (an admin seeding 100k applications as one owner).
+    application_names: OrdSet<(Id, Id, Id)>,
     /// The subscriptions, by id, then by (application, API) and by (API, application):
     /// the three sets share each record (one `Arc`) and store no id of their own.
     subscriptions: OrdSet<ById>,
@@ -307,6 +320,7 @@ impl State {
                 .collect(),
             applications: OrdMap::new(),
             applications_by_owner: OrdSet::new(),
+            application_names: OrdSet::new(),
             subscriptions: OrdSet::new(),
             subscriptions_by_application: OrdSet::new(),
             subscriptions_by_api: OrdSet::new(),
@@ -475,6 +489,16 @@ impl State {
     }
 
     /// The applications of `owner`, by id.
+    /// `owner` has an application named `name`, ASCII case aside.
+    pub fn owner_has_application_named(&self, owner: &str, name: &str) -> bool {
+        with_prefix(
+            &self.application_names,
+            [owner, name.to_ascii_lowercase().as_str()],
+        )
+        .next()
+        .is_some()
+    }
+
     pub fn applications_of_owner<'s>(
         &'s self,
         owner: &str,
@@ -796,6 +820,8 @@ impl State {
                     .applications
                     .remove_with_key(id.as_str())
                     .ok_or_else(|| unknown("application"))?;
+                self.application_names
+                    .remove(&name_entry(&application, &key));
                 self.applications_by_owner
                     .remove(&(Id::from(application.owner.as_str()), key));
                 let ended: Vec<String> = self
@@ -968,6 +994,7 @@ impl State {
     fn put_application(&mut self, application: Application) {
         let key = match self.applications.remove_with_key(application.id.as_str()) {
             Some((key, old)) => {
+                self.application_names.remove(&name_entry(&old, &key));
                 self.applications_by_owner
                     .remove(&(Id::from(old.owner.as_str()), key.clone()));
                 key
@@ -977,7 +1004,13 @@ impl State {
         let owner = with_prefix(&self.applications_by_owner, [application.owner.as_str()])
             .next()
             .map_or_else(|| Id::from(application.owner.as_str()), |(o, _)| o.clone());
-        self.applications_by_owner.insert((owner, key.clone()));
+        self.applications_by_owner
+            .insert((owner.clone(), key.clone()));
+        self.application_names.insert((
+            owner,
+            Id::from(application.name.to_ascii_lowercase().as_str()),
+            key.clone(),
+        ));
         self.applications.insert(key, Arc::new(application));
     }
 

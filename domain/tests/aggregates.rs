@@ -640,6 +640,24 @@ fn applications_are_unique_per_owner_and_deleting_one_ends_its_subscriptions() {
         s.subscription("s1").is_none(),
         "subscriptions go with their application"
     );
+    // The deleted application's name is free again for its owner; other names stay
+    // taken, in a state restored from a snapshot too.
+    assert!(!s.owner_has_application_named("admin", "MYPYTHONAPP"));
+    create_app(&mut s, "a6", "MYPYTHONAPP", "admin").unwrap();
+    let mut restored = State::from_snapshot(s.to_snapshot());
+    for (id, name, owner) in [
+        ("a7", "mypythonapp", "admin"),
+        ("a8", "MyPythonApp", "alice"),
+    ] {
+        assert!(
+            matches!(
+                create_app(&mut restored, id, name, owner),
+                Err(DomainError::AlreadyExists(_))
+            ),
+            "{owner} already has {name}"
+        );
+    }
+    create_app(&mut restored, "a9", "MyPythonApp", "bob").unwrap();
 }
 
 #[test]
