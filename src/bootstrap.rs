@@ -11,13 +11,13 @@ use anyhow::Context;
 use gatehouse_node::grpc::Bearer;
 use gatehouse_proto::admin::control_plane_client::ControlPlaneClient;
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
-    ListApisRequest, ListApplicationsRequest, ListKeysRequest, ListSubscriptionsRequest,
-    SubscribeRequest, UpdateApiRequest,
+    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, ListApisRequest,
+    ListApplicationsRequest, ListSubscriptionsRequest, SubscribeRequest, UpdateApiRequest,
 };
 use gatehouse_proto::events::{
     Api, ApiDefinition, EndpointGroup, Endpoints, Resource, lifecycle, o_auth_client::KeyType,
 };
+use gatehouse_proto::keymanager::{GenerateKeysRequest, ListKeysRequest};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 

@@ -27,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
-    GetApiRequest, ListApplicationsRequest, ListGatewaysRequest, ListGatewaysResponse,
-    SubscribeRequest, UpdateApiRequest,
+    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GetApiRequest,
+    ListApplicationsRequest, ListGatewaysRequest, ListGatewaysResponse, SubscribeRequest,
+    UpdateApiRequest,
 };
 use gatehouse_proto::events::{lifecycle::State as Lifecycle, o_auth_client::KeyType};
+use gatehouse_proto::keymanager::GenerateKeysRequest;
 use gatehouse_testkit::backend::echo_backend;
 use gatehouse_testkit::chaos::longest_pause_after;
 use gatehouse_testkit::grpc::{AdminClient, admin_client};

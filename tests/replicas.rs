@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GenerateKeysRequest,
-    ListGatewaysRequest, SubscribeRequest,
+    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, ListGatewaysRequest,
+    SubscribeRequest,
 };
 use gatehouse_proto::events::{
     ApiDefinition, lifecycle::State as Lifecycle, o_auth_client::KeyType,
 };
+use gatehouse_proto::keymanager::GenerateKeysRequest;
 use gatehouse_testkit::backend::{echo_backend, seed_backends};
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsServer;

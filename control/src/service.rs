@@ -107,26 +107,25 @@ impl ControlService {
         answer().map(Response::new)
     }
 
-    /// Calls token-service's KeyManager with `call`, passing `message` on behalf of the
+    /// Calls token-service's KeyManager with `call`, passing the admin's request on as
+    /// it came (the admin API takes the key manager's own messages) on behalf of the
     /// admin calling control (see [`on_behalf`]), who must hold `scope` and, when the
     /// call is about an application's keys, may manage `application_id`.
-    async fn forward<T, M, R, Fut>(
+    async fn forward<M, R, Fut>(
         &self,
-        request: &Request<T>,
+        request: Request<M>,
         scope: &str,
         application_id: Option<&str>,
-        message: M,
         call: impl FnOnce(KeyManager, Request<M>) -> Fut,
     ) -> RpcResult<R>
     where
         Fut: Future<Output = RpcResult<R>>,
     {
-        let caller = self.auth.caller(request, scope)?;
+        let caller = self.auth.caller(&request, scope)?;
         if let Some(id) = application_id {
             self.owned_application(&caller, id)?;
         }
-        let forwarded = on_behalf(request, message);
-        call(self.key_manager.clone(), forwarded)
+        call(self.key_manager.clone(), on_behalf(request))
             .await
             .map_err(key_manager_status)
     }
@@ -184,10 +183,11 @@ fn not_owned(application_id: &str) -> Status {
 /// admin's own bearer token goes along, so token-service verifies the caller itself and
 /// records it as the actor (control's node certificate proves the call comes through
 /// control).
-fn on_behalf<T, M>(incoming: &Request<T>, message: M) -> Request<M> {
-    let mut request = Request::new(message);
+fn on_behalf<M>(incoming: Request<M>) -> Request<M> {
+    let metadata = incoming.metadata().clone();
+    let mut request = Request::new(incoming.into_inner());
     for name in ["authorization", "traceparent", "tracestate"] {
-        if let Some(value) = incoming.metadata().get(name) {
+        if let Some(value) = metadata.get(name) {
             request.metadata_mut().insert(name, value.clone());
         }
     }
@@ -524,58 +524,37 @@ impl ControlPlane for ControlService {
 
     async fn generate_keys(
         &self,
-        request: Request<admin::GenerateKeysRequest>,
+        request: Request<keymanager::GenerateKeysRequest>,
     ) -> RpcResult<keymanager::ApplicationKeys> {
-        let r = request.get_ref();
-        let message = keymanager::GenerateKeysRequest {
-            application_id: r.application_id.clone(),
-            key_type: r.key_type,
-            grant_types: r.grant_types.clone(),
-            token_lifetime_seconds: r.token_lifetime_seconds,
-            ..Default::default()
-        };
+        let application = request.get_ref().application_id.clone();
         let call = |mut keys: KeyManager, m| async move { keys.generate_keys(m).await };
-        let application_id = Some(r.application_id.as_str());
-        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
+        self.forward(request, scopes::APP_MANAGE, Some(&application), call)
             .await
     }
 
     async fn regenerate_secret(
         &self,
-        request: Request<admin::RegenerateSecretRequest>,
+        request: Request<keymanager::RegenerateSecretRequest>,
     ) -> RpcResult<keymanager::ApplicationKeys> {
-        let r = request.get_ref();
-        let message = keymanager::RegenerateSecretRequest {
-            application_id: r.application_id.clone(),
-            key_type: r.key_type,
-            ..Default::default()
-        };
+        let application = request.get_ref().application_id.clone();
         let call = |mut keys: KeyManager, m| async move { keys.regenerate_secret(m).await };
-        let application_id = Some(r.application_id.as_str());
-        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
+        self.forward(request, scopes::APP_MANAGE, Some(&application), call)
             .await
     }
 
     async fn revoke_keys(
         &self,
-        request: Request<admin::RevokeKeysRequest>,
-    ) -> RpcResult<admin::RevokeKeysResponse> {
-        let r = request.get_ref();
-        let message = keymanager::RevokeKeysRequest {
-            application_id: r.application_id.clone(),
-            key_type: r.key_type,
-            ..Default::default()
-        };
+        request: Request<keymanager::RevokeKeysRequest>,
+    ) -> RpcResult<keymanager::RevokeKeysResponse> {
+        let application = request.get_ref().application_id.clone();
         let call = |mut keys: KeyManager, m| async move { keys.revoke_keys(m).await };
-        let application_id = Some(r.application_id.as_str());
-        self.forward(&request, scopes::APP_MANAGE, application_id, message, call)
-            .await?;
-        Ok(Response::new(admin::RevokeKeysResponse {}))
+        self.forward(request, scopes::APP_MANAGE, Some(&application), call)
+            .await
     }
 
     async fn list_keys(
         &self,
-        request: Request<admin::ListKeysRequest>,
+        request: Request<keymanager::ListKeysRequest>,
     ) -> RpcResult<keymanager::ListKeysResponse> {
         let (caller, r) = self.authorized_caller(request, scopes::APP_MANAGE)?;
         self.owned_application(&caller, &r.application_id)?;
@@ -596,15 +575,10 @@ impl ControlPlane for ControlService {
 
     async fn rotate_signing_key(
         &self,
-        request: Request<admin::RotateSigningKeyRequest>,
+        request: Request<keymanager::RotateSigningKeyRequest>,
     ) -> RpcResult<keymanager::RotateSigningKeyResponse> {
-        let message = keymanager::RotateSigningKeyRequest {
-            alg: request.get_ref().alg.clone(),
-            ..Default::default()
-        };
         let call = |mut keys: KeyManager, m| async move { keys.rotate_signing_key(m).await };
-        self.forward(&request, scopes::ADMIN, None, message, call)
-            .await
+        self.forward(request, scopes::ADMIN, None, call).await
     }
 
     async fn list_gateways(

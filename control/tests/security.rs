@@ -14,11 +14,11 @@ use gatehouse_domain::Command;
 use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::admin::gateway_sync_client::GatewaySyncClient;
 use gatehouse_proto::admin::{
-    CreateApplicationRequest, GatewayStatus, GenerateKeysRequest, GetApplicationRequest,
-    GetSnapshotRequest, ListApplicationsRequest, ListKeysRequest, ListSubscriptionsRequest,
-    SubscribeRequest, WatchEventsRequest,
+    CreateApplicationRequest, GatewayStatus, GetApplicationRequest, GetSnapshotRequest,
+    ListApplicationsRequest, ListSubscriptionsRequest, SubscribeRequest, WatchEventsRequest,
 };
 use gatehouse_proto::events::{OAuthClient, o_auth_client::KeyType};
+use gatehouse_proto::keymanager::{GenerateKeysRequest, ListKeysRequest};
 use gatehouse_testkit::nats::NatsServer;
 use gatehouse_testkit::world::{LogLocation, World};
 use gatehouse_tokens::scopes;

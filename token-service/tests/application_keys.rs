@@ -55,8 +55,6 @@ async fn generate(s: &Setup, key_type: KeyType) -> ApplicationKeys {
     let mut request = tonic::Request::new(GenerateKeysRequest {
         application_id: s.seeded.application_id.clone(),
         key_type: key_type as i32,
-        // Ignored: the actor is the verified caller.
-        actor: "mallory".into(),
         ..Default::default()
     });
     request.metadata_mut().insert(
@@ -177,7 +175,6 @@ async fn application_keys_flow_on_nats() {
         .regenerate_secret(RegenerateSecretRequest {
             application_id: s.seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            actor: ADMIN_ID.into(),
             ..Default::default()
         })
         .await
@@ -204,7 +201,6 @@ async fn application_keys_flow_on_nats() {
     km.revoke_keys(RevokeKeysRequest {
         application_id: s.seeded.application_id.clone(),
         key_type: KeyType::Production as i32,
-        actor: ADMIN_ID.into(),
         ..Default::default()
     })
     .await
@@ -255,7 +251,7 @@ async fn application_keys_flow_on_nats() {
         .expect("the ClientRegistered event");
     assert_eq!(
         registered.1.actor, ADMIN_ID,
-        "the verified caller, not the request's actor field"
+        "the verified caller: the request carries no actor"
     );
     assert!(registered.1.traceparent.starts_with("00-4bf92f35"));
     drop(s.writer);

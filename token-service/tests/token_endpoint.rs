@@ -594,7 +594,6 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     let rotated = km
         .rotate_signing_key(RotateSigningKeyRequest {
             alg: "ES256".into(),
-            actor: ADMIN_ID.into(),
         })
         .await
         .unwrap()
@@ -627,7 +626,6 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key() {
     let refused = km
         .rotate_signing_key(RotateSigningKeyRequest {
             alg: "HS256".into(),
-            actor: ADMIN_ID.into(),
         })
         .await
         .unwrap_err();
@@ -734,7 +732,6 @@ async fn the_embedded_log_holds_no_secret_and_no_private_key() {
         .generate_keys(GenerateKeysRequest {
             application_id: seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            actor: ADMIN_ID.into(),
             ..Default::default()
         })
         .await
@@ -746,7 +743,6 @@ async fn the_embedded_log_holds_no_secret_and_no_private_key() {
         .regenerate_secret(RegenerateSecretRequest {
             application_id: seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            actor: ADMIN_ID.into(),
             ..Default::default()
         })
         .await
@@ -756,7 +752,6 @@ async fn the_embedded_log_holds_no_secret_and_no_private_key() {
         .await;
     km.rotate_signing_key(RotateSigningKeyRequest {
         alg: "ES256".into(),
-        actor: ADMIN_ID.into(),
     })
     .await
     .unwrap();
