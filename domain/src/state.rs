@@ -488,7 +488,6 @@ impl State {
         self.applications.iter().map(|(k, a)| (k, &**a))
     }
 
-    /// The applications of `owner`, by id.
     /// `owner` has an application named `name`, ASCII case aside.
     pub fn owner_has_application_named(&self, owner: &str, name: &str) -> bool {
         with_prefix(
@@ -499,6 +498,7 @@ impl State {
         .is_some()
     }
 
+    /// The applications of `owner`, by id.
     pub fn applications_of_owner<'s>(
         &'s self,
         owner: &str,

@@ -175,7 +175,6 @@ async fn application_keys_flow_on_nats() {
         .regenerate_secret(RegenerateSecretRequest {
             application_id: s.seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -201,7 +200,6 @@ async fn application_keys_flow_on_nats() {
     km.revoke_keys(RevokeKeysRequest {
         application_id: s.seeded.application_id.clone(),
         key_type: KeyType::Production as i32,
-        ..Default::default()
     })
     .await
     .unwrap();
@@ -234,7 +232,6 @@ async fn application_keys_flow_on_nats() {
         .revoke_keys(RevokeKeysRequest {
             application_id: s.seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -354,7 +351,6 @@ async fn key_manager_refuses_bad_requests() {
             km.regenerate_secret(RegenerateSecretRequest {
                 application_id: s.seeded.application_id.clone(),
                 key_type: KeyType::Production as i32,
-                ..Default::default()
             })
             .await
         ),

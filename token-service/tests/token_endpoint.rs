@@ -743,7 +743,6 @@ async fn the_embedded_log_holds_no_secret_and_no_private_key() {
         .regenerate_secret(RegenerateSecretRequest {
             application_id: seeded.application_id.clone(),
             key_type: KeyType::Production as i32,
-            ..Default::default()
         })
         .await
         .unwrap()
