@@ -2,8 +2,9 @@
 //! every kind of admin change, a replica restarted, a replica started with control and
 //! NATS both down (disk snapshot, stale), a replica started with control down on a
 //! stream purged up to its disk snapshot (the snapshot plus the log after it, not
-//! stale), NATS restarting under running replicas, and poison records (undecodable, or
-//! a kind its subject does not name) quarantined.
+//! stale), a replica meeting a gap in the stream (resyncs, never skips), NATS
+//! restarting under running replicas, and poison records (undecodable, or a kind its
+//! subject does not name) quarantined.
 //!
 //! Convergence is asserted, never speed: each check polls until every replica answers
 //! as expected, within a generous deadline.
@@ -326,6 +327,66 @@ async fn a_replica_replays_from_its_disk_snapshot_when_the_stream_lost_its_start
         StatusCode::OK,
     )
     .await;
+    replica.shutdown().await;
+}
+
+/// A record gone from the middle of the stream (deleted behind the log's back) after a
+/// replica stopped: restarted with control unreachable, the replica meets the gap and
+/// resyncs; with no snapshot from control and no whole log to replay, it never skips
+/// the gap — it serves its table from before it, holding nothing of the change after
+/// it, and keeps asking for a way past.
+#[tokio::test]
+async fn a_replica_that_meets_a_gap_resyncs_and_never_skips_it() {
+    let nats = NatsServer::start();
+    let world = nats_world(&nats).await;
+    seed(&world).await;
+    let token = world.token("app1", false, "default");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    wait_for_sequence(&replica, world.sequence()).await;
+    let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
+    replica.shutdown().await;
+
+    world
+        .subscribe("sub2", "app1", "order-api", "Unlimited")
+        .await;
+    let gap = world.sequence();
+    assert!(gap > saved);
+    world.lifecycle("client-api", Lifecycle::Blocked).await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let deleted = async_nats::jetstream::new(client)
+        .get_stream("GATEHOUSE")
+        .await
+        .unwrap()
+        .delete_message(gap)
+        .await
+        .unwrap();
+    assert!(deleted);
+
+    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    Poll::new("a resync at the gap")
+        .timeout(Duration::from_secs(60))
+        .until_async(|| async { replica.gateway.metrics.resyncs.load(Ordering::Relaxed) >= 1 })
+        .await;
+    let applied = replica.gateway.table.load().sequence;
+    assert!(
+        applied < gap,
+        "serves a table from before the gap, not {applied}"
+    );
+    // The API blocked after the gap is still served, from the table before it.
+    let http = HttpClient::default();
+    http.converge(
+        &bases([&replica]),
+        "/client/1.0.0/users",
+        Some(&token),
+        StatusCode::OK,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        replica.gateway.table.load().sequence < gap,
+        "still before the gap"
+    );
     replica.shutdown().await;
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use gatehouse_domain::{Command, State};
 use gatehouse_eventlog::{EventLog, SnapshotStore};
-use gatehouse_node::read_model::{Follower, RebuildError, Snapshots};
+use gatehouse_node::read_model::{Follower, ReadModel, RebuildError, Snapshots};
 use gatehouse_node::snapshot::{Origin, RestoreError, SnapshotArgs, restore, write_snapshot};
 use gatehouse_proto::Timestamp;
 use gatehouse_testkit::poll::Poll;
@@ -458,6 +458,59 @@ mod nats {
     }
 
     recovery_tests!(NatsBackend::new());
+
+    /// A record gone from the middle of the stream (deleted behind the log's back) while
+    /// a follower is behind it: the follower never skips it. It rebuilds from the newest
+    /// snapshot, which is older than the gap, meets the gap again and stays put, holding
+    /// nothing past it; once a node that folded the record writes a newer snapshot, the
+    /// follower rebuilds from that one and follows on, equal to that node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_that_meets_a_gap_never_skips_it_and_rebuilds_from_a_newer_snapshot() {
+        let mut backend = NatsBackend::new();
+        let log = backend.new_log().await;
+        let store = backend.store().await;
+        let world = World::on(log.clone()).await;
+        let before_gap = configure(&world, "a").await;
+        write_snapshot(&world.model, store.as_ref()).await.unwrap();
+        let end = configure(&world, "b").await;
+        let client = async_nats::connect(backend.server.url()).await.unwrap();
+        let deleted = jetstream::new(client)
+            .get_stream(&backend.stream)
+            .await
+            .unwrap()
+            .delete_message(before_gap + 1)
+            .await
+            .unwrap();
+        assert!(deleted);
+
+        let rebuilds = || gatehouse_node::metrics::REBUILDS.load(Relaxed);
+        let rebuilds_before = rebuilds();
+        let model = ReadModel::new();
+        let following = tokio::spawn(model.clone().follow_with(log.clone(), Some(store.clone())));
+        Poll::new("two rebuilds at the gap")
+            .timeout(TIMEOUT)
+            .until_async(|| async { rebuilds() >= rebuilds_before + 2 })
+            .await;
+        assert_eq!(model.applied(), before_gap, "stopped before the gap");
+        assert!(
+            model.read().application("b-app-0").is_none(),
+            "nothing past the gap"
+        );
+
+        // A node that folded the record writes a snapshot past the gap.
+        assert_eq!(
+            write_snapshot(&world.model, store.as_ref()).await,
+            Some(end)
+        );
+        assert!(model.wait_for(end, TIMEOUT).await, "rebuilt past the gap");
+        let more = configure(&world, "c").await;
+        assert!(model.wait_for(more, TIMEOUT).await, "following on");
+        assert!(
+            *model.read() == *world.model.read(),
+            "equal to the node that folded every record"
+        );
+        following.abort();
+    }
 
     /// A stream purged up to a sequence: a snapshot at the purge's edge or after it
     /// restores the state (equal to what the whole history gave), an older snapshot or
