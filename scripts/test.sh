@@ -39,6 +39,11 @@ for tool in nats-server curl grpcurl newman; do
   command -v "$tool" >/dev/null || { echo "test.sh: $tool is still missing" >&2; exit 1; }
 done
 
+# The docs' links are part of what must hold: a link to nothing fails the run.
+echo "test.sh: cargo doc (every intra-doc link resolves)"
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+  cargo doc --quiet --no-deps --workspace
+
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -1,6 +1,6 @@
 //! The `gatehouse` binary's parts, as a library so tests can check them against the
 //! documentation and compose.yml: its command line ([`cli`]), the all-in-one ([`up`]), the demo [`bootstrap`], the
-//! Docker [`healthcheck`] probes, and the generated [`reference`] of every flag and
+//! Docker [`healthcheck`] probes, and the generated [`reference`](mod@reference) of every flag and
 //! environment variable.
 
 pub mod bootstrap;

@@ -3,7 +3,7 @@
 //! directory (no NATS, no Docker), or NATS with `--nats`.
 //!
 //! On first start it creates the admin client and seeds the demo through the admin API
-//! (the same [`bootstrap`](crate::bootstrap) as compose's one-shot), then prints the
+//! (the same [`bootstrap`] as compose's one-shot), then prints the
 //! credentials and the exact curl and grpcurl lines to try. It remembers, in
 //! `<data-dir>/all-in-one.json`, what a later start needs and may show: the admin
 //! client's id, MyPythonApp's consumer key and the backends' ports — never a secret.

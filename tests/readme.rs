@@ -116,4 +116,12 @@ fn the_walkthrough_runs_as_written() {
         stdout.contains("\"code\":900902"),
         "no token: WSO2's error: {stdout}"
     );
+    assert!(
+        stdout.contains("\"grantedScopes\": [\n    \"read:users\"\n  ]"),
+        "the scope granted to the subscription: {stdout}"
+    );
+    assert!(
+        stdout.contains("\"scope\":\"read:users\""),
+        "a token asked for the granted scope carries it: {stdout}"
+    );
 }

@@ -3,8 +3,8 @@
 //! Nothing here does I/O. The shape is cqrs-es's:
 //!
 //! - [`handle`] takes the current [`State`] and a [`Command`], checks the rules of the
-//!   aggregate it targets (an API, a throttling policy, an application, a subscription)
-//!   and returns the events to append ([`PendingEvent`]), or a [`DomainError`] that says
+//!   aggregate it targets (an API, a throttling policy, an application, a
+//!   subscription, an OAuth client, a signing key, a revoked token) and returns the events to append ([`PendingEvent`]), or a [`DomainError`] that says
 //!   what is wrong.
 //! - [`State::apply`] folds one stored event into the state. It is the only way state
 //!   changes, so every reader of the log — control's read model, token-service's client

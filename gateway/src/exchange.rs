@@ -18,7 +18,7 @@
 //!    as it knows them (so a lost message is repaired within `10 T`, and a replica that
 //!    joins learns within `2 T` the calls of every replica, even of one that left
 //!    before it came). A report with no entries is still sent: it is the heartbeat. A
-//!    report holds at most [`MAX_ENTRIES_PER_MESSAGE`] entries (20 bytes each, 80 KiB in
+//!    report holds at most [`MAX_ENTRIES_PER_MESSAGE`] entries (24 bytes each, 96 KiB in
 //!    all, under NATS's 1 MiB payload); a replica sends at most
 //!    [`MAX_ENTRIES_PER_INTERVAL`] entries an interval (the next interval carries on).
 //! 2. **Receive.** For each other instance's entry, the replica keeps that instance's

@@ -2,16 +2,16 @@
 //!
 //! hyper-util's legacy client hands every request to a pool task and back through
 //! channels, and spawns a future per request to return the connection to its pool;
-//! here a request takes a connection's [`SendRequest`] from the pool, writes its request
-//! on it and puts it straight back, all on its own task. The connection's own task
+//! here a request takes a connection's [`http1::SendRequest`] from the pool, writes its
+//! request on it and puts it straight back, all on its own task. The connection's own task
 //! (one per connection, spawned when it is opened) does the I/O.
 //!
 //! - **Keys**: one queue of connections per origin (`http` or `https`, and the
 //!   authority).
 //! - **HTTP/1**: a connection carries one exchange at a time. It goes back to the end of
 //!   its queue as soon as its request is handed over; hyper reports it ready again
-//!   ([`SendRequest::is_ready`]) once the response body has been read to its end. A
-//!   checkout walks the queue from the front (the connections returned longest ago,
+//!   ([`http1::SendRequest::is_ready`]) once the response body has been read to its
+//!   end. A checkout walks the queue from the front (the connections returned longest ago,
 //!   the likeliest to be done), takes the first ready one, drops closed or expired ones,
 //!   and leaves busy ones in place; none ready → a new connection. So the pool grows to
 //!   the concurrency the backend is asked for and no further, up to `max_idle` kept per
@@ -19,8 +19,8 @@
 //! - **HTTP/2** (HTTPS backends that choose `h2` by ALPN): one connection per origin,
 //!   shared by every request (its sender is cloned), replaced once it closes.
 //! - **A stale connection** (the backend closed it while it sat idle): hyper gives the
-//!   request back unsent ([`TrySendError::into_message`]), and the checkout goes on with
-//!   the next connection or a new one. Nothing reached the backend, so this is not a
+//!   request back unsent ([`hyper::client::conn::TrySendError::take_message`]), and the
+//!   checkout goes on with the next connection or a new one. Nothing reached the backend, so this is not a
 //!   failure of the call.
 //! - **Connecting** has its own timeout; a failure to connect (TCP, TLS, or the HTTP/2
 //!   preface) is [`PoolError::Connect`], the only error after which the caller may try

@@ -123,7 +123,7 @@ pub fn render(node: &str, model: &ReadModel) -> String {
 /// metrics; a gateway serves `/metrics` on its HTTP listener instead.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsArgs {
-    /// Serve Prometheus metrics at http://<this>/metrics (off when unset).
+    /// Serve Prometheus metrics at `http://<this>/metrics` (off when unset).
     #[arg(long, env = "GATEHOUSE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 }
