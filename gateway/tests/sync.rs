@@ -278,32 +278,69 @@ async fn a_restarted_replica_catches_up_and_a_replica_with_nothing_to_reach_serv
 /// snapshot when the snapshot fits the log — here after the stream lost every record the
 /// snapshot covers, so a replay from the start is impossible — and serves the log's
 /// end, not stale, with the configuration hash of a full fold.
+/// A replica that followed NATS (control unreachable), wrote its disk snapshot and
+/// stopped; then `sub2` (app1 to the order API) was appended, which it has not seen.
+struct StoppedReplica {
+    nats: NatsServer,
+    world: World,
+    /// app1's token.
+    token: String,
+    dir: tempfile::TempDir,
+    /// The sequence of its disk snapshot.
+    saved: u64,
+}
+
+impl StoppedReplica {
+    async fn new() -> StoppedReplica {
+        let nats = NatsServer::start();
+        let world = nats_world(&nats).await;
+        seed(&world).await;
+        let token = world.token("app1", false, "default");
+        let dir = tempfile::tempdir().unwrap();
+        let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+        wait_for_sequence(&replica, world.sequence()).await;
+        let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
+        replica.shutdown().await;
+        world
+            .subscribe("sub2", "app1", "order-api", "Unlimited")
+            .await;
+        StoppedReplica {
+            nats,
+            world,
+            token,
+            dir,
+            saved,
+        }
+    }
+
+    /// The event stream, as anyone with the rights could change it behind the log's back.
+    async fn stream(&self) -> async_nats::jetstream::stream::Stream {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        async_nats::jetstream::new(client)
+            .get_stream("GATEHOUSE")
+            .await
+            .unwrap()
+    }
+
+    /// The replica started again on its data directory.
+    async fn restart(&self) -> RunningGateway {
+        nats_replica(&self.nats, self.dir.path(), "gw-a").await
+    }
+}
+
 #[tokio::test]
 async fn a_replica_replays_from_its_disk_snapshot_when_the_stream_lost_its_start() {
-    let nats = NatsServer::start();
-    let world = nats_world(&nats).await;
-    seed(&world).await;
-    let token = world.token("app1", false, "default");
-    let dir = tempfile::tempdir().unwrap();
-    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
-    wait_for_sequence(&replica, world.sequence()).await;
-    let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
-    replica.shutdown().await;
-
-    world
-        .subscribe("sub2", "app1", "order-api", "Unlimited")
-        .await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    async_nats::jetstream::new(client)
-        .get_stream("GATEHOUSE")
+    let stopped = StoppedReplica::new().await;
+    let (world, token) = (&stopped.world, &stopped.token);
+    stopped
+        .stream()
         .await
-        .unwrap()
         .purge()
-        .sequence(saved + 1)
+        .sequence(stopped.saved + 1)
         .await
         .unwrap();
 
-    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    let replica = stopped.restart().await;
     wait_for_sequence(&replica, world.sequence()).await;
     // Its first table was already the log's end: it never served the older snapshot.
     assert_eq!(
@@ -323,7 +360,7 @@ async fn a_replica_replays_from_its_disk_snapshot_when_the_stream_lost_its_start
     http.converge(
         &bases([&replica]),
         "/orders/1.0.0/items",
-        Some(&token),
+        Some(token),
         StatusCode::OK,
     )
     .await;
@@ -337,33 +374,16 @@ async fn a_replica_replays_from_its_disk_snapshot_when_the_stream_lost_its_start
 /// it, and keeps asking for a way past.
 #[tokio::test]
 async fn a_replica_that_meets_a_gap_resyncs_and_never_skips_it() {
-    let nats = NatsServer::start();
-    let world = nats_world(&nats).await;
-    seed(&world).await;
-    let token = world.token("app1", false, "default");
-    let dir = tempfile::tempdir().unwrap();
-    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
-    wait_for_sequence(&replica, world.sequence()).await;
-    let saved = wait_for_disk_snapshot(dir.path(), world.sequence()).await;
-    replica.shutdown().await;
-
-    world
-        .subscribe("sub2", "app1", "order-api", "Unlimited")
+    let stopped = StoppedReplica::new().await;
+    let gap = stopped.world.sequence();
+    assert!(gap > stopped.saved);
+    stopped
+        .world
+        .lifecycle("client-api", Lifecycle::Blocked)
         .await;
-    let gap = world.sequence();
-    assert!(gap > saved);
-    world.lifecycle("client-api", Lifecycle::Blocked).await;
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let deleted = async_nats::jetstream::new(client)
-        .get_stream("GATEHOUSE")
-        .await
-        .unwrap()
-        .delete_message(gap)
-        .await
-        .unwrap();
-    assert!(deleted);
+    assert!(stopped.stream().await.delete_message(gap).await.unwrap());
 
-    let replica = nats_replica(&nats, dir.path(), "gw-a").await;
+    let replica = stopped.restart().await;
     Poll::new("a resync at the gap")
         .timeout(Duration::from_secs(60))
         .until_async(|| async { replica.gateway.metrics.resyncs.load(Ordering::Relaxed) >= 1 })
@@ -374,14 +394,14 @@ async fn a_replica_that_meets_a_gap_resyncs_and_never_skips_it() {
         "serves a table from before the gap, not {applied}"
     );
     // The API blocked after the gap is still served, from the table before it.
-    let http = HttpClient::default();
-    http.converge(
-        &bases([&replica]),
-        "/client/1.0.0/users",
-        Some(&token),
-        StatusCode::OK,
-    )
-    .await;
+    HttpClient::default()
+        .converge(
+            &bases([&replica]),
+            "/client/1.0.0/users",
+            Some(&stopped.token),
+            StatusCode::OK,
+        )
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         replica.gateway.table.load().sequence < gap,

@@ -444,16 +444,33 @@ mod nats {
         }
 
         async fn purge_before(&mut self, sequence: u64) -> bool {
-            let client = async_nats::connect(self.server.url()).await.unwrap();
-            jetstream::new(client)
-                .get_stream(&self.stream)
+            self.stream()
                 .await
-                .unwrap()
                 .purge()
                 .sequence(sequence)
                 .await
                 .unwrap();
             true
+        }
+    }
+
+    impl NatsBackend {
+        /// The latest log's stream, as anyone with the rights could change it behind the
+        /// log's back.
+        async fn stream(&self) -> jetstream::stream::Stream {
+            let client = async_nats::connect(self.server.url()).await.unwrap();
+            jetstream::new(client)
+                .get_stream(&self.stream)
+                .await
+                .unwrap()
+        }
+
+        /// A new log, the store of its snapshots, and a world writing on the log.
+        async fn with_world(&mut self) -> (Arc<dyn EventLog>, Arc<dyn SnapshotStore>, World) {
+            let log = self.new_log().await;
+            let store = self.store().await;
+            let world = World::on(log.clone()).await;
+            (log, store, world)
         }
     }
 
@@ -467,21 +484,12 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_follower_that_meets_a_gap_never_skips_it_and_rebuilds_from_a_newer_snapshot() {
         let mut backend = NatsBackend::new();
-        let log = backend.new_log().await;
-        let store = backend.store().await;
-        let world = World::on(log.clone()).await;
+        let (log, store, world) = backend.with_world().await;
         let before_gap = configure(&world, "a").await;
         write_snapshot(&world.model, store.as_ref()).await.unwrap();
         let end = configure(&world, "b").await;
-        let client = async_nats::connect(backend.server.url()).await.unwrap();
-        let deleted = jetstream::new(client)
-            .get_stream(&backend.stream)
-            .await
-            .unwrap()
-            .delete_message(before_gap + 1)
-            .await
-            .unwrap();
-        assert!(deleted);
+        let deleted = backend.stream().await.delete_message(before_gap + 1).await;
+        assert!(deleted.unwrap());
 
         let rebuilds = || gatehouse_node::metrics::REBUILDS.load(Relaxed);
         let rebuilds_before = rebuilds();
@@ -518,9 +526,7 @@ mod nats {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_purged_stream_needs_a_snapshot_that_covers_the_purge() {
         let mut backend = NatsBackend::new();
-        let log = backend.new_log().await;
-        let store = backend.store().await;
-        let world = World::on(log.clone()).await;
+        let (log, store, world) = backend.with_world().await;
         let old = configure(&world, "a").await;
         write_snapshot(&world.model, store.as_ref()).await.unwrap();
         let old_snapshot = store.load().await.unwrap().unwrap();
