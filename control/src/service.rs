@@ -184,8 +184,8 @@ fn not_owned(application_id: &str) -> Status {
 /// records it as the actor (control's node certificate proves the call comes through
 /// control).
 fn on_behalf<M>(incoming: Request<M>) -> Request<M> {
-    let metadata = incoming.metadata().clone();
-    let mut request = Request::new(incoming.into_inner());
+    let (metadata, _, message) = incoming.into_parts();
+    let mut request = Request::new(message);
     for name in ["authorization", "traceparent", "tracestate"] {
         if let Some(value) = metadata.get(name) {
             request.metadata_mut().insert(name, value.clone());
