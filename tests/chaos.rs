@@ -27,12 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, GetApiRequest,
-    ListApplicationsRequest, ListGatewaysRequest, ListGatewaysResponse, SubscribeRequest,
-    UpdateApiRequest,
+    ChangeLifecycleRequest, CreateApiRequest, GetApiRequest, ListApplicationsRequest,
+    ListGatewaysRequest, ListGatewaysResponse, UpdateApiRequest,
 };
-use gatehouse_proto::events::{lifecycle::State as Lifecycle, o_auth_client::KeyType};
-use gatehouse_proto::keymanager::GenerateKeysRequest;
+use gatehouse_proto::events::lifecycle::State as Lifecycle;
 use gatehouse_testkit::backend::echo_backend;
 use gatehouse_testkit::chaos::longest_pause_after;
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
@@ -43,7 +41,9 @@ use gatehouse_testkit::proxy::TcpProxy;
 use gatehouse_testkit::tls::HttpClient;
 use gatehouse_testkit::world::{api, resources};
 use http::StatusCode;
-use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, Gateway};
+use support::{
+    ADMIN_ID, ADMIN_SECRET, ControlPlane, Gateway, admin_application, subscribed_application,
+};
 
 /// How long anything may take to come back on a loaded machine.
 const HEAL: Duration = Duration::from_secs(60);
@@ -107,34 +107,7 @@ impl Stack {
             })
             .await
             .unwrap();
-        let app = admin
-            .create_application(CreateApplicationRequest {
-                name: "Prober".into(),
-                owner: ADMIN_ID.into(),
-                throttling_tier: "Unlimited".into(),
-                description: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        admin
-            .subscribe(SubscribeRequest {
-                application_id: app.id.clone(),
-                api_id: api_id.clone(),
-                tier: "Unlimited".into(),
-            })
-            .await
-            .unwrap();
-        let keys = admin
-            .generate_keys(GenerateKeysRequest {
-                application_id: app.id,
-                key_type: KeyType::Production as i32,
-                grant_types: vec![],
-                token_lifetime_seconds: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let (_, keys) = subscribed_application(&mut admin, "Prober", &[&api_id], "Unlimited").await;
         let app_token = token(&http, &plane, &keys.consumer_key, &keys.consumer_secret).await;
         let proxied: Vec<String> = proxies
             .iter()
@@ -281,12 +254,7 @@ impl Writers {
                     while !stop.load(Ordering::Relaxed) {
                         i += 1;
                         let created = admin
-                            .create_application(CreateApplicationRequest {
-                                name: format!("writer-{w}-{i}"),
-                                owner: ADMIN_ID.into(),
-                                throttling_tier: "Unlimited".into(),
-                                description: String::new(),
-                            })
+                            .create_application(admin_application(format!("writer-{w}-{i}")))
                             .await;
                         match created {
                             Ok(app) => acked

@@ -30,13 +30,9 @@ use std::time::Duration;
 
 use gatehouse_node::pki::NodeRole;
 use gatehouse_proto::admin::{
-    ChangeLifecycleRequest, CreateApiRequest, CreateApplicationRequest, ListGatewaysRequest,
-    SubscribeRequest,
+    ChangeLifecycleRequest, CreateApiRequest, ListGatewaysRequest, SubscribeRequest,
 };
-use gatehouse_proto::events::{
-    ApiDefinition, lifecycle::State as Lifecycle, o_auth_client::KeyType,
-};
-use gatehouse_proto::keymanager::GenerateKeysRequest;
+use gatehouse_proto::events::{ApiDefinition, lifecycle::State as Lifecycle};
 use gatehouse_testkit::backend::{echo_backend, seed_backends};
 use gatehouse_testkit::grpc::{AdminClient, admin_client};
 use gatehouse_testkit::nats::NatsServer;
@@ -47,7 +43,7 @@ use gatehouse_testkit::process::Process;
 use gatehouse_testkit::tls::{HttpClient, Reply};
 use gatehouse_testkit::world::{LogLocation, World, api, resources};
 use http::StatusCode;
-use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, Gateway, gatehouse};
+use support::{ADMIN_ID, ADMIN_SECRET, ControlPlane, Gateway, gatehouse, subscribed_application};
 
 /// What every stage works on.
 struct Stack {
@@ -234,39 +230,13 @@ async fn the_seed_flow_through_the_admin_api(stack: &mut Stack) -> Seed {
             &order_url,
         ))
         .await;
-    let app = stack
-        .admin
-        .create_application(CreateApplicationRequest {
-            name: "MyPythonApp".into(),
-            owner: ADMIN_ID.into(),
-            throttling_tier: "Unlimited".into(),
-            description: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    for api_id in [&client_api, &order_api] {
-        stack
-            .admin
-            .subscribe(SubscribeRequest {
-                application_id: app.id.clone(),
-                api_id: api_id.clone(),
-                tier: "Gold".into(),
-            })
-            .await
-            .unwrap();
-    }
-    let keys = stack
-        .admin
-        .generate_keys(GenerateKeysRequest {
-            application_id: app.id.clone(),
-            key_type: KeyType::Production as i32,
-            grant_types: vec![],
-            token_lifetime_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (app, keys) = subscribed_application(
+        &mut stack.admin,
+        "MyPythonApp",
+        &[&client_api, &order_api],
+        "Gold",
+    )
+    .await;
     let token = access_token(
         &stack.http,
         &stack.plane,

@@ -117,13 +117,7 @@ async fn a_subscription_limit_holds_across_replicas_whatever_the_spread() {
     world
         .policy("SixtyPerMinute", Level::Subscription, LIMIT, 60)
         .await;
-    let mut definition = api(
-        "Client",
-        "/client",
-        "1.0.0",
-        resources(&[("GET", "/users")]),
-        &[echo],
-    );
+    let mut definition = client_api(echo);
     definition.subscription_tiers = vec!["SixtyPerMinute".into()];
     world.publish_api("client-api", definition).await;
     let phases = ["even", "one", "two-to-one", "churn"];

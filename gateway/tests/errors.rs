@@ -144,13 +144,7 @@ async fn subscription_tier_throttles_with_429_900804_and_rate_limit_headers() {
     let world = World::new().await;
     let (echo, _) = echo_backend("echo").await;
     world.policy(world_tier, Level::Subscription, 2, 60).await;
-    let mut definition = api(
-        "Client",
-        "/client",
-        "1.0.0",
-        resources(&[("GET", "/users")]),
-        &[echo],
-    );
+    let mut definition = client_api(echo);
     definition.subscription_tiers = vec![world_tier.into()];
     world.publish_api("client-api", definition).await;
     world.application("app1", "").await;
@@ -636,13 +630,7 @@ async fn production_and_sandbox_keys_reach_their_own_endpoints() {
     let world = World::new().await;
     let (prod, _) = echo_backend("production-backend").await;
     let (sandbox, _) = echo_backend("sandbox-backend").await;
-    let mut definition = api(
-        "Client",
-        "/client",
-        "1.0.0",
-        resources(&[("GET", "/users")]),
-        &[prod],
-    );
+    let mut definition = client_api(prod);
     definition.endpoints.as_mut().unwrap().sandbox = group(Mode::LoadBalance, &[sandbox]);
     world.publish_api("client-api", definition).await;
     world.application("app1", "").await;

@@ -14,13 +14,7 @@ async fn each_replica_enforces_its_share_and_together_they_admit_the_limit() {
     let world = World::new().await;
     let (echo, calls) = echo_backend("echo").await;
     world.policy("TenPerMinute", Level::Api, 10, 60).await;
-    let mut definition = api(
-        "Client",
-        "/client",
-        "1.0.0",
-        resources(&[("GET", "/users")]),
-        &[echo],
-    );
+    let mut definition = client_api(echo);
     definition.api_throttling_tier = "TenPerMinute".into();
     world.publish_api("client-api", definition).await;
     world.application("app1", "").await;

@@ -7,6 +7,10 @@
 use std::path::Path;
 
 use gatehouse_node::pki::NodeRole;
+use gatehouse_proto::admin::{CreateApplicationRequest, SubscribeRequest};
+use gatehouse_proto::events::{Application, o_auth_client::KeyType};
+use gatehouse_proto::keymanager::{ApplicationKeys, GenerateKeysRequest};
+use gatehouse_testkit::grpc::AdminClient;
 use gatehouse_testkit::grpc::Target;
 use gatehouse_testkit::pki::TestPki;
 use gatehouse_testkit::ports::{free_port, is_listening};
@@ -41,6 +45,53 @@ pub struct ControlPlane {
 }
 
 pub const ADMIN_ID: &str = "admin";
+
+/// A new application `name` owned by the admin client, on the Unlimited tier.
+pub fn admin_application(name: impl Into<String>) -> CreateApplicationRequest {
+    CreateApplicationRequest {
+        name: name.into(),
+        owner: ADMIN_ID.into(),
+        throttling_tier: "Unlimited".into(),
+        description: String::new(),
+    }
+}
+
+/// The devportal's three steps through `admin`: application `name` (see
+/// [`admin_application`]), subscribed to each of `api_ids` at `tier`, with its production
+/// keys.
+pub async fn subscribed_application(
+    admin: &mut AdminClient,
+    name: &str,
+    api_ids: &[&str],
+    tier: &str,
+) -> (Application, ApplicationKeys) {
+    let app = admin
+        .create_application(admin_application(name))
+        .await
+        .unwrap()
+        .into_inner();
+    for api_id in api_ids {
+        admin
+            .subscribe(SubscribeRequest {
+                application_id: app.id.clone(),
+                api_id: api_id.to_string(),
+                tier: tier.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let keys = admin
+        .generate_keys(GenerateKeysRequest {
+            application_id: app.id.clone(),
+            key_type: KeyType::Production as i32,
+            grant_types: vec![],
+            token_lifetime_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (app, keys)
+}
 pub const ADMIN_SECRET: &str = "admin-secret-for-tests";
 
 impl ControlPlane {

@@ -35,6 +35,18 @@ pub async fn gateway(
     gw
 }
 
+/// The client API (`/client/1.0.0`, `GET /users`) on `backend`, as most suites
+/// publish it before tuning one field.
+pub fn client_api(backend: String) -> gatehouse_proto::events::ApiDefinition {
+    api(
+        "Client",
+        "/client",
+        "1.0.0",
+        resources(&[("GET", "/users")]),
+        &[backend],
+    )
+}
+
 /// A configuration on free ports, control unreachable, no access log, replica
 /// `test-gw`.
 pub fn test_config(dir: &std::path::Path) -> GatewayConfig {
