@@ -353,8 +353,8 @@ pub async fn run(config: &BootstrapConfig) -> anyhow::Result<Seeded> {
                 .generate_keys(GenerateKeysRequest {
                     application_id: app.id.clone(),
                     key_type: KeyType::Production as i32,
-                    grant_types: vec![],
-                    token_lifetime_seconds: 0,
+                    // The defaults: client_credentials, one-hour tokens.
+                    ..Default::default()
                 })
                 .await
                 .context("generating MyPythonApp's production keys")?

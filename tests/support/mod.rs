@@ -84,8 +84,8 @@ pub async fn subscribed_application(
         .generate_keys(GenerateKeysRequest {
             application_id: app.id.clone(),
             key_type: KeyType::Production as i32,
-            grant_types: vec![],
-            token_lifetime_seconds: 0,
+            // The defaults: client_credentials, one-hour tokens.
+            ..Default::default()
         })
         .await
         .unwrap()
